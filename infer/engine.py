@@ -1,0 +1,427 @@
+"""The KV-cache generation engine: one jitted prefill, one jitted on-device decode loop.
+
+    gen = generate(params, cfg, [[1, 2, 3], [4, 5]], max_new_tokens=32, temperature=0.7,
+                   stop_ids=[eos], decode_fn=enc.decode)
+    gen[0].text, gen[0].token_ids, gen.decode_tokens_per_sec
+
+How it works (and why):
+- Prompts are left-padded to a common length (`valid_BT` marks the padding) so every row's last
+  prompt token sits in the same column; each row keeps its own rotary positions 0..len-1.
+- Shapes are bucketed (prompt length and room for new tokens rounded up to powers of two), and
+  compiled executables are cached by shape, so new prompts and new token budgets reuse them:
+  there is no compilation per token and usually none per call. `compilations()` counts them.
+- The decode loop is a `lax.while_loop` on the device: forward one token per row through the
+  preallocated cache, sample, record, stop rows that produced a stop id. Without streaming or
+  stop strings the whole generation is one device call (no host round trip per token). Streaming
+  runs the same compiled loop one step at a time; stop strings, which need text, are checked on
+  the host between chunks of `STOP_STRING_CHUNK` steps.
+- Sampling is `infer.sampling.sample`; temperature and top_p are traced values, so changing them
+  does not recompile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import model as model_lib
+from infer.sampling import SamplingParams, sample
+
+STOP_STRING_CHUNK = 16  # decode steps between host checks for stop strings (when not streaming)
+_MIN_BUCKET = 16
+
+
+@dataclasses.dataclass
+class Completion:
+    """One row's output. `token_ids` exclude a final stop id; with a stop string they run up to
+    the token that completed it, while `text` is cut just before the stop string."""
+
+    token_ids: list[int]
+    text: str | None
+    finish_reason: str  # "stop" (stop id or stop string) or "length"
+    logits: np.ndarray | None = None  # [n, V] float32, with output_logits=True
+
+
+@dataclasses.dataclass
+class Generation:
+    """The completions of a batch, indexable like a list, with timings (compilation excluded)."""
+
+    completions: list[Completion]
+    prefill_tokens: int
+    prefill_seconds: float
+    decode_tokens: int
+    decode_seconds: float
+
+    def __getitem__(self, i: int) -> Completion:
+        return self.completions[i]
+
+    def __len__(self) -> int:
+        return len(self.completions)
+
+    def __iter__(self):
+        return iter(self.completions)
+
+    @property
+    def prefill_tokens_per_sec(self) -> float:
+        return self.prefill_tokens / max(self.prefill_seconds, 1e-9)
+
+    @property
+    def decode_tokens_per_sec(self) -> float:
+        return self.decode_tokens / max(self.decode_seconds, 1e-9)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenEvent:
+    """A token as it is generated: `text` is the new printable text (may be empty while a
+    multi-byte character or a possible stop string is incomplete)."""
+
+    row: int
+    token_id: int
+    text: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Device functions (pure; compiled once per static configuration and shape bucket)
+
+
+def _prefill(params, tokens_BP, valid_BP, cache, key, temperature, top_p, stop_S, max_new, *,
+             cfg, forward_fn, top_k, use_top_p, n_out, output_logits):
+    """Runs the prompts through the cache and samples each row's first new token."""
+    positions_BP = jnp.maximum(jnp.cumsum(valid_BP, axis=1) - 1, 0)
+    logits_BPV, cache = forward_fn(params, tokens_BP, cfg, cache=cache,
+                                   positions_BT=positions_BP, valid_BT=valid_BP)
+    logits_BV = logits_BPV[:, -1]  # left padding: the last column is every row's last token
+    token_B = sample(logits_BV, jax.random.fold_in(key, 0), temperature, top_k,
+                     top_p if use_top_p else 1.0)
+    B = tokens_BP.shape[0]
+    state = {
+        "cache": cache,
+        "token_B": token_B,
+        "next_position_B": positions_BP[:, -1] + 1,
+        "out_BN": jnp.zeros((B, n_out), jnp.int32).at[:, 0].set(token_B),
+        "count_B": jnp.ones((B,), jnp.int32),
+        "done_B": jnp.isin(token_B, stop_S) | (max_new <= 1),
+        "step": jnp.ones((), jnp.int32),
+        "key": key,
+    }
+    if output_logits:
+        state["logits_BNV"] = jnp.zeros((B, n_out, logits_BV.shape[-1]),
+                                        jnp.float32).at[:, 0].set(logits_BV)
+    return state
+
+
+def _decode(params, state, until_step, temperature, top_p, stop_S, max_new, *,
+            cfg, forward_fn, top_k, use_top_p):
+    """Generates one token per live row per step until `until_step`, `max_new` or all done."""
+
+    def cond(s):
+        return (s["step"] < jnp.minimum(until_step, max_new)) & ~jnp.all(s["done_B"])
+
+    def body(s):
+        logits_B1V, cache = forward_fn(params, s["token_B"][:, None], cfg, cache=s["cache"],
+                                       positions_BT=s["next_position_B"][:, None])
+        logits_BV = logits_B1V[:, 0]
+        token_B = sample(logits_BV, jax.random.fold_in(s["key"], s["step"]), temperature, top_k,
+                         top_p if use_top_p else 1.0)
+        live_B = ~s["done_B"]
+        token_B = jnp.where(live_B, token_B, 0)
+        new = dict(s)
+        new["cache"] = cache
+        new["token_B"] = token_B
+        new["next_position_B"] = s["next_position_B"] + 1
+        new["out_BN"] = jax.lax.dynamic_update_index_in_dim(s["out_BN"], token_B, s["step"], 1)
+        new["count_B"] = s["count_B"] + live_B
+        new["done_B"] = s["done_B"] | jnp.isin(token_B, stop_S) | (s["step"] + 1 >= max_new)
+        new["step"] = s["step"] + 1
+        if "logits_BNV" in s:
+            new["logits_BNV"] = jax.lax.dynamic_update_index_in_dim(
+                s["logits_BNV"], logits_BV, s["step"], 1)
+        return new
+
+    return jax.lax.while_loop(cond, body, state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Compilation cache: explicit so timings exclude compilation and tests can count compilations.
+
+_EXECUTABLES: dict = {}
+_COMPILATIONS = [0]
+
+
+def compilations() -> int:
+    """How many executables the engine has compiled in this process."""
+    return _COMPILATIONS[0]
+
+
+def _signature(tree) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple((np.shape(x), str(x.dtype), getattr(x, "weak_type", False))
+                          for x in leaves)
+
+
+def _compiled(fn, static: dict, donate: tuple, *args):
+    """The executable of `fn(*args, **static)` for these argument shapes, compiled once."""
+    key = (fn, tuple(sorted(static.items(), key=lambda kv: kv[0])), _signature(args))
+    exe = _EXECUTABLES.get(key)
+    if exe is None:
+        jitted = jax.jit(lambda *a: fn(*a, **static), donate_argnums=donate)
+        exe = jitted.lower(*args).compile()
+        _EXECUTABLES[key] = exe
+        _COMPILATIONS[0] += 1
+    return exe
+
+
+def _bucket(n: int) -> int:
+    return max(_MIN_BUCKET, 1 << (max(n, 1) - 1).bit_length())
+
+
+# ---------------------------------------------------------------------------------------------
+# Host side: stop strings and streaming text
+
+
+def _held_back(text: str, stop_strings: Sequence[str]) -> int:
+    """Length of the longest suffix of `text` that could still grow into a stop string."""
+    longest = 0
+    for stop in stop_strings:
+        for n in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:n]):
+                longest = n
+                break
+    return longest
+
+
+class _RowText:
+    """Incremental text of one row: what may be shown so far and where a stop string begins."""
+
+    def __init__(self, decode_fn, stop_strings):
+        self.decode_fn = decode_fn
+        self.stop_strings = [s for s in stop_strings if s]
+        self.shown = 0
+        self.stop_at: int | None = None  # index in text where a stop string starts
+        self.stop_token_count: int | None = None
+
+    def update(self, token_ids: list[int]) -> str:
+        """New printable text after `token_ids` (all of this row's tokens so far)."""
+        if self.decode_fn is None or self.stop_at is not None:
+            return ""
+        text = self.decode_fn(token_ids)
+        hits = [text.find(s) for s in self.stop_strings]
+        hits = [h for h in hits if h >= 0]
+        if hits:
+            self.stop_at = min(hits)
+            self.stop_token_count = len(token_ids)
+            end = self.stop_at
+        else:
+            end = len(text) - _held_back(text, self.stop_strings)
+            while end > self.shown and text[end - 1] == "\ufffd":  # an incomplete UTF-8 char
+                end -= 1
+        delta = text[self.shown:max(end, self.shown)]
+        self.shown = max(end, self.shown)
+        return delta
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+
+
+def _validate(cfg, prompts, max_new_tokens):
+    if not prompts:
+        raise ValueError("generate: prompt_ids_batch is empty; expected a list of token-id lists")
+    for i, p in enumerate(prompts):
+        if len(p) == 0:
+            raise ValueError(f"generate: prompt {i} has no tokens; give at least one (e.g. BOS)")
+        bad = [t for t in p if not 0 <= t < cfg.vocab_size]
+        if bad:
+            raise ValueError(f"generate: prompt {i} has token ids {bad[:5]} outside the "
+                             f"vocabulary [0, {cfg.vocab_size})")
+    if max_new_tokens < 1:
+        raise ValueError(f"generate: max_new_tokens must be >= 1, got {max_new_tokens}")
+    longest = max(len(p) for p in prompts)
+    if longest + max_new_tokens > cfg.max_seq_len:
+        raise ValueError(
+            f"generate: prompt of {longest} tokens + max_new_tokens={max_new_tokens} exceeds the "
+            f"model's context of {cfg.max_seq_len} tokens; shorten the prompt or ask for fewer "
+            "new tokens")
+
+
+def stream_generate(params, cfg, prompt_ids_batch: Sequence[Sequence[int]], *,
+                    max_new_tokens: int = 64, temperature: float = 0.0, top_k: int = 0,
+                    top_p: float = 1.0, seed: int = 0, stop_ids: Sequence[int] = (),
+                    stop_strings: Sequence[str] = (), decode_fn: Callable | None = None,
+                    stream: bool = True, output_logits: bool = False,
+                    forward_fn: Callable | None = None) -> Iterator[TokenEvent]:
+    """Yields a TokenEvent per generated token (when `stream`); returns the Generation.
+
+    Use `gen = yield from stream_generate(...)` or `generate(..., stream=callback)`.
+    """
+    prompts = [[int(t) for t in p] for p in prompt_ids_batch]
+    _validate(cfg, prompts, max_new_tokens)
+    sp = SamplingParams(float(temperature), int(top_k), float(top_p), int(seed))
+    if stop_strings and decode_fn is None:
+        raise ValueError("generate: stop_strings need decode_fn (token ids -> text)")
+    forward_fn = forward_fn or model_lib.forward
+
+    B = len(prompts)
+    P = _bucket(max(len(p) for p in prompts))
+    n_out = _bucket(max_new_tokens)
+    tokens_BP = np.zeros((B, P), np.int32)
+    valid_BP = np.zeros((B, P), bool)
+    for b, p in enumerate(prompts):
+        tokens_BP[b, P - len(p):] = p
+        valid_BP[b, P - len(p):] = True
+    stops = sorted({int(s) for s in stop_ids})
+    stop_S = np.full((max(4, -(-len(stops) // 4) * 4),), -1, np.int32)
+    stop_S[:len(stops)] = stops
+    cache = model_lib.init_cache(cfg, B, P + n_out)
+    scalars = (np.float32(sp.temperature), np.float32(sp.top_p), stop_S,
+               np.int32(max_new_tokens))
+    static = dict(cfg=cfg, forward_fn=forward_fn, top_k=sp.top_k, use_top_p=sp.top_p < 1.0)
+    key = jax.random.key(sp.seed)
+
+    prefill_args = (params, tokens_BP, valid_BP, cache, key, *scalars)
+    prefill = _compiled(_prefill, dict(static, n_out=n_out, output_logits=output_logits), (3,),
+                        *prefill_args)
+    t0 = time.perf_counter()
+    state = prefill(*prefill_args)
+    first_B = np.asarray(state["token_B"])  # waits for the prefill
+    prefill_seconds = time.perf_counter() - t0
+
+    rows = [_RowText(decode_fn, stop_strings) for _ in range(B)]
+    token_lists: list[list[int]] = [[] for _ in range(B)]
+    seen = 1  # steps already delivered to the host
+    chunk = 1 if stream else (STOP_STRING_CHUNK if stop_strings else n_out)
+
+    def deliver(out_BN, count_B, upto):
+        for b in range(B):
+            for j in range(len(token_lists[b]), min(int(count_B[b]), upto)):
+                if rows[b].stop_at is not None:
+                    break
+                token_lists[b].append(int(out_BN[b, j]))
+                if token_lists[b][-1] in stops:
+                    continue
+                text = rows[b].update(token_lists[b])
+                if stream:
+                    yield TokenEvent(b, token_lists[b][-1], text)
+
+    yield from deliver(first_B[:, None], np.ones(B), 1)
+    decode = None
+    decode_seconds = 0.0
+    while True:
+        done_B = np.asarray(state["done_B"])
+        stopped = np.array([r.stop_at is not None for r in rows])
+        if (done_B | stopped).all() or seen >= max_new_tokens:
+            break
+        if stopped.any() and not (done_B >= stopped).all():
+            state["done_B"] = jnp.asarray(done_B | stopped)
+        decode_args = (params, state, np.int32(seen + chunk), *scalars)
+        decode = decode or _compiled(_decode, static, (1,), *decode_args)
+        t0 = time.perf_counter()
+        state = decode(*decode_args)
+        out_BN, count_B, seen = (np.asarray(state["out_BN"]), np.asarray(state["count_B"]),
+                                 int(state["step"]))
+        decode_seconds += time.perf_counter() - t0
+        yield from deliver(out_BN, count_B, seen)
+
+    logits_BNV = np.asarray(state["logits_BNV"]) if output_logits else None
+    completions = []
+    for b in range(B):
+        ids, row = token_lists[b], rows[b]
+        if row.stop_at is not None:
+            ids = ids[:row.stop_token_count]
+            reason = "stop"
+        elif ids and ids[-1] in stops:
+            ids = ids[:-1]
+            reason = "stop"
+        else:
+            reason = "length"
+        text = None
+        if decode_fn is not None:
+            text = decode_fn(ids)
+            if row.stop_at is not None:
+                text = text[:row.stop_at]
+        logits = logits_BNV[b, :len(ids)] if logits_BNV is not None else None
+        completions.append(Completion(ids, text, reason, logits))
+    decode_tokens = sum(max(len(t) - 1, 0) for t in token_lists)
+    return Generation(completions, sum(len(p) for p in prompts), prefill_seconds, decode_tokens,
+                      decode_seconds)
+
+
+def generate(params, cfg, prompt_ids_batch: Sequence[Sequence[int]], *,
+             stream: Callable[[TokenEvent], None] | None = None, **kwargs) -> Generation:
+    """Generates continuations of a batch of prompts (lists of token ids).
+
+    Keyword arguments: max_new_tokens, temperature (0 = greedy), top_k (0 = off), top_p (1 =
+    off), seed, stop_ids, stop_strings, decode_fn (token ids -> str; needed for text and stop
+    strings), output_logits, forward_fn (default `model.forward`). `stream`, if given, is called
+    with each TokenEvent as soon as its token exists.
+    """
+    events = stream_generate(params, cfg, prompt_ids_batch, stream=stream is not None, **kwargs)
+    while True:
+        try:
+            event = next(events)
+        except StopIteration as finished:
+            return finished.value
+        stream(event)
+
+
+# ---------------------------------------------------------------------------------------------
+# Text in, text out, for a loaded model (`infer.load(...)`: config, params, tokenizer,
+# chat_template, bos_id, eos_ids, add_bos).
+
+
+def prompt_ids(model, prompt, *, chat: bool = False, system: str | None = None) -> list[int]:
+    """Token ids for a prompt: plain text (BOS first when the model wants it), or with `chat`
+    a user message (or a list of messages) rendered by the model's chat template."""
+    from infer import chat_template
+
+    enc = model.tokenizer
+    if chat:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(
+            prompt)
+        if system is not None:
+            messages = [{"role": "system", "content": system}] + messages
+        return chat_template.render(enc, messages, template=model.chat_template,
+                                    bos_token=_token_text(enc, model.bos_id),
+                                    eos_token=_token_text(enc, (model.eos_ids or [None])[0]))
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string without chat=True, got {type(prompt).__name__}")
+    ids = enc.encode_ordinary(prompt)  # user text: special-token strings stay plain text
+    if getattr(model, "add_bos", False) and model.bos_id is not None:
+        ids = [int(model.bos_id)] + ids
+    return ids
+
+
+def _token_text(enc, token_id) -> str:
+    return "" if token_id is None else enc.decode([int(token_id)])
+
+
+def stop_ids_for(model, *, chat: bool) -> list[int]:
+    """End-of-sequence ids, plus the end-of-turn tokens of the chat template when chatting."""
+    from infer import chat_template
+
+    eos = [int(i) for i in (model.eos_ids or [])]
+    if not chat:
+        return sorted(set(eos))
+    return sorted(set(eos) | set(chat_template.turn_end_ids(model.tokenizer)))
+
+
+def generate_text(model, prompts, *, chat: bool = False, system: str | None = None,
+                  stop_ids: Sequence[int] | None = None, **kwargs) -> Generation:
+    """Generates from text prompt(s) (a string, or a list for a batch) with a loaded model.
+
+    Stops at EOS (and, with `chat`, at the template's end of turn); other keyword arguments
+    are those of `generate` (max_new_tokens, temperature, top_k, top_p, seed, stop_strings,
+    stream, ...). Returns the Generation; `gen[0].text` is the first completion.
+    """
+    batch = [prompts] if isinstance(prompts, str) or (
+        prompts and isinstance(prompts[0], dict)) else list(prompts)
+    ids = [prompt_ids(model, p, chat=chat, system=system) for p in batch]
+    if stop_ids is None:
+        stop_ids = stop_ids_for(model, chat=chat)
+    kwargs.setdefault("decode_fn", model.tokenizer.decode)
+    return generate(model.params, model.config, ids, stop_ids=stop_ids, **kwargs)
