@@ -14,6 +14,7 @@ just the number of batches taken, so a restored loader yields exactly the batche
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grain
@@ -72,7 +73,7 @@ class Loader:
     """Iterator of {"inputs", "targets"}: int32 [global_batch, seq_len] global jax.Arrays."""
 
     def __init__(self, data_dir, split: str = "train", seq_len: int = 256, global_batch: int = 16,
-                 seed: int = 0, mesh=None, shuffle: bool = True, *,
+                 seed: int = 0, mesh=None, shuffle: bool = True, *, prefetch: int = 2,
                  process_index: int | None = None, process_count: int | None = None):
         self.windows = TokenWindows(data_dir, split, seq_len)
         self.split, self.seq_len, self.global_batch, self.seed = split, seq_len, global_batch, seed
@@ -91,6 +92,11 @@ class Loader:
         ds = ds.repeat()[self.process_index::self.process_count]
         self._batches = ds.batch(self.local_batch)
         self.step = 0
+        # Batch `step` is a pure function of `step`, so the next few can be built (and put on
+        # the devices) by a thread while the training step runs, without touching the state.
+        self._prefetch = prefetch
+        self._pool = None
+        self._ahead: dict = {}
 
     @property
     def windows_per_epoch(self) -> int:
@@ -107,11 +113,23 @@ class Loader:
     def __iter__(self):
         return self
 
-    def __next__(self) -> dict:
-        local = self.local_batch_at(self.step)
-        self.step += 1
+    def batch_at(self, step: int) -> dict:
+        """Global batch `step` as the iterator yields it."""
+        local = self.local_batch_at(step)
         return to_global({"inputs": local[:, :-1], "targets": local[:, 1:]}, self.mesh,
                          self.global_batch)
+
+    def __next__(self) -> dict:
+        ahead = self._ahead.pop(self.step, None)
+        batch = ahead.result() if ahead is not None else self.batch_at(self.step)
+        self.step += 1
+        if self._prefetch > 0:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="twofiles-loader")
+            for step in range(self.step, self.step + self._prefetch):
+                if step not in self._ahead:
+                    self._ahead[step] = self._pool.submit(self.batch_at, step)
+        return batch
 
     def get_state(self) -> dict:
         """JSON-serialisable; `set_state` of a loader built the same way resumes exactly."""
@@ -130,6 +148,9 @@ class Loader:
         if not isinstance(step, int) or step < 0:
             raise LoaderError(f"loader state needs a non-negative int 'step', got {step!r}")
         self.step = step
+        for ahead in self._ahead.values():
+            ahead.cancel()
+        self._ahead.clear()
 
 
 def to_global(local: dict, mesh, global_batch: int) -> dict:
