@@ -131,6 +131,16 @@ class Loader:
                     self._ahead[step] = self._pool.submit(self.batch_at, step)
         return batch
 
+    def close(self) -> None:
+        """Stop prefetching (the iterator still works, without it)."""
+        for ahead in self._ahead.values():
+            ahead.cancel()
+        self._ahead.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+        self._prefetch = 0
+
     def get_state(self) -> dict:
         """JSON-serialisable; `set_state` of a loader built the same way resumes exactly."""
         return {"step": self.step, "epoch": self.epoch, "split": self.split,
@@ -181,6 +191,9 @@ def eval_batches(data_dir, split: str = "val", seq_len: int = 256, global_batch:
     n = max(1, len(loader.windows) // global_batch)
     if max_batches is not None:
         n = min(n, max_batches)
-    for _ in range(n):
-        yield next(loader)
+    try:
+        for _ in range(n):
+            yield next(loader)
+    finally:
+        loader.close()
 
