@@ -1,0 +1,29 @@
+# twofiles: `make demo` trains a small model and lets it write; `make test` runs the suite.
+# Both create .venv and install the project on first use; later runs reuse it.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python -m model --preset tiny
+
+test: install
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests
+
+test-fast: install
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow" tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,134 @@
+"""The forward pass of a Llama-family decoder, as pure functions over the parameter tree.
+
+Shape suffixes: B batch, T new tokens, S cache slots, D width, H query heads, G kv heads,
+R = H/G queries per kv head, K head dim, F MLP width, V vocabulary, L layers.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from model.config import ModelConfig
+
+
+def _dot(spec: str, x: jax.Array, w: jax.Array, cfg: ModelConfig) -> jax.Array:
+    """A matmul with inputs in the compute dtype and a float32 result.
+
+    Accumulating in float32 (rather than rounding the output to bfloat16) keeps bfloat16 compute
+    accurate, and on CPUs with bf16 dot units it is also the fast path.
+    """
+    cd = jnp.dtype(cfg.compute_dtype)
+    return jnp.einsum(spec, x.astype(cd), w.astype(cd), preferred_element_type=jnp.float32)
+
+
+def rms_norm(x: jax.Array, gain: jax.Array, eps: float) -> jax.Array:
+    x = x.astype(jnp.float32)
+    return x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps) * gain.astype(
+        jnp.float32)
+
+
+def rope(x_BTNK: jax.Array, positions_BT: jax.Array, theta: float) -> jax.Array:
+    """Rotary embedding in the rotate-half layout (the Hugging Face Llama convention)."""
+    K = x_BTNK.shape[-1]
+    inv_freq = 1.0 / theta ** (jnp.arange(0, K, 2, dtype=jnp.float32) / K)
+    angles_BTk = positions_BT.astype(jnp.float32)[..., None] * inv_freq
+    cos = jnp.cos(angles_BTk)[:, :, None, :]
+    sin = jnp.sin(angles_BTk)[:, :, None, :]
+    x1, x2 = jnp.split(x_BTNK.astype(jnp.float32), 2, axis=-1)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+def _attend(q_BTHK, k_BSGK, v_BSGK, mask_BTS, cfg: ModelConfig) -> jax.Array:
+    B, T, H, K = q_BTHK.shape
+    G = cfg.n_kv_heads
+    q_BTGRK = q_BTHK.reshape(B, T, G, H // G, K)
+    scores_BGRTS = _dot("btgrk,bsgk->bgrts", q_BTGRK, k_BSGK, cfg) * K**-0.5
+    scores_BGRTS = jnp.where(mask_BTS[:, None, None], scores_BGRTS, -1e30)
+    probs_BGRTS = jax.nn.softmax(scores_BGRTS, axis=-1)
+    out_BTGRK = _dot("bgrts,bsgk->btgrk", probs_BGRTS, v_BSGK, cfg)
+    return out_BTGRK.reshape(B, T, H, K)
+
+
+def _block(x_BTD, layer, kv, positions_BT, mask_BTS, write_at, cfg: ModelConfig):
+    """One pre-norm block. `kv` is this layer's (k_BSGK, v_BSGK) cache or None."""
+    h_BTD = rms_norm(x_BTD, layer["attn_norm"], cfg.norm_eps)
+    q_BTHK = rope(_dot("btd,dhk->bthk", h_BTD, layer["wq"], cfg), positions_BT, cfg.rope_theta)
+    k_BTGK = rope(_dot("btd,dgk->btgk", h_BTD, layer["wk"], cfg), positions_BT, cfg.rope_theta)
+    v_BTGK = _dot("btd,dgk->btgk", h_BTD, layer["wv"], cfg)
+    if kv is None:
+        k_BSGK, v_BSGK = k_BTGK, v_BTGK
+        new_kv = None
+    else:
+        k_cache, v_cache = kv
+        k_BSGK = jax.lax.dynamic_update_slice_in_dim(
+            k_cache, k_BTGK.astype(k_cache.dtype), write_at, axis=1)
+        v_BSGK = jax.lax.dynamic_update_slice_in_dim(
+            v_cache, v_BTGK.astype(v_cache.dtype), write_at, axis=1)
+        new_kv = (k_BSGK, v_BSGK)
+    attn_BTHK = _attend(q_BTHK, k_BSGK, v_BSGK, mask_BTS, cfg)
+    x_BTD = x_BTD + _dot("bthk,hkd->btd", attn_BTHK, layer["wo"], cfg)
+
+    h_BTD = rms_norm(x_BTD, layer["mlp_norm"], cfg.norm_eps)
+    gate_BTF = _dot("btd,df->btf", h_BTD, layer["w_gate"], cfg)
+    up_BTF = _dot("btd,df->btf", h_BTD, layer["w_up"], cfg)
+    x_BTD = x_BTD + _dot("btf,fd->btd", jax.nn.silu(gate_BTF) * up_BTF, layer["w_down"], cfg)
+    return x_BTD, new_kv
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype: str | None = None) -> dict:
+    """An empty KV cache of `max_len` slots per row."""
+    shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.head_dim)
+    dtype = jnp.dtype(dtype or cfg.compute_dtype)
+    return {
+        "k": jnp.zeros(shape, dtype),
+        "v": jnp.zeros(shape, dtype),
+        "valid": jnp.zeros((batch, max_len), bool),
+        "index": jnp.zeros((), jnp.int32),
+    }
+
+
+def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict | None = None,
+            positions_BT: jax.Array | None = None, valid_BT: jax.Array | None = None):
+    """Logits for every position of `tokens_BT`, and the updated cache (None without one).
+
+    Without a cache the T tokens attend causally to each other at positions 0..T-1. With a
+    cache they are written to slots index..index+T-1; each attends to the filled, valid slots
+    up to its own. `valid_BT` marks real tokens (False for padding); `positions_BT` are the
+    rotary positions (default: the slot numbers).
+    """
+    B, T = tokens_BT.shape
+    x_BTD = params["embed"][tokens_BT].astype(jnp.float32)
+    if cache is None:
+        start = jnp.zeros((), jnp.int32)
+        causal_TT = jnp.tril(jnp.ones((T, T), bool))
+        mask_BTS = jnp.broadcast_to(causal_TT, (B, T, T))
+        if valid_BT is not None:
+            mask_BTS = mask_BTS & valid_BT[:, None, :]
+        kvs = None
+    else:
+        start = cache["index"]
+        S = cache["k"].shape[2]
+        valid = jnp.ones((B, T), bool) if valid_BT is None else valid_BT
+        valid_BS = jax.lax.dynamic_update_slice_in_dim(cache["valid"], valid, start, axis=1)
+        slot_T = start + jnp.arange(T)
+        mask_BTS = (jnp.arange(S)[None, :] <= slot_T[:, None])[None] & valid_BS[:, None, :]
+        kvs = (cache["k"], cache["v"])
+    if positions_BT is None:
+        positions_BT = jnp.broadcast_to(start + jnp.arange(T), (B, T))
+
+    def body(x_BTD, layer_and_kv):
+        layer, kv = layer_and_kv
+        return _block(x_BTD, layer, kv, positions_BT, mask_BTS, start, cfg)
+
+    if cfg.remat:
+        body = jax.checkpoint(body)
+    x_BTD, new_kvs = jax.lax.scan(body, x_BTD, (params["layers"], kvs))
+
+    x_BTD = rms_norm(x_BTD, params["final_norm"], cfg.norm_eps)
+    unembed_DV = params["embed"].T if cfg.tie_embeddings else params["unembed"]
+    logits_BTV = _dot("btd,dv->btv", x_BTD, unembed_DV, cfg)
+    if cache is None:
+        return logits_BTV, None
+    new_cache = {"k": new_kvs[0], "v": new_kvs[1], "valid": valid_BS, "index": start + T}
+    return logits_BTV, new_cache
