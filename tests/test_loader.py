@@ -42,6 +42,21 @@ def test_windows_follow_the_token_stream(data_dir):
             np.testing.assert_array_equal(batch["targets"][r], tokens[start + 1:start + T + 1])
 
 
+def test_windows_stay_inside_shards(data_dir, tmp_path):
+    prepare.prepare("demo", data_dir / "tokenizer.json", tmp_path / "d", max_docs=3,
+                    shard_tokens=1000, progress=False)
+    meta = prepare.read_meta(tmp_path / "d")
+    shards = [np.fromfile(tmp_path / "d" / s["file"], dtype=meta["dtype"])
+              for s in meta["train"]["shards"]]
+    assert len(shards) == 2  # two plays of more than 1000 tokens: a shard each
+    windows = loader.TokenWindows(tmp_path / "d", "train", T)
+    first_of_second = (len(shards[0]) - 1) // T
+    assert len(windows) == first_of_second + (len(shards[1]) - 1) // T
+    last = first_of_second - 1
+    np.testing.assert_array_equal(windows[last], shards[0][last * T:(last + 1) * T + 1])
+    np.testing.assert_array_equal(windows[first_of_second], shards[1][:T + 1])
+
+
 def _global_positions(data_dir, n_processes, global_batch, n_positions, seed=0):
     """Window contents by global position, read by `n_processes` simulated processes."""
     loaders = [loader.Loader(data_dir, "train", seq_len=T, global_batch=global_batch, seed=seed,

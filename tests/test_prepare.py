@@ -57,7 +57,8 @@ def check_meta_counts(meta, out):
 
 def test_jsonl_round_trip_split_and_counts(tok_file, tmp_path):
     src = write_jsonl(tmp_path / "c.jsonl", DOCS)
-    meta = prepare.prepare(str(src), tok_file, tmp_path / "out", progress=False)
+    meta = prepare.prepare(str(src), tok_file, tmp_path / "out", shard_tokens=300, progress=False)
+    assert len(meta["train"]["shards"]) > 1  # documents roll over into new shards
     train, val = expected_split(DOCS)
     assert len(val) == 3  # documents 0, 10 and 20 of 23
     assert read_split(tmp_path / "out", meta, "train") == train

@@ -133,7 +133,7 @@ def _existing(out_dir: Path, source: str, fp: str, options: dict, overwrite: boo
 def prepare(source: str, tokenizer_path, out_dir, *, val_fraction: float = 0.1,
             max_docs: int | None = None, text_field: str = "text",
             tfds_data_dir: str | None = None, shard_tokens: int = 1 << 28,
-            overwrite: bool = False, progress: bool = True, batch_docs: int = 64) -> dict:
+            overwrite: bool = False, progress: bool = True, batch_docs: int = 16) -> dict:
     """Tokenize `source` with the tokenizer file into shards under `out_dir`; returns the meta.
 
     Reuses `out_dir` when it already holds the same source, tokenizer and options.
