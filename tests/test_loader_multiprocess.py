@@ -50,8 +50,9 @@ def test_two_processes_build_one_global_batch(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     address = f"127.0.0.1:{_free_port()}"
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, address, str(p), str(tmp_path / "data")],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    data = str(tmp_path / "data")
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, address, str(p), data], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for p in range(2)]
     results = []
     for proc in procs:

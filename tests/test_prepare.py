@@ -51,8 +51,8 @@ def check_meta_counts(meta, out):
         docs = read_split(out, meta, split)
         assert meta[split]["documents"] == len(docs)
         assert meta[split]["bytes"] == sum(len(d.encode()) for d in docs)
-        assert meta[split]["tokens"] == sum(os.path.getsize(out / s["file"]) for s in
-                                            meta[split]["shards"]) // np.dtype(meta["dtype"]).itemsize
+        file_bytes = sum(os.path.getsize(out / s["file"]) for s in meta[split]["shards"])
+        assert meta[split]["tokens"] == file_bytes // np.dtype(meta["dtype"]).itemsize
 
 
 def test_jsonl_round_trip_split_and_counts(tok_file, tmp_path):
@@ -77,8 +77,8 @@ def test_txt_parquet_and_globs(tok_file, tmp_path):
     for i in range(3):
         (tmp_path / "in" / f"{i}.txt").write_text(DOCS[i])
     pq.write_table(pa.table({"body": DOCS[3:9]}), tmp_path / "in" / "more.parquet")
-    meta = prepare.prepare(str(tmp_path / "in" / "*.txt") + "," + str(tmp_path / "in" / "*.parquet"),
-                           tok_file, tmp_path / "out", text_field="body", progress=False)
+    source = f"{tmp_path / 'in' / '*.txt'},{tmp_path / 'in' / '*.parquet'}"
+    meta = prepare.prepare(source, tok_file, tmp_path / "out", text_field="body", progress=False)
     train, val = expected_split(DOCS[:9])
     assert read_split(tmp_path / "out", meta, "train") == train
     assert read_split(tmp_path / "out", meta, "val") == val
@@ -89,7 +89,8 @@ def test_large_txt_is_cut_into_documents_at_blank_lines(tmp_path, monkeypatch):
     paragraphs = [f"paragraph {i} " * 8 + "\n" for i in range(6)]
     (tmp_path / "big.txt").write_text("\n".join(paragraphs))
     docs = list(corpus.open_source(str(tmp_path / "big.txt")).documents())
-    assert len(docs) > 1 and "".join(docs).replace("\n", "") == "".join(paragraphs).replace("\n", "")
+    assert len(docs) > 1
+    assert "".join(docs).replace("\n", "") == "".join(paragraphs).replace("\n", "")
 
 
 def test_demo_subset(tok_file, tmp_path):

@@ -45,9 +45,10 @@ def _tokenizer(args) -> int:
             n_tokens += len(tokenizer.encode_text(enc, doc))
     except (OSError, ValueError) as e:
         return _error(e)
-    print(json.dumps({"out": args.out, "fingerprint": fp, "vocab_size": enc.n_vocab,
-                      "train_seconds": round(seconds, 2), "measured_bytes": n_bytes,
-                      "measured_tokens": n_tokens, "bytes_per_token": round(n_bytes / max(n_tokens, 1), 3)}, indent=1))
+    report = {"out": args.out, "fingerprint": fp, "vocab_size": enc.n_vocab,
+              "train_seconds": round(seconds, 2), "measured_bytes": n_bytes,
+              "measured_tokens": n_tokens, "bytes_per_token": round(n_bytes / max(n_tokens, 1), 3)}
+    print(json.dumps(report, indent=1))
     return 0
 
 

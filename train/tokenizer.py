@@ -49,8 +49,8 @@ SPECIAL_TOKENS = (
 # up to three digits, punctuation runs, newlines, and whitespace that stays off the next word.
 # Written without `\s++$` so that Oniguruma (HF, training) and fancy-regex (tiktoken, encoding)
 # split identically: their `$` differs at line ends.
-PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
-           r"""|\s*[\r\n]|\s+(?!\S)|\s+""")
+PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}"""
+           r"""| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+""")
 
 MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS) + 1  # all bytes, the specials and at least one merge
 
