@@ -63,7 +63,7 @@ def test_specials_follow_ranks_and_vocab_size_is_exact(enc):
 
 
 def _bytes_of_hf_tokens(tokens):
-    decode = {c: b for b, c in tk._byte_to_unicode().items()}
+    decode = {c: b for b, c in tk.byte_to_unicode().items()}
     return [bytes(decode[c] for c in t) for t in tokens]
 
 

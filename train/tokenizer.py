@@ -22,6 +22,7 @@ with a different tokenizer; `load` recomputes it to catch a damaged file.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -61,7 +62,8 @@ class TokenizerError(ValueError):
 
 # ----------------------------------------------------------------------------------- training
 
-def _byte_to_unicode() -> dict[int, str]:
+@functools.lru_cache(maxsize=1)
+def byte_to_unicode() -> dict[int, str]:
     """GPT-2's reversible map from bytes to printable characters, which HF's ByteLevel uses."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
                  *range(ord("®"), ord("ÿ") + 1)]
@@ -123,7 +125,7 @@ def train_hf(texts: Iterable[str], vocab_size: int, *, progress: bool = False):
 
 def ranks_from_hf(hf) -> dict[bytes, int]:
     """tiktoken ranks from a trained HF byte-level BPE: the 256 bytes, then merges in order."""
-    decode = {c: b for b, c in _byte_to_unicode().items()}
+    decode = {c: b for b, c in byte_to_unicode().items()}
     to_bytes = lambda s: bytes(decode[c] for c in s)  # noqa: E731
     ranks = {bytes([b]): b for b in range(256)}
     for merge in json.loads(hf.to_str())["model"]["merges"]:
@@ -220,19 +222,22 @@ def load(path) -> tiktoken.Encoding:
     if doc.get("version") != VERSION:
         raise TokenizerError(f"{path}: tokenizer format version {doc.get('version')!r}; this "
                              f"code reads version {VERSION}")
-    ranks = {base64.b64decode(t): i for i, t in enumerate(doc["ranks"])}
+    try:
+        ranks = {base64.b64decode(t, validate=True): i for i, t in enumerate(doc["ranks"])}
+        specials, pattern = doc["special_tokens"], doc["pattern"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise TokenizerError(f"{path}: damaged tokenizer file ({type(e).__name__}: {e})") from None
     if len(ranks) != len(doc["ranks"]) or any(bytes([b]) not in ranks for b in range(256)):
         raise TokenizerError(f"{path}: damaged tokenizer file (ranks repeat a token or miss "
                              "a byte)")
-    specials = doc["special_tokens"]
     if specials != special_ids(len(ranks)):
         raise TokenizerError(f"{path}: special tokens {list(specials)} do not match this "
                              f"code's {list(SPECIAL_TOKENS)} placed after the ranks")
-    fp = _fingerprint_parts(ranks, doc["pattern"], specials)
+    fp = _fingerprint_parts(ranks, pattern, specials)
     if fp != doc.get("fingerprint"):
         raise TokenizerError(f"{path}: damaged tokenizer file (fingerprint {fp} != recorded "
                              f"{doc.get('fingerprint')})")
-    return encoding(ranks, doc["pattern"], name=f"twofiles-{fp}")
+    return encoding(ranks, pattern, name=f"twofiles-{fp}")
 
 
 def encode_text(enc: tiktoken.Encoding, text: str) -> list[int]:
