@@ -115,6 +115,9 @@ def test_tfds_local_builder(tok_file, tmp_path):
     got = read_split(tmp_path / "out", meta, "train") + read_split(tmp_path / "out", meta, "val")
     assert sorted(got) == sorted(DOCS)  # TFDS stores examples in its own (hashed) order
     assert meta["source"] == "tfds:twofiles_local_text:train"
+    with pytest.raises(corpus.CorpusError, match="could not open dataset 'no_such_dataset'"):
+        prepare.prepare("tfds:no_such_dataset", tok_file, tmp_path / "out2",
+                        tfds_data_dir=str(tmp_path / "tfds"))
 
 
 def test_reuse_and_tokenizer_mismatch(tok_file, tmp_path):

@@ -196,7 +196,8 @@ def tfds_corpus(spec: str, text_field: str = "text", data_dir: str | None = None
     except Exception as e:  # TFDS raises many kinds; the message is what the user needs
         raise CorpusError(
             f"{spec}: TFDS could not open dataset {name!r} split {split!r} in data dir "
-            f"{data_dir or '(TFDS default)'}: {type(e).__name__}: {str(e).splitlines()[0]}. "
+            f"{data_dir or '(TFDS default)'}: {type(e).__name__}: "
+            f"{str(e).splitlines()[0].rstrip('.')}. "
             "It must be prepared in ArrayRecord format (tfds build --file_format=array_record)"
         ) from None
     n = len(source)
