@@ -93,6 +93,20 @@ def test_large_txt_is_cut_into_documents_at_blank_lines(tmp_path, monkeypatch):
     assert "".join(docs).replace("\n", "") == "".join(paragraphs).replace("\n", "")
 
 
+def test_large_vocab_uses_uint32(tmp_path):
+    # 256 bytes + all 65,536 byte pairs: more ids than uint16 holds (no training needed).
+    ranks = {bytes([b]): b for b in range(256)}
+    ranks.update({bytes([a, b]): 256 + a * 256 + b for a in range(256) for b in range(256)})
+    tk.save(tmp_path / "big.json", ranks)
+    src = write_jsonl(tmp_path / "c.jsonl", DOCS[:12])
+    meta = prepare.prepare(str(src), tmp_path / "big.json", tmp_path / "out", progress=False)
+    assert meta["dtype"] == "uint32" and meta["vocab_size"] > 1 << 16
+    train, val = expected_split(DOCS[:12])
+    assert read_split(tmp_path / "out", meta, "train") == train
+    # read_split checked every document starts with bos, whose id (65,792) uint16 cannot hold.
+    assert meta["bos_id"] >= 1 << 16
+
+
 def test_demo_subset(tok_file, tmp_path):
     meta = prepare.prepare("demo", tok_file, tmp_path / "demo", max_docs=2, progress=False)
     assert meta["val"]["documents"] == 1 and meta["train"]["documents"] == 1
