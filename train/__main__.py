@@ -1,0 +1,68 @@
+"""Command line: `python -m train pretrain --config NAME|FILE --out DIR [--set a.b=value ...]`.
+
+Rerunning the same command resumes from the latest checkpoint in DIR.
+Several processes (one per host or per accelerator group) each run the same command with
+--coordinator HOST:PORT --num-processes N --process-id I; on TPU pods and Slurm these are found
+automatically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _pretrain_args(sub) -> None:
+    p = sub.add_parser("pretrain", help="next-token prediction on a corpus",
+                       description="Train (or resume) a model from a named config or JSON file.")
+    p.add_argument("--config", required=True, help="named config (demo, bench, tiny) or a JSON file")
+    p.add_argument("--out", required=True, help="run directory (resumed when it holds this run)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="A.B=VALUE",
+                   help="override a config field, e.g. steps=100 or model.n_layers=2 (repeatable)")
+    p.add_argument("--force", action="store_true",
+                   help="train into --out even if it holds a run with a different config "
+                        "(that run's checkpoints and metrics are deleted)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--coordinator", help="HOST:PORT of process 0, for multi-process runs")
+    p.add_argument("--num-processes", type=int)
+    p.add_argument("--process-id", type=int)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _pretrain_args(sub)
+    from train import cli_data  # tokenizer, prepare (light: imports on use)
+    cli_data.add_subcommands(sub)
+    args = parser.parse_args(argv)
+    if args.command != "pretrain":
+        return args.func(args)
+
+    # Joining the multi-process runtime must come before any JAX device is touched.
+    from train import distributed
+    try:
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    except ValueError as e:
+        parser.error(str(e))
+
+    from model.config import ConfigError
+    from train import config as train_config
+    from train import pretrain
+    try:
+        cfg = train_config.apply_overrides(train_config.load(args.config), args.overrides)
+        summary = pretrain.run(cfg, args.out, force=args.force, progress=not args.no_progress)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except pretrain.NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    import jax
+    if jax.process_index() == 0:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

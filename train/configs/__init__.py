@@ -1,0 +1,1 @@
+"""Named training configs (JSON), loaded by train.config.load(NAME)."""
