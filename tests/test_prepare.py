@@ -151,6 +151,14 @@ def test_reuse_and_tokenizer_mismatch(tok_file, tmp_path):
     assert meta2["tokenizer_fingerprint"] == tk.fingerprint(other)
     prepare.check_tokenizer(tmp_path / "out", other)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "other.json", "out"]
+    # --overwrite rewrites even the same preparation, but never replaces a folder of other files.
+    prepare.prepare(src, other, tmp_path / "out", overwrite=True, progress=False)
+    assert os.path.getmtime(tmp_path / "out" / "meta.json") > stamp
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("precious")
+    with pytest.raises(prepare.PrepareError, match="not a prepared data folder"):
+        prepare.prepare(src, other, tmp_path / "mine", overwrite=True, progress=False)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
 
 
 def test_clear_errors_and_nothing_half_written(tok_file, tmp_path):

@@ -103,7 +103,8 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="fraction of documents for validation (default 0.1)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace DIR if it holds shards of another source/tokenizer")
+                   help="write DIR anew even if it already holds shards (by default DIR is "
+                        "reused when it holds this source and tokenizer, refused otherwise)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _source_options(p)
     p.set_defaults(func=_prepare)

@@ -112,22 +112,22 @@ def _existing(out_dir: Path, source: str, fp: str, options: dict, overwrite: boo
     if not out_dir.exists():
         return None
     if not (out_dir / META).is_file():
-        if any(out_dir.iterdir()) and not overwrite:
-            raise PrepareError(f"{out_dir} exists, is not empty and holds no {META}; "
-                               "choose another --out or pass --overwrite")
+        if any(out_dir.iterdir()):  # not ours to replace, even with overwrite
+            raise PrepareError(f"{out_dir} exists, is not empty and holds no {META} (it is not "
+                               "a prepared data folder); choose another --out")
+        return None
+    if overwrite:
         return None
     meta = read_meta(out_dir)
     same = (meta["source_spec"] == source and meta["tokenizer_fingerprint"] == fp
             and meta["options"] == options)
     if same:
         return meta
-    if not overwrite:
-        raise PrepareError(
-            f"{out_dir} already holds shards of source {meta['source_spec']!r} made with "
-            f"tokenizer {meta['tokenizer_fingerprint']} and options {meta['options']}; asked "
-            f"for {source!r} with tokenizer {fp} and {options}. Choose another --out or pass "
-            "--overwrite")
-    return None
+    raise PrepareError(
+        f"{out_dir} already holds shards of source {meta['source_spec']!r} made with "
+        f"tokenizer {meta['tokenizer_fingerprint']} and options {meta['options']}; asked "
+        f"for {source!r} with tokenizer {fp} and {options}. Choose another --out or pass "
+        "--overwrite")
 
 
 def prepare(source: str, tokenizer_path, out_dir, *, val_fraction: float = 0.1,
@@ -136,7 +136,8 @@ def prepare(source: str, tokenizer_path, out_dir, *, val_fraction: float = 0.1,
             overwrite: bool = False, progress: bool = True, batch_docs: int = 16) -> dict:
     """Tokenize `source` with the tokenizer file into shards under `out_dir`; returns the meta.
 
-    Reuses `out_dir` when it already holds the same source, tokenizer and options.
+    Reuses `out_dir` when it already holds the same source, tokenizer and options (unless
+    `overwrite`, which always writes it anew).
     """
     if not 0.0 <= val_fraction < 1.0:
         raise PrepareError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -159,7 +160,7 @@ def prepare(source: str, tokenizer_path, out_dir, *, val_fraction: float = 0.1,
         meta.update(source_spec=str(source), options=options)
         shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")
         _write_json(tmp / META, meta)  # last: a folder with meta.json is complete
-        if out_dir.exists():  # only when overwrite or an empty folder (checked above)
+        if out_dir.exists():  # an empty folder, or prepared data to overwrite (checked above)
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
             os.replace(out_dir, old)
             os.replace(tmp, out_dir)
