@@ -204,6 +204,23 @@ def test_cli_tokenizer_then_prepare(tmp_path, capsys):
     assert "nope.txt" in capsys.readouterr().err
 
 
+def test_python_dash_m_train_runs_the_data_commands(tok_file, tmp_path):
+    import subprocess
+    import sys
+
+    src = write_jsonl(tmp_path / "c.jsonl", DOCS)
+    run = subprocess.run([sys.executable, "-m", "train", "prepare", "--source", str(src),
+                          "--tokenizer", str(tok_file), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["train"]["documents"] == 20
+    assert "tokens/s" in run.stderr  # the progress bar
+    run = subprocess.run([sys.executable, "-m", "train", "tokenizer", "--input", "missing.txt",
+                          "--vocab-size", "512", "--out", str(tmp_path / "t.json")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "missing.txt" in run.stderr and "Traceback" not in run.stderr
+
+
 @pytest.mark.slow
 def test_full_demo_tokenizer_and_prepare(tmp_path):
     """The demo pipeline at full size: vocab 8192 trains well under a minute and compresses."""
