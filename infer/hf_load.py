@@ -31,8 +31,13 @@ def config_from_hf(hf: dict, where: str) -> model.ModelConfig:
     for flag in ("attention_bias", "mlp_bias"):
         if hf.get(flag):
             raise HFError(f"{where}: {flag}=true is not supported")
-    if hf.get("rope_scaling"):
-        raise HFError(f"{where}: rope_scaling {hf['rope_scaling']} is not supported")
+    # transformers < 5 writes rope_theta (+ rope_scaling); 5.x writes rope_parameters.
+    rope = dict(hf.get("rope_parameters") or {})
+    scaling = hf.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
+    if rope_type != "default":
+        raise HFError(f"{where}: rope type {rope_type!r} is not supported (only default rope)")
+    theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
     if hf.get("hidden_act", "silu") != "silu":
         raise HFError(f"{where}: hidden_act {hf['hidden_act']!r} is not supported (silu only)")
     try:
@@ -43,7 +48,7 @@ def config_from_hf(hf: dict, where: str) -> model.ModelConfig:
             n_kv_heads=int(hf.get("num_key_value_heads") or n_heads),
             d_ff=int(hf["intermediate_size"]),
             max_seq_len=int(hf.get("max_position_embeddings", 2048)),
-            rope_theta=float(hf.get("rope_theta", 10000.0)),
+            rope_theta=float(theta),
             norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
             tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
     except KeyError as e:
@@ -116,9 +121,10 @@ def read_tokenizer(directory: Path):
     eos = token_id(tok_cfg.get("eos_token"))
     gen_path = directory / "generation_config.json"
     gen = _read_json(gen_path) if gen_path.exists() else {}
-    eos_ids = gen.get("eos_token_id", eos)
-    eos_ids = sorted({int(i) for i in (eos_ids if isinstance(eos_ids, list) else [eos_ids])
-                      if i is not None})
+    # Generation stops at the tokenizer's EOS and at generation_config's (Llama 3 lists two).
+    gen_eos = gen.get("eos_token_id")
+    gen_eos = gen_eos if isinstance(gen_eos, list) else [gen_eos]
+    eos_ids = sorted({int(i) for i in [eos, *gen_eos] if i is not None})
     # The tokenizer adds BOS when its post-processor puts a special token first.
     post = spec.get("post_processor") or {}
     first = (post.get("single") or [{}])[0] if post.get("type") == "TemplateProcessing" else {}
