@@ -173,11 +173,13 @@ def _load_twofiles_run(path: Path) -> dict:
 
 
 def twofiles_fields(cfg, params, enc) -> dict:
-    """Model fields for a twofiles model: its tokenizer's <|bos|> starts every document and
-    plain generation stops at the next one; chat uses train.chat.render (no Jinja template)."""
+    """Model fields for a twofiles model: its tokenizer's <|bos|> starts every document, so
+    generation stops at the next one, or at <|assistant_end|>; chat uses train.chat.render (no
+    Jinja template)."""
     from train import tokenizer as tok
 
     bos = tok.bos_id(enc)
+    eos_ids = [bos] + [tok.special_id(enc, "<|assistant_end|>")]
     cfg = dataclasses.replace(cfg, compute_dtype="float32", param_dtype="float32", remat=False)
     return dict(config=cfg, params=params, tokenizer=enc, chat_template=None, bos_id=bos,
-                eos_ids=[bos], add_bos=True)
+                eos_ids=eos_ids, add_bos=True)

@@ -1,0 +1,90 @@
+"""`export(model, format, out)`: a loaded model written as GGUF, a Hugging Face safetensors
+directory, or the two files (a flat params file and the C runner).
+
+Every format carries the tokenizer and the chat template: a model loaded from a GGUF or HF
+directory keeps its own Jinja template; a twofiles model gets TWOFILES_CHAT_TEMPLATE, the Jinja
+spelling of `train.chat.render` (tests check both give the same ids).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+FORMATS = ("gguf", "safetensors", "twofiles")
+
+# train.chat.render as Jinja: <|bos|>, then each message between its role's delimiters; an
+# assistant's tool call between <|tool_call_start|> and <|tool_call_end|> before its end token.
+TWOFILES_CHAT_TEMPLATE = (
+    "{{ '<|bos|>' }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}"
+    "{{ '<|system_start|>' + message['content'] + '<|system_end|>' }}"
+    "{% elif message['role'] == 'user' %}"
+    "{{ '<|user_start|>' + message['content'] + '<|user_end|>' }}"
+    "{% elif message['role'] == 'assistant' %}"
+    "{{ '<|assistant_start|>' + message['content'] }}"
+    "{% if message['tool_call'] is defined %}"
+    "{{ '<|tool_call_start|>' + message['tool_call'] + '<|tool_call_end|>' }}"
+    "{% endif %}"
+    "{{ '<|assistant_end|>' }}"
+    "{% elif message['role'] == 'tool' %}"
+    "{{ '<|tool_output_start|>' + message['content'] + '<|tool_output_end|>' }}"
+    "{% else %}"
+    "{{ raise_exception('unknown role: ' + message['role']) }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant_start|>' }}{% endif %}"
+)
+
+
+class ExportError(ValueError):
+    """The export cannot be done as asked; the message says why."""
+
+
+def chat_template_for(m) -> str | None:
+    if m.chat_template:
+        return m.chat_template
+    if "<|assistant_start|>" in m.tokenizer.special_tokens_set:
+        return TWOFILES_CHAT_TEMPLATE
+    return None
+
+
+def export(m, fmt: str, out, *, dtype: str = "f16", force: bool = False) -> list[Path]:
+    """Writes `m` (an infer.Model) to `out`; returns the paths written.
+
+    gguf: one file, dtype f32, f16 or q8_0. safetensors: a directory (float32). twofiles: a
+    directory with model.bin (float32) and run.c.
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out = Path(out)
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists; choose another --out or pass --force")
+    if not out.parent.is_dir():
+        raise ExportError(f"{out.parent} is not a directory")
+    template = chat_template_for(m)
+    if fmt == "gguf":
+        from infer import export_gguf
+
+        export_gguf.write_gguf(m, out, dtype=dtype, chat_template=template)
+        return [out]
+    if fmt == "safetensors":
+        from infer.export_safetensors import write_safetensors_dir
+
+        write_safetensors_dir(m, out, chat_template=template)
+        return sorted(out.iterdir())
+    return write_two_files(m, out)
+
+
+def write_two_files(m, out_dir) -> list[Path]:
+    """OUT/model.bin (infer/twofiles_format.py documents it) and OUT/run.c (its runner)."""
+    from infer import twofiles_format
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(exist_ok=True)
+    params_path, runner_path = out_dir / "model.bin", out_dir / "run.c"
+    twofiles_format.write(params_path, m.config, m.params, m.tokenizer, bos_id=m.bos_id,
+                          eos_id=m.eos_ids[0] if m.eos_ids else None, add_bos=m.add_bos)
+    shutil.copyfile(twofiles_format.RUNNER, runner_path)
+    return [params_path, runner_path]
