@@ -20,9 +20,10 @@ CORPUS = [
 
 @functools.lru_cache(maxsize=None)
 def tiny_twofiles_model(tie_embeddings: bool = True, seed: int = 0):
-    """An infer.Model of the tiny preset with random weights. Embeddings are scaled up (std 1)
-    so that logits are spread out: greedy choices are decided by clear margins, not by the last
-    bits of float rounding, across implementations."""
+    """An infer.Model of the tiny preset with random weights, scaled up (embeddings std 1,
+    matrices std 0.2, unembedding 0.4) so that logits are spread out and greedy text varies:
+    greedy choices are decided by clear margins, not by the last bits of float rounding or
+    8-bit quantisation, across implementations."""
     from infer.load_model import Model, twofiles_fields
     from train import tokenizer as tok
 
@@ -31,8 +32,11 @@ def tiny_twofiles_model(tie_embeddings: bool = True, seed: int = 0):
     cfg = model.apply_overrides(model.preset("tiny"), [
         f"vocab_size={enc.n_vocab}", f"tie_embeddings={str(tie_embeddings).lower()}",
         "n_heads=4", "n_kv_heads=2", "max_seq_len=128"])
-    params = jax.tree.map(np.asarray, model.init(cfg, jax.random.key(seed)))
-    params["embed"] = params["embed"] * 50.0
+    params = jax.tree.map(lambda a: np.asarray(a) * (10.0 if a.ndim >= 2 else 1.0),
+                          model.init(cfg, jax.random.key(seed)))
+    params["embed"] = params["embed"] * 5.0
+    if "unembed" in params:
+        params["unembed"] = params["unembed"] * 2.0
     rng = np.random.default_rng(seed)
     params["layers"]["attn_norm"] = 1 + 0.1 * rng.standard_normal(
         params["layers"]["attn_norm"].shape).astype(np.float32)
