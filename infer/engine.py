@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import model as model_lib
+from infer import decode_model
 from infer.sampling import SamplingParams, sample
 
 STOP_STRING_CHUNK = 16  # decode steps between host checks for stop strings (when not streaming)
@@ -93,8 +94,10 @@ def _prefill(params, tokens_BP, valid_BP, cache, key, temperature, top_p, stop_S
              cfg, forward_fn, top_k, use_top_p, n_out, output_logits):
     """Runs the prompts through the cache and samples each row's first new token."""
     positions_BP = jnp.maximum(jnp.cumsum(valid_BP, axis=1) - 1, 0)
+    # The decode layout can skip projecting all but the last position to the vocabulary.
+    last_only = {"last_only": True} if forward_fn is decode_model.forward else {}
     logits_BPV, cache = forward_fn(params, tokens_BP, cfg, cache=cache,
-                                   positions_BT=positions_BP, valid_BT=valid_BP)
+                                   positions_BT=positions_BP, valid_BT=valid_BP, **last_only)
     logits_BV = logits_BPV[:, -1]  # left padding: the last column is every row's last token
     token_B = sample(logits_BV, jax.random.fold_in(key, 0), temperature, top_k,
                      top_p if use_top_p else 1.0)
@@ -264,7 +267,9 @@ def stream_generate(params, cfg, prompt_ids_batch: Sequence[Sequence[int]], *,
     sp = SamplingParams(float(temperature), int(top_k), float(top_p), int(seed))
     if stop_strings and decode_fn is None:
         raise ValueError("generate: stop_strings need decode_fn (token ids -> text)")
-    forward_fn = forward_fn or model_lib.forward
+    if forward_fn is None:
+        forward_fn = decode_model.forward if decode_model.is_prepared(params) else (
+            model_lib.forward)
 
     B = len(prompts)
     P = _bucket(max(len(p) for p in prompts))
@@ -277,7 +282,9 @@ def stream_generate(params, cfg, prompt_ids_batch: Sequence[Sequence[int]], *,
     stops = sorted({int(s) for s in stop_ids})
     stop_S = np.full((max(4, -(-len(stops) // 4) * 4),), -1, np.int32)
     stop_S[:len(stops)] = stops
-    cache = model_lib.init_cache(cfg, B, P + n_out)
+    init_cache = (decode_model.init_cache if forward_fn is decode_model.forward
+                  else model_lib.init_cache)
+    cache = init_cache(cfg, B, P + n_out)
     scalars = (np.float32(sp.temperature), np.float32(sp.top_p), stop_S,
                np.int32(max_new_tokens))
     static = dict(cfg=cfg, forward_fn=forward_fn, top_k=sp.top_k, use_top_p=sp.top_p < 1.0)
@@ -357,8 +364,9 @@ def generate(params, cfg, prompt_ids_batch: Sequence[Sequence[int]], *,
 
     Keyword arguments: max_new_tokens, temperature (0 = greedy), top_k (0 = off), top_p (1 =
     off), seed, stop_ids, stop_strings, decode_fn (token ids -> str; needed for text and stop
-    strings), output_logits, forward_fn (default `model.forward`). `stream`, if given, is called
-    with each TokenEvent as soon as its token exists.
+    strings), output_logits, forward_fn (default: `model.forward`, or `decode_model.forward` for
+    parameters from `decode_model.prepare`, e.g. int8). `stream`, if given, is called with each
+    TokenEvent as soon as its token exists.
     """
     events = stream_generate(params, cfg, prompt_ids_batch, stream=stream is not None, **kwargs)
     while True:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import model
-from infer import engine
+from infer import decode_model, engine
 
 PROMPTS = [[5, 17, 42, 9, 250, 3, 77], [1, 2], [200, 100, 50, 25, 12]]
 
@@ -28,11 +28,8 @@ def greedy(tiny):
     return engine.generate(params, cfg, PROMPTS, max_new_tokens=12, output_logits=True)
 
 
-def test_cached_decode_matches_uncached_forward(tiny, greedy):
-    """Every generated token's logits, from the cache with left padding in a batch of three,
-    equal a full uncached forward over prompt + generated tokens (float32, 1e-5)."""
-    cfg, params = tiny
-    for prompt, out in zip(PROMPTS, greedy):
+def _check_against_uncached_forward(cfg, params, generation):
+    for prompt, out in zip(PROMPTS, generation):
         assert len(out.token_ids) == 12 and out.finish_reason == "length"
         sequence = prompt + out.token_ids
         full_TV, _ = jax.jit(model.forward, static_argnums=2)(
@@ -40,6 +37,34 @@ def test_cached_decode_matches_uncached_forward(tiny, greedy):
         expected_NV = np.asarray(full_TV[0, len(prompt) - 1:])
         np.testing.assert_allclose(out.logits, expected_NV, rtol=0, atol=1e-5)
         assert out.token_ids == list(np.argmax(expected_NV, axis=-1))
+
+
+def test_cached_decode_matches_uncached_forward(tiny, greedy):
+    """Every generated token's logits, from the cache with left padding in a batch of three,
+    equal a full uncached forward over prompt + generated tokens (float32, 1e-5)."""
+    cfg, params = tiny
+    _check_against_uncached_forward(cfg, params, greedy)
+
+
+def test_decode_layout_float32_matches_uncached_forward(tiny):
+    """The decode-specialised layout (fused projections, [B,G,S,K] cache, last-position
+    prefill) computes the same function as model.forward."""
+    cfg, params = tiny
+    fast = decode_model.prepare(params, cfg, "float32")
+    gen = engine.generate(fast, cfg, PROMPTS, max_new_tokens=12, output_logits=True)
+    _check_against_uncached_forward(cfg, params, gen)
+
+
+def test_int8_weights_stay_close_to_float32(tiny, greedy):
+    cfg, params = tiny
+    q8 = decode_model.prepare(params, cfg, "int8")
+    assert q8["layers"]["gate_up"]["w"].dtype == jnp.int8
+    gen = engine.generate(q8, cfg, PROMPTS, max_new_tokens=1, output_logits=True)
+    for exact, approx in zip(greedy, gen):
+        err = np.abs(approx.logits[0] - exact.logits[0])
+        # Per-column absmax int8 rounds each weight by <= 0.4% of its column's largest one.
+        assert err.max() < 0.02 * np.abs(exact.logits[0]).max(), err.max()
+        assert approx.token_ids[0] == exact.token_ids[0]
 
 
 def test_no_recompilation_across_tokens_prompts_and_settings(tiny, greedy):
