@@ -79,7 +79,8 @@ class Generation:
 @dataclasses.dataclass(frozen=True)
 class TokenEvent:
     """A token as it is generated: `text` is the new printable text (may be empty while a
-    multi-byte character or a possible stop string is incomplete)."""
+    multi-byte character or a possible stop string is incomplete). At the end of a row, text
+    still held back (bytes that never became a character) comes with token_id -1."""
 
     row: int
     token_id: int
@@ -353,6 +354,8 @@ def stream_generate(params, cfg, prompt_ids_batch: Sequence[Sequence[int]], *,
                 text = text[:row.stop_at]
         logits = logits_BNV[b, :len(ids)] if logits_BNV is not None else None
         completions.append(Completion(ids, text, reason, logits))
+        if stream and text and len(text) > row.shown:  # held back as possibly incomplete
+            yield TokenEvent(b, -1, text[row.shown:])
     decode_tokens = sum(max(len(t) - 1, 0) for t in token_lists)
     return Generation(completions, sum(len(p) for p in prompts), prefill_seconds, decode_tokens,
                       decode_seconds)

@@ -1,0 +1,34 @@
+"""`python -m infer {generate,chat,export} ...` (see `python -m infer --help`)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each subcommand lives in its own module with `add_subcommand(subparsers)`.
+_SUBCOMMANDS = ("infer.cli_generate", "infer.cli_chat", "infer.cli_export")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m infer",
+                                     description="Run, chat with and export language models.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in _SUBCOMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:  # a missing dependency inside it is a real error
+                raise
+            continue
+        module.add_subcommand(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

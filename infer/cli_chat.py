@@ -1,0 +1,126 @@
+"""`python -m infer chat`: an interactive conversation, streamed token by token.
+
+Commands: /reset (forget the conversation), /system TEXT (set the system message and start
+over), /temperature T, /help, /quit. End of input (Ctrl-D) also quits.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from infer import cli_args
+
+HELP = ("commands: /reset  /system TEXT  /temperature T  /help  /quit  "
+        "(anything else is your message)")
+
+
+def add_subcommand(subparsers) -> None:
+    p = subparsers.add_parser("chat", help="chat with a model in the terminal",
+                              description="Chat with a model. " + HELP)
+    cli_args.add_model_args(p)
+    p.add_argument("--system", default=None, help="initial system message")
+    cli_args.add_sampling_args(p, max_new_tokens=256, temperature=0.7)
+    p.set_defaults(func=run)
+
+
+class Session:
+    """The conversation state and the settings the commands change."""
+
+    def __init__(self, model, sampling: dict, system: str | None):
+        self.model = model
+        self.sampling = dict(sampling)
+        self.system = system
+        self.history: list[dict] = []
+        self.turn = 0
+
+    def messages(self, user: str) -> list[dict]:
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return system + self.history + [{"role": "user", "content": user}]
+
+    def command(self, line: str) -> bool:
+        """Handles a /command; False means quit."""
+        name, _, arg = line.partition(" ")
+        arg = arg.strip()
+        if name in ("/quit", "/exit"):
+            return False
+        if name == "/reset":
+            self.history = []
+            say("(conversation cleared)")
+        elif name == "/system":
+            self.system = arg or None
+            self.history = []
+            say(f"(system message {'set' if arg else 'removed'}; conversation cleared)")
+        elif name == "/temperature":
+            try:
+                value = float(arg)
+                if value < 0:
+                    raise ValueError
+            except ValueError:
+                say(f"(/temperature needs a number >= 0, got {arg!r})")
+                return True
+            self.sampling["temperature"] = value
+            say(f"(temperature {value})")
+        elif name == "/help":
+            say(HELP)
+        else:
+            say(f"(unknown command {name}; {HELP})")
+        return True
+
+    def reply(self, user: str) -> str:
+        from infer import engine
+
+        cfg = self.model.config
+        messages = self.messages(user)
+        ids = engine.prompt_ids(self.model, messages, chat=True)
+        # Forget the oldest turns rather than fail when the conversation outgrows the context.
+        while len(ids) >= cfg.max_seq_len - 1 and len(messages) > 1 + bool(self.system):
+            self.history = self.history[2:]
+            messages = self.messages(user)
+            ids = engine.prompt_ids(self.model, messages, chat=True)
+            say("(dropped the oldest turn to fit the context)")
+        if len(ids) >= cfg.max_seq_len - 1:
+            say(f"(message too long: {len(ids)} tokens, context is {cfg.max_seq_len})")
+            return ""
+        sampling = dict(self.sampling, seed=self.sampling["seed"] + self.turn)
+        sampling["max_new_tokens"] = min(sampling["max_new_tokens"], cfg.max_seq_len - len(ids))
+        self.turn += 1
+
+        def show(event):
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+
+        gen = engine.generate(self.model.params, cfg, [ids], stream=show,
+                              stop_ids=engine.stop_ids_for(self.model, chat=True),
+                              decode_fn=self.model.tokenizer.decode, **sampling)
+        text = gen[0].text
+        sys.stdout.write("\n")
+        self.history += [{"role": "user", "content": user},
+                         {"role": "assistant", "content": text}]
+        return text
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def run(args) -> int:
+    sampling = cli_args.sampling_kwargs(args)
+    model = cli_args.load_model(args.model)
+    session = Session(model, sampling, args.system)
+    say(f"chatting with {args.model}; {HELP}")
+    while True:
+        try:
+            line = input("> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            say("")
+            return 0
+        if not line:
+            continue
+        if line.startswith("/"):
+            if not session.command(line):
+                return 0
+            continue
+        try:
+            session.reply(line)
+        except KeyboardInterrupt:  # stop this answer, keep the session
+            say("\n(interrupted)")

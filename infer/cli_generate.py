@@ -1,0 +1,54 @@
+"""`python -m infer generate`: one completion, streamed to stdout or printed as JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from infer import cli_args
+
+
+def add_subcommand(subparsers) -> None:
+    p = subparsers.add_parser("generate", help="complete a prompt",
+                              description="Complete a prompt (or, with --chat, answer it).")
+    cli_args.add_model_args(p)
+    p.add_argument("--prompt", required=True, help="the prompt text")
+    p.add_argument("--chat", action="store_true",
+                   help="treat the prompt as a user message in the model's chat template")
+    p.add_argument("--system", default=None, help="system message (with --chat)")
+    cli_args.add_sampling_args(p, max_new_tokens=64, temperature=0.0)
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object: text, token_ids, prefill_tokens_per_sec, "
+                        "decode_tokens_per_sec")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from infer import engine
+
+    sampling = cli_args.sampling_kwargs(args)
+    model = cli_args.load_model(args.model)
+
+    def show(event):
+        sys.stdout.write(event.text)
+        sys.stdout.flush()
+
+    try:
+        gen = engine.generate_text(model, args.prompt, chat=args.chat, system=args.system,
+                                   stream=None if args.json else show, **sampling)
+    except ValueError as e:
+        cli_args.fail(str(e))
+    out = gen[0]
+    if args.json:
+        print(json.dumps({
+            "text": out.text, "token_ids": out.token_ids, "finish_reason": out.finish_reason,
+            "prompt_tokens": gen.prefill_tokens,
+            "prefill_tokens_per_sec": round(gen.prefill_tokens_per_sec, 2),
+            "decode_tokens_per_sec": round(gen.decode_tokens_per_sec, 2),
+        }, ensure_ascii=False))
+    else:
+        print()
+        print(f"[{gen.prefill_tokens} prompt tokens at {gen.prefill_tokens_per_sec:.1f} tok/s, "
+              f"{len(out.token_ids)} new at {gen.decode_tokens_per_sec:.1f} tok/s, "
+              f"{out.finish_reason}]", file=sys.stderr)
+    return 0
