@@ -1,0 +1,112 @@
+"""python -m scaling {fit,plan,sweep}: fit a scaling law, plan a budget, run a sweep.
+
+    python -m scaling fit runs.csv --json fit.json --plot fit.png --bootstrap 200
+    python -m scaling plan --fit fit.json --compute 1e21 [--target-loss 2.5]
+    python -m scaling sweep --budgets 3e11 1e12 3e12 --out runs/sweep [--config tiny]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def _fit(args) -> int:
+    from scaling import analysis, records
+    runs = records.read(args.csv)
+    t = time.time()
+    result = analysis.fit_all(runs, budget=args.budget, bootstrap_replicas=args.bootstrap,
+                              seed=args.seed, grid=args.grid, with_kaplan=not args.no_kaplan,
+                              drop_highest=args.drop_highest)
+    out = result.to_json()
+    out["fit_wall_s"] = time.time() - t
+    out["source"] = args.csv
+    if args.plot:
+        result.plot(args.plot)
+        out["plot"] = args.plot
+    records.write_json(args.json, out)
+    print(analysis.summary_text(out))
+    print(f"wrote {args.json}" + (f" and {args.plot}" if args.plot else ""))
+    return 0
+
+
+def _plan(args) -> int:
+    from scaling import analysis
+    with open(args.fit) as f:
+        fit = json.load(f)
+    print(analysis.plan_text(fit, args.compute, args.target_loss))
+    return 0
+
+
+def _sweep(args) -> int:
+    from scaling import sweep
+    t = time.time()
+    done = sweep.run_sweep(args.out, args.budgets, config=args.config, overrides=args.set,
+                           runs_per_budget=args.runs_per_budget,
+                           tokens_per_param=args.tokens_per_param, spread=args.spread,
+                           min_steps=args.min_steps, dry_run=args.dry_run)
+    if not args.dry_run:
+        print(f"{len(done)} run(s) recorded in {args.out}/records.csv "
+              f"({time.time() - t:.0f} s this call); fit them with: "
+              f"python -m scaling fit {args.out}/records.csv --json {args.out}/fit.json "
+              f"--plot {args.out}/fit.png --bootstrap 200")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m scaling", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fit", help="fit L(N, D) to run records (CSV: params,tokens,loss[,flops])")
+    f.add_argument("csv", help="run records: CSV with params,tokens,loss (or params,flops,loss), "
+                   "or a records.json")
+    f.add_argument("--json", required=True, help="where to write the fit")
+    f.add_argument("--plot", help="PNG with IsoFLOP curves, frontier and residuals")
+    f.add_argument("--bootstrap", type=int, default=200, help="resamples for 95%% intervals "
+                   "(0: none)")
+    f.add_argument("--budget", type=float, help="FLOPs at which to report the compute-optimal "
+                   "split (default: the largest run's 6ND)")
+    f.add_argument("--grid", choices=("chinchilla", "coarse"), default="chinchilla",
+                   help="starting points: Hoffmann et al.'s 4500, or a 162-point coarse grid")
+    f.add_argument("--drop-highest", type=int, default=0, metavar="K",
+                   help="leave out the K highest-loss runs (Epoch AI drop 5 of Chinchilla's)")
+    f.add_argument("--no-kaplan", action="store_true", help="skip the Kaplan-form comparison")
+    f.add_argument("--seed", type=int, default=0)
+    f.set_defaults(run=_fit)
+
+    q = sub.add_parser("plan", help="compute-optimal N, D and loss for a budget, from a fit")
+    q.add_argument("--fit", required=True, help="a fit JSON written by `fit`")
+    q.add_argument("--compute", type=float, required=True, help="budget in FLOPs (6ND)")
+    q.add_argument("--target-loss", type=float, help="also: compute needed to reach this loss")
+    q.set_defaults(run=_plan)
+
+    s = sub.add_parser("sweep", help="plan and train an IsoFLOP sweep (resumable)")
+    s.add_argument("--budgets", type=float, nargs="+", required=True, help="FLOPs per budget")
+    s.add_argument("--out", required=True, help="sweep directory")
+    s.add_argument("--config", default="tiny", help="base training config (name or JSON file)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the base config (repeatable), e.g. --set optim.lr=1e-3")
+    s.add_argument("--runs-per-budget", type=int, default=4)
+    s.add_argument("--tokens-per-param", type=float, default=20.0,
+                   help="centre each budget's sizes on N = sqrt(C / (6 x this))")
+    s.add_argument("--spread", type=float, default=8.0, help="ratio of largest to smallest N "
+                   "within a budget")
+    s.add_argument("--min-steps", type=int, default=20)
+    s.add_argument("--dry-run", action="store_true", help="print the plan, train nothing")
+    s.set_defaults(run=_sweep)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, OSError) as e:  # bad input: say what and where, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Run a planned IsoFLOP sweep through the one training loop, resumably.
+
+    records = run_sweep("runs/sweep", budgets=[1e12, 3e12, 1e13], config="tiny")
+
+Layout of OUT:  plan.json (the runs, fixed at the first call), runs/<name>/ (each a normal
+pretraining run directory), records.csv and records.json (one row per finished run, rewritten
+atomically as each run ends), sweep.json (timings). A rerun skips runs whose summary.json says
+they finished and resumes an interrupted one from its latest checkpoint (the loop's own resume).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from scaling import records as rec
+from scaling.plan import PlannedRun, plan
+
+# What a sweep changes in the base training config: evaluate once, at the end, on more batches
+# (every run is scored on the same fixed validation batches, so their losses compare).
+SWEEP_OVERRIDES = ("eval_every=0", "data.eval_batches=16")
+
+
+class SweepError(ValueError):
+    pass
+
+
+def make_plan(config: str, budgets, *, overrides=(), runs_per_budget: int = 4,
+              tokens_per_param: float = 20.0, spread: float = 8.0, min_steps: int = 20):
+    """(base TrainConfig, planned runs) for a named training config and IsoFLOP budgets."""
+    from train import config as train_config  # imported here: `scaling fit` needs no trainer
+    base = train_config.apply_overrides(train_config.load(config),
+                                        list(SWEEP_OVERRIDES) + list(overrides))
+    runs = plan(base.model, budgets, batch_size=base.data.batch_size, seq_len=base.seq_len,
+                runs_per_budget=runs_per_budget, tokens_per_param=tokens_per_param,
+                spread=spread, min_steps=min_steps)
+    return base, runs
+
+
+def run_config(base, run: PlannedRun):
+    """The TrainConfig of one planned run: its shape and steps, a warmup that fits, checkpoints
+    a few times per run so an interruption loses little."""
+    from train import config as train_config
+    warm = base.optim.warmup_steps if base.optim.warmup_steps < run.steps // 2 else run.steps // 10
+    extra = [f"optim.warmup_steps={warm}", f"checkpoint_every={max(1, run.steps // 3)}"]
+    return train_config.apply_overrides(base, list(run.overrides) + extra)
+
+
+def _finished(run_dir: Path, steps: int) -> dict | None:
+    p = run_dir / "summary.json"
+    if not p.is_file():
+        return None
+    summary = json.loads(p.read_text())
+    return summary if summary.get("step") == steps else None
+
+
+def _record(run: PlannedRun, summary: dict, cfg) -> rec.RunRecord:
+    if summary["params"] != run.params or abs(summary["flops"] - run.flops) > 1e-6 * run.flops:
+        raise SweepError(f"run {run.name}: the loop reports N={summary['params']}, "
+                         f"C={summary['flops']:.4g} but the plan expected N={run.params}, "
+                         f"C={run.flops:.4g}; model/ and train/ disagree on what they count")
+    return rec.RunRecord(params=summary["params"], tokens=summary["tokens"],
+                         loss=summary["val_loss"], flops=summary["flops"],
+                         non_embedding_params=summary["non_embedding_params"], budget=run.budget,
+                         name=run.name, wall_s=summary.get("wall_s"), config=cfg.to_dict())
+
+
+def _check_plan(path: Path, runs: list[PlannedRun]) -> None:
+    """A sweep directory belongs to one plan: refuse to mix runs of two different plans."""
+    new = [r.to_dict() for r in runs]
+    if path.is_file():
+        old = json.loads(path.read_text())["runs"]
+        if old != new:
+            raise SweepError(f"{path} holds a different plan (other budgets, config or options); "
+                             "use a new --out directory or delete that one")
+    else:
+        rec.write_json(str(path), {"runs": new})
+
+
+def run_sweep(out_dir, budgets, *, config: str = "tiny", overrides=(), runs_per_budget: int = 4,
+              tokens_per_param: float = 20.0, spread: float = 8.0, min_steps: int = 20,
+              dry_run: bool = False, log=print) -> list[rec.RunRecord]:
+    """Plan, then train every run not yet finished; returns the records of finished runs."""
+    out = Path(out_dir)
+    base, runs = make_plan(config, budgets, overrides=overrides, runs_per_budget=runs_per_budget,
+                           tokens_per_param=tokens_per_param, spread=spread, min_steps=min_steps)
+    for r in runs:
+        log(f"  {r.name:28s} N={r.params:>9,d}  steps={r.steps:>5d}  D={r.tokens:>10,d}  "
+            f"C={r.flops:.3g}")
+    if dry_run:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    _check_plan(out / "plan.json", runs)
+    from train import pretrain
+    done, t0 = [], time.time()
+    timings = _read_timings(out)
+    for i, r in enumerate(runs):
+        cfg = run_config(base, r)
+        run_dir = out / "runs" / r.name
+        summary = _finished(run_dir, r.steps)
+        if summary is None:
+            log(f"[{i + 1}/{len(runs)}] training {r.name}")
+            t = time.time()
+            summary = pretrain.run(cfg, run_dir)
+            timings[r.name] = time.time() - t
+        else:
+            log(f"[{i + 1}/{len(runs)}] {r.name} already finished; skipped")
+        done.append(_record(r, summary, cfg))
+        rec.write_csv(str(out / "records.csv"), done)
+        rec.write_json(str(out / "records.json"), done)
+        rec.write_json(str(out / "sweep.json"), {"run_wall_s": timings,
+                                                 "total_wall_s": sum(timings.values()),
+                                                 "last_call_wall_s": time.time() - t0})
+    return done
+
+
+def _read_timings(out: Path) -> dict:
+    p = out / "sweep.json"
+    return json.loads(p.read_text()).get("run_wall_s", {}) if p.is_file() else {}
+
