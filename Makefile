@@ -17,7 +17,15 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/python -m model --preset tiny
+	$(BIN)/python -m train pretrain --config demo --out runs/demo
+	@echo; echo "== samples (python -m infer generate --model runs/demo) =="
+	@for prompt in "ROMEO:" "First Citizen:"; do \
+	  $(BIN)/python -m infer generate --model runs/demo --prompt "$$prompt" \
+	    --max-new-tokens 100 --temperature 0.8 --top-k 50 --seed 0; echo "----"; \
+	done
+	@echo "run:        runs/demo (config.json, tokenizer.json, summary.json)"
+	@echo "metrics:    runs/demo/metrics.jsonl (TensorBoard: tensorboard --logdir runs/demo/tb)"
+	@echo "checkpoint: $$(ls -d runs/demo/checkpoints/* | sort -t/ -k4 -n | tail -1)"
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile tests

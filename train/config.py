@@ -128,11 +128,15 @@ def load(name_or_file: str) -> TrainConfig:
 
 def apply_overrides(cfg: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
     """`cfg` with `a.b=value` overrides applied, e.g. ["steps=10", "model.n_layers=2"]."""
+    overrides = list(overrides)
+    # Model fields change together (n_heads=6 with n_kv_heads=6 may be invalid one at a time).
+    model_items = [item[len("model."):] for item in overrides if item.startswith("model.")]
+    if model_items:
+        cfg = dataclasses.replace(cfg, model=model.apply_overrides(cfg.model, model_items))
     for item in overrides:
         key, value = split_override(item)
         head, _, rest = key.partition(".")
         if head == "model" and rest:
-            cfg = dataclasses.replace(cfg, model=model.apply_overrides(cfg.model, [f"{rest}={value}"]))
             continue
         if head in _SECTIONS and rest:
             section = getattr(cfg, head)

@@ -24,6 +24,7 @@ from train import checkpoint, data_source
 from train import config as train_config
 from train.config import TrainConfig
 from train.metrics import MetricsWriter, peak_flops_per_device
+from train.metrics import read as read_metrics
 from train.optim import make_optimizer
 from train.step import all_finite, init_state, make_mesh, make_eval_step, make_train_step, state_shardings
 
@@ -233,6 +234,9 @@ def run(cfg: TrainConfig, out_dir, *, force: bool = False, progress: bool = True
         bar.close()
         if not last_eval:  # resumed a finished run: report its final evaluation again
             last_eval = evaluate(eval_fn, state["params"], cfg, data_dir, mesh, meta)
+            if _is_main():
+                logged = [r["loss"] for r in read_metrics(out) if "loss" in r]
+                last_loss = logged[-1] if logged else last_loss
         mngr.wait_until_finished()
     finally:
         bar.close()
