@@ -23,6 +23,9 @@ def add_sampling_args(parser: argparse.ArgumentParser, *, max_new_tokens: int,
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--stop", action="append", default=[], metavar="TEXT",
                         help="stop when this text appears (repeatable)")
+    parser.add_argument("--weights", choices=("float32", "int8"), default="float32",
+                        help="weights while decoding: float32 (exact) or int8 (faster, "
+                             "~1%% rounding per weight)")
 
 
 def sampling_kwargs(args) -> dict:
@@ -35,7 +38,8 @@ def sampling_kwargs(args) -> dict:
     if args.max_new_tokens < 1:
         fail(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop_strings=args.stop)
+                top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop_strings=args.stop,
+                weights=args.weights)
 
 
 def fail(message: str) -> None:

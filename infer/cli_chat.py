@@ -89,8 +89,9 @@ class Session:
             sys.stdout.write(event.text)
             sys.stdout.flush()
 
-        gen = engine.generate(self.model.params, cfg, [ids], stream=show,
-                              stop_ids=engine.stop_ids_for(self.model, chat=True),
+        weights = sampling.pop("weights", "float32")
+        gen = engine.generate(engine.decode_params(self.model, weights), cfg, [ids],
+                              stream=show, stop_ids=engine.stop_ids_for(self.model, chat=True),
                               decode_fn=self.model.tokenizer.decode, **sampling)
         text = gen[0].text
         sys.stdout.write("\n")
