@@ -108,6 +108,10 @@ def load_gguf(path) -> dict:
     if hf_bpe.vocab_size(enc) > cfg.vocab_size:
         raise GGUFError(f"{path}: tokenizer has {hf_bpe.vocab_size(enc)} tokens but the embedding only "
                         f"{cfg.vocab_size} rows")
+    blocks = {name.split(".")[1] for name in tensors if name.startswith("blk.")}
+    if len(blocks) != cfg.n_layers or blocks != {str(i) for i in range(cfg.n_layers)}:
+        raise GGUFError(f"{path}: llama.block_count is {cfg.n_layers} but the file has tensors "
+                        f"for {len(blocks)} blocks")
     names = hf_layout.gguf_to_hf_names(cfg.n_layers)
     unknown = sorted(set(tensors) - set(names) - {"rope_freqs.weight"})
     if unknown:
