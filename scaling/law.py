@@ -29,7 +29,9 @@ class Law:
     def from_log(cls, x) -> "Law":
         """From the log-sum-exp parameterisation (a, b, e, alpha, beta) = (log A, log B, log E, ...)."""
         a, b, e, alpha, beta = (float(v) for v in x)
-        return cls(E=math.exp(e), A=math.exp(a), B=math.exp(b), alpha=alpha, beta=beta)
+        with np.errstate(over="ignore"):  # a wild bootstrap resample may overflow: inf, not raise
+            E, A, B = (float(np.exp(v)) for v in (e, a, b))
+        return cls(E=E, A=A, B=B, alpha=alpha, beta=beta)
 
     def to_log(self) -> np.ndarray:
         """(log A, log B, log E, alpha, beta): the vector the optimiser works on."""

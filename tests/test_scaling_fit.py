@@ -11,9 +11,6 @@ from scaling import parametric, records
 from scaling.law import NAMES, Law
 
 TRUE = Law(E=1.7, A=400.0, B=1200.0, alpha=0.34, beta=0.31)
-# A small start grid spanning the box around plausible fits (tests only; see COARSE_GRID).
-SMALL_GRID = {"a": [2.0, 8.0], "b": [2.0, 10.0], "e": [0.0, 1.0], "alpha": [0.2, 0.6],
-              "beta": [0.2, 0.6]}
 EPOCH_CSV = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                          "epoch-analyzing-chinchilla", "svg_extracted_data.csv")
 
@@ -45,8 +42,9 @@ def test_bootstrap_intervals_cover_the_truth_at_about_the_nominal_rate():
         n, d, loss = synthetic(rng, noise=0.01)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", parametric.FitWarning)
-            fit = parametric.fit(n, d, loss, grid=SMALL_GRID, polish=4, bootstrap_replicas=60,
-                                 bootstrap_starts=1, seed=int(rng.integers(1 << 30)))
+            fit = parametric.fit(n, d, loss, grid=parametric.COARSE_GRID, polish=4,
+                                 bootstrap_replicas=60, bootstrap_starts=1,
+                                 seed=int(rng.integers(1 << 30)))
         ci = fit.intervals(budget=1e22)
         hits += [ci[k][0] <= getattr(TRUE, k) <= ci[k][1] for k in NAMES]
     coverage = np.mean(hits)
@@ -56,11 +54,14 @@ def test_bootstrap_intervals_cover_the_truth_at_about_the_nominal_rate():
 
 def test_edge_of_grid_and_non_convergence_warn():
     n, d, loss = synthetic(np.random.default_rng(2))
-    narrow = dict(SMALL_GRID, alpha=[0.1, 0.2])  # the true alpha (0.34) lies beyond this grid
+    # The true alpha (0.34) lies beyond this grid's alphas. (Grids of 162 starts, like the
+    # coarse grid, reuse its compilation.)
+    narrow = dict(parametric.COARSE_GRID, alpha=[0.05, 0.1, 0.2])
     with pytest.warns(parametric.FitWarning, match="alpha = 0.34.*edge of the start grid"):
         parametric.fit(n, d, loss, grid=narrow, polish=2)
     with pytest.warns(parametric.FitWarning, match="did not converge"):
-        fit = parametric.fit(n, d, loss, grid=SMALL_GRID, polish=2, grid_iter=2, max_iter=3)
+        fit = parametric.fit(n, d, loss, grid=parametric.COARSE_GRID, polish=2, grid_iter=2,
+                             max_iter=3)
     assert not fit.converged
 
 
