@@ -48,11 +48,14 @@ def main(argv=None) -> int:
 
     from model.config import ConfigError
     from train import config as train_config
-    from train import pretrain
+    from train import corpus, loader, prepare, pretrain, tokenizer
+    # Errors about the user's input: one line naming it, no traceback.
+    input_errors = (ConfigError, FileNotFoundError, corpus.CorpusError, prepare.PrepareError,
+                    loader.LoaderError, tokenizer.TokenizerError)
     try:
         cfg = train_config.apply_overrides(train_config.load(args.config), args.overrides)
         summary = pretrain.run(cfg, args.out, force=args.force, progress=not args.no_progress)
-    except (ConfigError, FileNotFoundError) as e:
+    except input_errors as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except pretrain.NonFiniteLossError as e:
