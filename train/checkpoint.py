@@ -10,6 +10,7 @@ any moment leaves only whole checkpoints; the temporary leftovers are cleaned up
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -24,11 +25,22 @@ ITEMS = ("state", "loader", "meta")
 
 def manager(out_dir: str | os.PathLike, keep: int = 3, async_save: bool = True,
             read_only: bool = False) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=not read_only, cleanup_tmp_directories=not read_only,
-        enable_async_checkpointing=async_save, read_only=read_only)
-    return ocp.CheckpointManager(Path(out_dir).absolute() / "checkpoints", item_names=ITEMS,
-                                 options=options)
+    """The run's CheckpointManager; read_only for readers (inference), which never write."""
+    if read_only:
+        options = ocp.CheckpointManagerOptions(read_only=True, create=False, max_to_keep=None,
+                                               save_interval_steps=0)
+    else:
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+            enable_async_checkpointing=async_save)
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)  # read-only managers warn that they are read-only
+    try:
+        return ocp.CheckpointManager(Path(out_dir).absolute() / "checkpoints", item_names=ITEMS,
+                                     options=options)
+    finally:
+        absl_logger.setLevel(level)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, loader_state: dict, meta: dict) -> None:
