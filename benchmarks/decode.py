@@ -98,10 +98,14 @@ def bench_llama_cpp(gguf_path, prompt, new, threads):
     t0 = time.perf_counter()
     llm.eval(prompt)
     prefill = time.perf_counter() - t0
+    n_vocab = llm.n_vocab()
+
+    def last_logits():  # without logits_all, llama.cpp keeps only the last row
+        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))
+
     t0 = time.perf_counter()
     for _ in range(new - 1):
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        llm.eval([token])
+        llm.eval([int(np.argmax(last_logits()))])
     decode = time.perf_counter() - t0
     return len(prompt) / prefill, (new - 1) / decode
 
