@@ -74,6 +74,19 @@ def test_run_directory_has_metrics_config_tokenizer_and_checkpoints(run):
     assert not np.array_equal(params["embed"], params_20["embed"])
 
 
+def test_checkpoint_copied_alone_still_loads_with_its_tokenizer(run, tmp_path):
+    import shutil
+    from train import tokenizer
+    out, cfg, _ = run
+    alone = tmp_path / "copy" / "checkpoints" / "40"
+    shutil.copytree(out / "checkpoints" / "40", alone)
+    model_cfg, params, tok = checkpoint.load_params(alone)
+    _, params_run, tok_run = checkpoint.load_params(out)
+    assert model_cfg == cfg.model
+    assert np.array_equal(params["embed"], params_run["embed"])
+    assert tokenizer.fingerprint(tok) == tokenizer.fingerprint(tok_run)
+
+
 def test_rerun_of_finished_run_resumes_without_training(run):
     out, cfg, summary = run
     again = pretrain.run(cfg, out, progress=False)

@@ -4,12 +4,14 @@ OUT/checkpoints/<step>/ holds three items:
   state   params, optimizer state and step (sharded arrays, written by every process together)
   loader  the data iterator's state, so a resumed run sees exactly the batches it would have
   meta    step, RNG key, the resolved config and the tokenizer's file name and fingerprint
+  tokenizer  the tokenizer file itself (it is JSON), so a checkpoint copied alone still decodes
 Orbax writes each step under a temporary name and renames it when complete, so a run killed at
 any moment leaves only whole checkpoints; the temporary leftovers are cleaned up on reopening.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -20,7 +22,7 @@ import orbax.checkpoint as ocp
 
 import model
 
-ITEMS = ("state", "loader", "meta")
+ITEMS = ("state", "loader", "meta", "tokenizer")
 
 
 def manager(out_dir: str | os.PathLike, keep: int = 3, async_save: bool = True,
@@ -43,13 +45,15 @@ def manager(out_dir: str | os.PathLike, keep: int = 3, async_save: bool = True,
         absl_logger.setLevel(level)
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state, loader_state: dict, meta: dict) -> None:
+def save(mngr: ocp.CheckpointManager, step: int, state, loader_state: dict, meta: dict,
+         tokenizer_doc: dict) -> None:
     """Starts writing a checkpoint; with async saving the files land in the background (the
     arrays are copied off the device before this returns, so the step may donate them)."""
     mngr.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         loader=ocp.args.JsonSave(loader_state),
-        meta=ocp.args.JsonSave(meta)), force=True)
+        meta=ocp.args.JsonSave(meta),
+        tokenizer=ocp.args.JsonSave(tokenizer_doc)), force=True)
 
 
 def abstract_like(shapes, shardings):
@@ -107,6 +111,14 @@ def load_params(run_dir_or_ckpt: str | os.PathLike):
     target = abstract_like(shapes, jax.tree.map(lambda _: device, shapes))
     state = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target)))["state"]
-    mngr.close()
     tokenizer_path = run_dir / meta["tokenizer_file"]
+    if not tokenizer_path.exists():  # a checkpoint without its run directory's copy
+        doc = mngr.restore(step, args=ocp.args.Composite(
+            tokenizer=ocp.args.JsonRestore()))["tokenizer"]
+        tokenizer_path = run_dir / "checkpoints" / str(step) / "tokenizer" / meta["tokenizer_file"]
+        if not tokenizer_path.exists():
+            tmp = tokenizer_path.with_name(tokenizer_path.name + ".tmp")
+            tmp.write_text(json.dumps(doc))
+            tmp.replace(tokenizer_path)
+    mngr.close()
     return cfg.model, state["params"], str(tokenizer_path)

@@ -175,6 +175,7 @@ def run(cfg: TrainConfig, out_dir, *, force: bool = False, progress: bool = True
     flops_per_token = model.flops_per_token(cfg.model, seq_len=cfg.seq_len, training=True)
     peak, peak_note = peak_flops_per_device(cfg.peak_flops)
     peak_total = peak * jax.device_count()
+    tokenizer_doc = json.loads((Path(data_dir) / tokenizer_file).read_text())
     ckpt_meta = {"config": cfg.to_dict(), "tokenizer_file": tokenizer_file,
                  "tokenizer_fingerprint": meta.get("tokenizer_fingerprint"),
                  "rng": np.asarray(jax.random.key_data(key)).tolist(), "seed": cfg.seed,
@@ -195,7 +196,8 @@ def run(cfg: TrainConfig, out_dir, *, force: bool = False, progress: bool = True
     def save(step: int, loss: float) -> None:
         if not (math.isfinite(loss) and bool(all_finite(state["params"]))):
             return  # never write a diverged state over the good ones
-        checkpoint.save(mngr, step, state, loader.get_state(), {**ckpt_meta, "step": step})
+        checkpoint.save(mngr, step, state, loader.get_state(), {**ckpt_meta, "step": step},
+                        tokenizer_doc)
 
     try:
         for step in range(start + 1, cfg.steps + 1):
