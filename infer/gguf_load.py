@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+from tqdm import tqdm
 
 import model
 from infer import hf_bpe, hf_layout
@@ -117,7 +120,9 @@ def load_gguf(path) -> dict:
     if unknown:
         raise GGUFError(f"{path}: unexpected tensor(s) {unknown[:5]} for a llama model")
     hf = {}
-    for gguf_name, hf_name in names.items():
+    # A progress bar on a terminal only (disable=None): dequantising takes seconds on a laptop.
+    for gguf_name, hf_name in tqdm(names.items(), desc=f"loading {Path(path).name}",
+                                   unit="tensor", disable=None, leave=False):
         if gguf_name in tensors:
             w = read_tensor(reader, tensors[gguf_name], path)
             if gguf_name.endswith("attn_q.weight"):
