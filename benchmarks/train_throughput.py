@@ -1,0 +1,291 @@
+"""Training throughput race: twofiles (JAX) against a plain PyTorch implementation.
+
+    python benchmarks/train_throughput.py [--rounds 8] [--warmup 2] [--json OUT.json]
+                                          [--variants torch-eager,torch-compile,...]
+
+The benchmark model is the `bench` preset (6 layers, width 384, 6 heads, context 256, vocabulary
+8192, ~14M parameters) at batch 16, with the `bench` training config's AdamW (clipping, weight
+decay mask, schedule). Every variant runs a full training step (forward, backward, optimizer
+update) on the same batch of tokens from the same initial weights. Before timing, the float32
+loss of both frameworks at step 0 is compared on copied weights, so both race the same model.
+
+Timed steps are interleaved round-robin (one step of each variant per round), so a burst of
+load from other processes hits every variant alike; the table reports the median step time,
+tokens/s, the ratio to PyTorch's best variant, and MFU (model.flops_per_token against the stated
+peak of train.metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+
+TORCH_VARIANTS = ("torch-eager", "torch-compile", "torch-bf16", "torch-bf16-compile")
+JAX_VARIANTS = ("twofiles-fp32", "twofiles-bf16")
+ALL_VARIANTS = TORCH_VARIANTS + JAX_VARIANTS
+# bf16 autocast is left out by default: on this AVX2 CPU (no bf16 dot instructions) PyTorch's
+# bf16 matmuls are several times slower than float32 (2 warmup steps took 466 s against 64 s).
+DEFAULT_VARIANTS = ("torch-eager", "torch-compile") + JAX_VARIANTS
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="bench", help="training config (name or JSON file)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   help="config override a.b=value (repeatable), e.g. data.batch_size=8")
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                   help=f"comma-separated, from {', '.join(ALL_VARIANTS)}")
+    p.add_argument("--rounds", type=int, default=8, help="timed steps of each variant")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="torch intra-op threads (XLA's CPU pool uses every core)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    args = p.parse_args(argv)
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(args.variants) - set(ALL_VARIANTS))
+    if unknown:
+        p.error(f"--variants: unknown {unknown}; known: {', '.join(ALL_VARIANTS)}")
+    if args.rounds < 1 or args.warmup < 0:
+        p.error("--rounds must be >= 1 and --warmup >= 0")
+    return args
+
+
+def load_config(name: str, overrides: list[str]):
+    from train import config as tconfig
+
+    return tconfig.apply_overrides(tconfig.load(name), overrides)
+
+
+def make_batch(cfg, seed: int = 0):
+    """Fixed random tokens: inputs [B, T] and their next-token targets, int32 numpy."""
+    import numpy as np
+
+    B, T = cfg.data.batch_size, cfg.seq_len
+    tokens = np.random.default_rng(seed).integers(0, cfg.model.vocab_size, (B, T + 1))
+    return tokens[:, :-1].astype(np.int32), tokens[:, 1:].astype(np.int32)
+
+
+# ---- twofiles ------------------------------------------------------------------------------
+
+class JaxVariant:
+    """twofiles' own jitted train step (train.step.make_train_step) at a compute dtype."""
+
+    def __init__(self, name, cfg, compute_dtype, params0, inputs, targets):
+        import jax
+
+        from train import step as tstep
+        from train.optim import make_optimizer
+
+        self.name = name
+        self.cfg = dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, compute_dtype=compute_dtype))
+        mesh = tstep.make_mesh(self.cfg)
+        optimizer = make_optimizer(self.cfg.optim, self.cfg.steps)
+        shardings = tstep.state_shardings(self.cfg, optimizer, mesh)
+        params = jax.device_put(params0, shardings["params"])
+        self.state = jax.jit(
+            lambda p: {"params": p, "opt_state": optimizer.init(p),
+                       "step": jax.numpy.zeros((), jax.numpy.int32)},
+            out_shardings=shardings)(params)
+        self.train_step = tstep.make_train_step(self.cfg, mesh, optimizer)
+        from model import sharding
+        b_shard = sharding.batch_sharding(mesh)
+        self.batch = {"inputs": jax.device_put(inputs, b_shard),
+                      "targets": jax.device_put(targets, b_shard)}
+
+    def step(self) -> float:
+        self.state, metrics = self.train_step(self.state, self.batch)
+        return float(metrics["loss"])  # waits for the step to finish
+
+
+def jax_loss(cfg, params, inputs, targets) -> float:
+    import jax
+
+    from train import step as tstep
+
+    losses = jax.jit(lambda p, x, y: tstep.token_losses(p, x, y, cfg.model))(
+        params, inputs, targets)
+    return float(losses.mean())
+
+
+# ---- PyTorch -------------------------------------------------------------------------------
+
+class TorchVariant:
+    """The PyTorch reference: eager or torch.compile'd loss, float32 or bf16 autocast, fused
+    AdamW with the same hyperparameters, global-norm clipping and learning-rate schedule."""
+
+    def __init__(self, name, cfg, params0, inputs, targets):
+        import torch
+
+        from benchmarks import torch_reference as ref
+        from train.optim import schedule
+
+        self.name, self.torch = name, torch
+        self.net = ref.Transformer(cfg.model)
+        ref.load_twofiles_params(self.net, params0)
+        o = cfg.optim
+        self.opt = ref.make_optimizer(self.net, o.lr, o.b1, o.b2, o.eps, o.weight_decay)
+        self.clip = o.clip_norm
+        lr_at = schedule(o, cfg.steps)
+        self.lrs = [float(lr_at(i)) for i in range(cfg.steps)]
+        self.step_count = 0
+        self.inputs = torch.from_numpy(inputs).long()
+        self.targets = torch.from_numpy(targets).long()
+        self.bf16 = "bf16" in name
+        loss = ref.loss_fn
+        self.loss_fn = torch.compile(loss) if "compile" in name else loss
+
+    def step(self) -> float:
+        torch = self.torch
+        for group in self.opt.param_groups:
+            group["lr"] = self.lrs[min(self.step_count, len(self.lrs) - 1)]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self.loss_fn(self.net, self.inputs, self.targets)
+        loss.backward()
+        if self.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.clip, foreach=True)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step_count += 1
+        return loss.item()
+
+
+def torch_loss(cfg, params, inputs, targets) -> float:
+    import torch
+
+    from benchmarks import torch_reference as ref
+
+    net = ref.Transformer(cfg.model)
+    ref.load_twofiles_params(net, params)
+    with torch.no_grad():
+        return float(ref.loss_fn(net, torch.from_numpy(inputs).long(),
+                                 torch.from_numpy(targets).long()))
+
+
+# ---- the race ------------------------------------------------------------------------------
+
+def parity_check(cfg, params0, inputs, targets) -> dict:
+    """Step-0 float32 loss of both implementations on the same weights and tokens."""
+    j = jax_loss(dataclasses.replace(cfg, model=dataclasses.replace(
+        cfg.model, compute_dtype="float32")), params0, inputs, targets)
+    t = torch_loss(cfg, params0, inputs, targets)
+    return {"jax_loss": j, "torch_loss": t, "abs_diff": abs(j - t), "ok": abs(j - t) < 1e-4}
+
+
+def race(variants, rounds: int, warmup: int) -> dict[str, dict]:
+    """Warmup steps of each variant, then `rounds` interleaved timed steps."""
+    out = {v.name: {"times": [], "cpu_times": [], "losses": [], "compile_s": 0.0}
+           for v in variants}
+    for v in variants:
+        start = time.perf_counter()
+        for _ in range(warmup):
+            out[v.name]["losses"].append(v.step())
+        out[v.name]["compile_s"] = time.perf_counter() - start
+        print(f"  warmed up {v.name} ({out[v.name]['compile_s']:.1f}s)", flush=True)
+    for r in range(rounds):
+        order = variants if r % 2 == 0 else variants[::-1]  # alternate who follows whom
+        for v in order:
+            start, cpu_start = time.perf_counter(), time.process_time()
+            loss = v.step()
+            out[v.name]["times"].append(time.perf_counter() - start)
+            # CPU seconds of this process (all threads): less sensitive than wall time to other
+            # processes' load, though it also counts threads spinning while they wait.
+            out[v.name]["cpu_times"].append(time.process_time() - cpu_start)
+            out[v.name]["losses"].append(loss)
+        print(f"  round {r + 1}/{rounds}: " + "  ".join(
+            f"{v.name} {out[v.name]['times'][-1] * 1e3:.0f}ms" for v in variants), flush=True)
+    return out
+
+
+def summarise(results, cfg, peak: float) -> list[dict]:
+    import model
+
+    tokens = cfg.data.batch_size * cfg.seq_len
+    flops = model.flops_per_token(cfg.model, cfg.seq_len)
+    rows = []
+    for name, r in results.items():
+        med = statistics.median(r["times"])
+        rows.append({"variant": name, "median_ms": med * 1e3, "min_ms": min(r["times"]) * 1e3,
+                     "cpu_ms": statistics.median(r["cpu_times"]) * 1e3,
+                     "tokens_per_s": tokens / med, "mfu": tokens / med * flops / peak,
+                     "compile_s": r["compile_s"], "losses": r["losses"]})
+    torch_rows = [r for r in rows if r["variant"].startswith("torch")]
+    best = max(torch_rows, key=lambda r: r["tokens_per_s"]) if torch_rows else None
+    for r in rows:
+        r["vs_best_torch"] = r["tokens_per_s"] / best["tokens_per_s"] if best else None
+    return rows
+
+
+def print_table(rows, best_torch: str | None) -> None:
+    print(f"\n{'variant':<22}{'median ms':>10}{'min ms':>9}{'cpu ms':>9}{'tokens/s':>10}"
+          f"{'MFU':>8}{'vs ' + (best_torch or 'torch'):>24}")
+    for r in rows:
+        ratio = f"{r['vs_best_torch']:.2f}x" if r["vs_best_torch"] is not None else "-"
+        print(f"{r['variant']:<22}{r['median_ms']:>10.1f}{r['min_ms']:>9.1f}{r['cpu_ms']:>9.0f}"
+              f"{r['tokens_per_s']:>10.0f}{r['mfu'] * 100:>7.1f}%{ratio:>24}")
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    import jax
+    import numpy as np
+    import torch
+
+    import model
+    from train.metrics import peak_flops_per_device
+
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, args.overrides)
+    inputs, targets = make_batch(cfg)
+    params0 = jax.tree.map(np.asarray, model.init(cfg.model, jax.random.key(cfg.seed)))
+    peak, peak_note = peak_flops_per_device(cfg.peak_flops)
+    load = os.getloadavg()
+    print(f"model {cfg.model.n_layers}L d{cfg.model.d_model} h{cfg.model.n_heads} "
+          f"T{cfg.seq_len} V{cfg.model.vocab_size}: {model.count_params(cfg.model)['params']:,} "
+          f"params; batch {cfg.data.batch_size}; "
+          f"{model.flops_per_token(cfg.model, cfg.seq_len) / 1e6:.1f} MFLOP/token (train)")
+    print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads); peak {peak / 1e9:.0f} GFLOP/s ({peak_note}); "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+    check = parity_check(cfg, params0, inputs, targets)
+    print(f"step-0 loss, float32, same weights and tokens: twofiles {check['jax_loss']:.6f}  "
+          f"torch {check['torch_loss']:.6f}  |diff| {check['abs_diff']:.2e}  "
+          f"{'OK' if check['ok'] else 'MISMATCH'}")
+    if not check["ok"]:
+        raise SystemExit("the two implementations disagree at step 0; refusing to race them")
+
+    variants = []
+    for name in args.variants:
+        if name.startswith("torch"):
+            variants.append(TorchVariant(name, cfg, params0, inputs, targets))
+        else:
+            dtype = "bfloat16" if name.endswith("bf16") else "float32"
+            variants.append(JaxVariant(name, cfg, dtype, params0, inputs, targets))
+    results = race(variants, args.rounds, args.warmup)
+    rows = summarise(results, cfg, peak)
+    best = max((r for r in rows if r["variant"].startswith("torch")),
+               key=lambda r: r["tokens_per_s"], default=None)
+    print_table(rows, best and best["variant"])
+    load_end = os.getloadavg()
+    print(f"load average at the end: {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}")
+    report = {"config": cfg.to_dict(), "parity": check, "peak_flops": peak,
+              "peak_note": peak_note, "load_start": load, "load_end": load_end,
+              "best_torch": best and best["variant"], "rows": rows}
+    if args.json:
+        tmp = Path(args.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps(report, indent=1, default=str))
+        tmp.replace(args.json)
+    return report
+
+
+if __name__ == "__main__":
+    main()
