@@ -30,7 +30,7 @@ def reference(setup):
     """The uninterrupted run: one process, two devices."""
     root, config = setup
     out = root / "reference"
-    run_cli(config, out, devices=2, cache_dir=root / "jax-cache")
+    run_cli(config, out, devices=2)
     return out
 
 
@@ -50,8 +50,8 @@ def _wait_for_step(out, step: int, proc, timeout: float = 240) -> int:
     raise AssertionError(f"no step {step} within {timeout}s")
 
 
-def _kill_at(config, out, step: int, cache_dir) -> int:
-    proc = subprocess.Popen(pretrain_cmd(config, out), env=cli_env(2, cache_dir), cwd=REPO,
+def _kill_at(config, out, step: int) -> int:
+    proc = subprocess.Popen(pretrain_cmd(config, out), env=cli_env(2), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         seen = _wait_for_step(out, step, proc)
@@ -66,11 +66,11 @@ def test_resume_after_sigkill_is_bitwise_identical(setup, reference):
     out = root / "killed"
     # Killed twice: right as the step-30 checkpoint starts writing (asynchronously), then between
     # checkpoints; each rerun of the same command resumes from the latest complete checkpoint.
-    killed_at = [_kill_at(config, out, 30, root / "jax-cache"),
-                 _kill_at(config, out, 36, root / "jax-cache")]
+    killed_at = [_kill_at(config, out, 30),
+                 _kill_at(config, out, 36)]
     assert all(k < 40 for k in killed_at), killed_at
     assert not (out / "summary.json").exists()
-    run_cli(config, out, devices=2, cache_dir=root / "jax-cache")
+    run_cli(config, out, devices=2)
 
     _, params_ref, _ = checkpoint.load_params(reference)
     _, params_res, _ = checkpoint.load_params(out)
@@ -98,7 +98,7 @@ def test_two_processes_match_one_process_with_two_devices(setup, reference):
     procs = [subprocess.Popen(
         pretrain_cmd(config, out, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
                      "--process-id", str(i)),
-        env=cli_env(1, root / "jax-cache-mp"), cwd=REPO, stdout=subprocess.PIPE,
+        env=cli_env(1), cwd=REPO, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True) for i in range(2)]
     results = [p.communicate(timeout=300) for p in procs]
     for p, (_, err) in zip(procs, results):

@@ -50,8 +50,9 @@ def write_config(path: Path, d: dict) -> Path:
 
 
 def cli_env(devices: int, cache_dir: Path | None = None) -> dict:
-    """Environment of a CLI run on `devices` simulated CPU devices. A persistent compilation
-    cache shared by the runs of one test saves recompiling the same step programs each time."""
+    """Environment of a CLI run on `devices` simulated CPU devices. The persistent compilation
+    cache (the suite's, from conftest, unless `cache_dir` is given) saves recompiling the same
+    step programs in every run."""
     env = dict(os.environ)
     if cache_dir is not None:
         env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir),

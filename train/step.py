@@ -13,7 +13,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 import model
 from model import sharding
@@ -42,11 +42,9 @@ def _loss_sum(params, inputs_BT, targets_BT, mask_BT, mcfg):
 
 
 def make_mesh(cfg: TrainConfig):
-    """The (data, fsdp, tensor) mesh of the config, with Auto axis types: shardings are given at
-    the jit boundary and XLA propagates them inside (Explicit axes would make every gather name
-    its output sharding)."""
-    mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
-    return Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
+    """The config's (data, fsdp, tensor) mesh over all devices (Auto axes: shardings are given at
+    the jit boundary and XLA propagates them inside)."""
+    return sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
 
 
 def state_shardings(cfg: TrainConfig, optimizer: optax.GradientTransformation, mesh):
