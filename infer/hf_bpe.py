@@ -70,19 +70,12 @@ def gguf_pre_for_pattern(pattern: str) -> str | None:
     return canonical.get(pattern)
 
 
-@functools.lru_cache(maxsize=1)
 def byte_to_char() -> dict[int, str]:
-    """GPT-2's reversible map from bytes to printable unicode characters."""
-    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-                 + list(range(ord("®"), ord("ÿ") + 1)))
-    table, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
+    """GPT-2's reversible map from bytes to printable unicode characters (one copy, in
+    train.tokenizer, shared by the trainer and the converters here)."""
+    from train.tokenizer import byte_to_unicode
+
+    return byte_to_unicode()
 
 
 @functools.lru_cache(maxsize=1)
