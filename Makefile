@@ -20,6 +20,7 @@ demo: install
 	$(BIN)/python -m train pretrain --config demo --out runs/demo
 	@echo; echo "== samples (python -m infer generate --model runs/demo) =="
 	@for prompt in "ROMEO:" "First Citizen:"; do \
+	  printf '%s' "$$prompt"; \
 	  $(BIN)/python -m infer generate --model runs/demo --prompt "$$prompt" \
 	    --max-new-tokens 100 --temperature 0.8 --top-k 50 --seed 0; echo "----"; \
 	done
