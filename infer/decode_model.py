@@ -13,7 +13,7 @@ parameters once:
   same function as `model.forward` (the engine's tests check it to 1e-5).
 
 `forward` has `model.forward`'s signature and reuses its pure functions (norm, rope); its cache
-(`init_cache`) stores k and v as [L, B, G, S, K] so attention reads it without a transpose; with
+(`init_cache`) keeps per-layer [B, G, S, K] k and v so attention reads it without a copy; with
 `last_only` only the last position is projected to the vocabulary (prefill).
 """
 
@@ -51,27 +51,35 @@ def prepare(params: dict, cfg: ModelConfig, dtype: str = "int8") -> dict:
     gate_up_LDO = np.concatenate([lay["w_gate"], lay["w_up"]], axis=-1)
     embed_VD = np.asarray(params["embed"], np.float32)
     unembed_DV = embed_VD.T if cfg.tie_embeddings else np.asarray(params["unembed"], np.float32)
+    layers = {
+        "attn_norm": lay["attn_norm"], "mlp_norm": lay["mlp_norm"],
+        "qkv": _as_matrix(qkv_LDO, dtype),
+        "wo": _as_matrix(lay["wo"].reshape(L, -1, D), dtype),
+        "gate_up": _as_matrix(gate_up_LDO, dtype),
+        "down": _as_matrix(lay["w_down"], dtype),
+    }
+    if dtype == "float32":
+        # One buffer per layer (a list, unrolled in `forward`): XLA hands each straight to its
+        # matmul, where scanning over stacked [L, ...] weights makes it copy each layer's slice
+        # first (seen in the optimised HLO), tripling the bytes moved per token. int8 weights
+        # stay stacked and scanned: XLA converts them to float32 in a separate pass either way,
+        # and unrolled it converts every layer up front (measured ~10x slower).
+        layers = [jax.tree.map(lambda a, i=i: a[i], layers) for i in range(L)]
     out = {
         # The lookup table stays float32 (only B*T rows are read per step); the output
         # projection gets its own [D, V] copy: a matrix-vector product reads it fastest.
         "embed": embed_VD,
         "unembed": _as_matrix(np.ascontiguousarray(unembed_DV), dtype),
         "final_norm": np.asarray(params["final_norm"], np.float32),
-        "layers": {
-            "attn_norm": lay["attn_norm"], "mlp_norm": lay["mlp_norm"],
-            "qkv": _as_matrix(qkv_LDO, dtype),
-            "wo": _as_matrix(lay["wo"].reshape(L, -1, D), dtype),
-            "gate_up": _as_matrix(gate_up_LDO, dtype),
-            "down": _as_matrix(lay["w_down"], dtype),
-        },
+        "layers": layers,
     }
     return jax.tree.map(jnp.asarray, out)
 
 
 def _linear(x_BTI: jax.Array, w: dict) -> jax.Array:
     """(x @ W) * scale, accumulated in float32."""
-    y_BTO = jnp.einsum("bti,io->bto", x_BTI, w["w"].astype(jnp.float32),
-                       preferred_element_type=jnp.float32)
+    w_IO = w["w"].astype(jnp.float32)
+    y_BTO = jnp.einsum("bti,io->bto", x_BTI, w_IO, preferred_element_type=jnp.float32)
     return y_BTO * w["scale"]
 
 
@@ -110,11 +118,17 @@ def _attend(q_BTHK, k_BGSK, v_BGSK, mask_BTS, cfg: ModelConfig) -> jax.Array:
     return out_BGRTK.transpose(0, 3, 1, 2, 4).reshape(B, T, H, K)
 
 
-def init_cache(cfg: ModelConfig, batch: int, max_len: int) -> dict:
-    """`model.init_cache` with k and v as [L, B, G, S, K] (float32)."""
-    shape = (cfg.n_layers, batch, cfg.n_kv_heads, max_len, cfg.head_dim)
-    return {"k": jnp.zeros(shape, jnp.float32), "v": jnp.zeros(shape, jnp.float32),
-            "valid": jnp.zeros((batch, max_len), bool), "index": jnp.zeros((), jnp.int32)}
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, params: dict) -> dict:
+    """`model.init_cache` for `forward` over `params`: k and v as [B, G, S, K] float32 per
+    layer, in a list for unrolled (float32) parameters, stacked [L, ...] for scanned ones."""
+    shape = (batch, cfg.n_kv_heads, max_len, cfg.head_dim)
+    if isinstance(params["layers"], list):
+        k = [jnp.zeros(shape, jnp.float32) for _ in range(cfg.n_layers)]
+        v = [jnp.zeros(shape, jnp.float32) for _ in range(cfg.n_layers)]
+    else:
+        k, v = (jnp.zeros((cfg.n_layers,) + shape, jnp.float32) for _ in range(2))
+    return {"k": k, "v": v, "valid": jnp.zeros((batch, max_len), bool),
+            "index": jnp.zeros((), jnp.int32)}
 
 
 def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict,
@@ -124,7 +138,7 @@ def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict,
     B, T = tokens_BT.shape
     x_BTD = params["embed"][tokens_BT]
     start = cache["index"]
-    S = cache["k"].shape[3]
+    S = cache["valid"].shape[1]
     valid = jnp.ones((B, T), bool) if valid_BT is None else valid_BT
     valid_BS = jax.lax.dynamic_update_slice_in_dim(cache["valid"], valid, start, axis=1)
     slot_T = start + jnp.arange(T)
@@ -132,18 +146,28 @@ def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict,
     if positions_BT is None:
         positions_BT = jnp.broadcast_to(slot_T, (B, T))
 
-    def body(x_BTD, layer_and_kv):
+    def block(x_BTD, layer_and_kv):
         layer, kv = layer_and_kv
         return _block(x_BTD, layer, kv, positions_BT, mask_BTS, start, cfg)
 
-    x_BTD, (k, v) = jax.lax.scan(body, x_BTD, (params["layers"], (cache["k"], cache["v"])))
+    if isinstance(params["layers"], list):
+        ks, vs = [], []
+        for layer, k, v in zip(params["layers"], cache["k"], cache["v"]):
+            x_BTD, (k, v) = block(x_BTD, (layer, (k, v)))
+            ks.append(k)
+            vs.append(v)
+    else:
+        x_BTD, (ks, vs) = jax.lax.scan(block, x_BTD, (params["layers"], (cache["k"],
+                                                                         cache["v"])))
     if last_only:
         x_BTD = x_BTD[:, -1:]
     x_BTD = tfm.rms_norm(x_BTD, params["final_norm"], cfg.norm_eps)
     logits_BTV = _linear(x_BTD, params["unembed"])
-    return logits_BTV, {"k": k, "v": v, "valid": valid_BS, "index": start + T}
+    return logits_BTV, {"k": ks, "v": vs, "valid": valid_BS, "index": start + T}
 
 
 def is_prepared(params) -> bool:
     """Whether `params` came from `prepare` (rather than `model.init` or a loader)."""
-    return isinstance(params, dict) and "qkv" in params.get("layers", {})
+    layers = params.get("layers") if isinstance(params, dict) else None
+    first = layers[0] if isinstance(layers, list) and layers else layers
+    return isinstance(first, dict) and "qkv" in first

@@ -283,9 +283,10 @@ def stream_generate(params, cfg, prompt_ids_batch: Sequence[Sequence[int]], *,
     stops = sorted({int(s) for s in stop_ids})
     stop_S = np.full((max(4, -(-len(stops) // 4) * 4),), -1, np.int32)
     stop_S[:len(stops)] = stops
-    init_cache = (decode_model.init_cache if forward_fn is decode_model.forward
-                  else model_lib.init_cache)
-    cache = init_cache(cfg, B, P + n_out)
+    if forward_fn is decode_model.forward:
+        cache = decode_model.init_cache(cfg, B, P + n_out, params)
+    else:
+        cache = model_lib.init_cache(cfg, B, P + n_out)
     scalars = (np.float32(sp.temperature), np.float32(sp.top_p), stop_S,
                np.int32(max_new_tokens))
     static = dict(cfg=cfg, forward_fn=forward_fn, top_k=sp.top_k, use_top_p=sp.top_p < 1.0)
