@@ -1,6 +1,6 @@
 """python -m scaling {fit,plan,sweep}: fit a scaling law, plan a budget, run a sweep.
 
-    python -m scaling fit runs.csv --json fit.json --plot fit.png --bootstrap 200
+    python -m scaling fit runs.csv --json fit.json --plot fit.png --bootstrap 200 [--holdout]
     python -m scaling plan --fit fit.json --compute 1e21 [--target-loss 2.5]
     python -m scaling sweep --budgets 3e11 1e12 3e12 --out runs/sweep [--config tiny]
 """
@@ -14,7 +14,7 @@ import time
 
 def _fit(args) -> int:
     from scaling import analysis, records
-    runs = records.read(args.csv)
+    runs = [r for path in args.csv for r in records.read(path)]
     t = time.time()
     result = analysis.fit_all(runs, budget=args.budget, bootstrap_replicas=args.bootstrap,
                               seed=args.seed, grid=args.grid, with_kaplan=not args.no_kaplan,
@@ -25,8 +25,13 @@ def _fit(args) -> int:
     if args.plot:
         result.plot(args.plot)
         out["plot"] = args.plot
+    if args.holdout:
+        out["holdout"] = analysis.holdout(runs, bootstrap_replicas=args.bootstrap, seed=args.seed,
+                                          grid=args.grid)
     records.write_json(args.json, out)
     print(analysis.summary_text(out))
+    if args.holdout:
+        print(analysis.holdout_text(out["holdout"]))
     print(f"wrote {args.json}" + (f" and {args.plot}" if args.plot else ""))
     return 0
 
@@ -60,8 +65,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fit", help="fit L(N, D) to run records (CSV: params,tokens,loss[,flops])")
-    f.add_argument("csv", help="run records: CSV with params,tokens,loss (or params,flops,loss), "
-                   "or a records.json")
+    f.add_argument("csv", nargs="+", help="run records: CSV with params,tokens,loss (or "
+                   "params,flops,loss), or a records.json; several files are pooled")
     f.add_argument("--json", required=True, help="where to write the fit")
     f.add_argument("--plot", help="PNG with IsoFLOP curves, frontier and residuals")
     f.add_argument("--bootstrap", type=int, default=200, help="resamples for 95%% intervals "
@@ -73,6 +78,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--drop-highest", type=int, default=0, metavar="K",
                    help="leave out the K highest-loss runs (Epoch AI drop 5 of Chinchilla's)")
     f.add_argument("--no-kaplan", action="store_true", help="skip the Kaplan-form comparison")
+    f.add_argument("--holdout", action="store_true", help="also fit without the largest budget "
+                   "and predict its runs (needs a `budget` column)")
     f.add_argument("--seed", type=int, default=0)
     f.set_defaults(run=_fit)
 

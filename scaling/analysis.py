@@ -134,3 +134,43 @@ def plan_text(fit_json: dict, compute: float, target_loss: float | None = None) 
     lines.append(f"  numerical check: argmin_N L(N, C/6N) = {p['N_opt_numerical']:.6g} "
                  f"(closed form off by {p['closed_form_rel_error']:.1e})")
     return "\n".join(lines)
+
+
+def holdout(runs: list[RunRecord], *, bootstrap_replicas: int = 200, seed: int = 0,
+            grid: str | dict = "chinchilla") -> dict:
+    """Fit approach 3 without the largest budget, then predict that budget's runs: the check
+    that the law extrapolates, with a 95% interval per prediction from the bootstrap."""
+    budgets = sorted({r.budget for r in runs if r.budget is not None})
+    if len(budgets) < 3:
+        raise ValueError(f"a hold-out check needs runs of >= 3 budgets (2 to fit, 1 to predict); "
+                         f"got budgets {budgets}")
+    seen = [r for r in runs if r.budget is not None and r.budget < budgets[-1]]
+    held = [r for r in runs if r.budget == budgets[-1]]
+    small = fit_all(seen, bootstrap_replicas=bootstrap_replicas, seed=seed, grid=grid,
+                    with_kaplan=False)
+    law = small.fit.law
+    rows = []
+    for r in held:
+        pred = float(law.loss(r.params, r.tokens))
+        row = {"name": r.name, "params": r.params, "tokens": r.tokens, "measured": r.loss,
+               "predicted": pred, "rel_error": pred / r.loss - 1}
+        if small.fit.samples is not None:
+            with np.errstate(all="ignore"):
+                draws = [float(Law(*s).loss(r.params, r.tokens)) for s in small.fit.samples]
+            row["ci"] = list(bootstrap.percentile_interval(draws))
+        rows.append(row)
+    return {"fit_budgets": budgets[:-1], "held_out_budget": budgets[-1],
+            "fit": small.fit.to_json(budgets[-1]), "predictions": rows,
+            "mean_abs_rel_error": float(np.mean([abs(r["rel_error"]) for r in rows]))}
+
+
+def holdout_text(h: dict) -> str:
+    lines = [f"fitted on budgets {', '.join(f'{b:.3g}' for b in h['fit_budgets'])}; "
+             f"predicting the {len(h['predictions'])} runs at {h['held_out_budget']:.3g} FLOPs"]
+    for r in h["predictions"]:
+        ci = f" [{r['ci'][0]:.4f}, {r['ci'][1]:.4f}]" if "ci" in r else ""
+        lines.append(f"  N={r['params']:>11,.0f}  D={r['tokens']:>13,.0f}: measured "
+                     f"{r['measured']:.4f}, predicted {r['predicted']:.4f}{ci} "
+                     f"({r['rel_error']:+.2%})")
+    lines.append(f"mean absolute relative error {h['mean_abs_rel_error']:.2%}")
+    return "\n".join(lines)

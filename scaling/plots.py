@@ -41,8 +41,12 @@ def frontier(ax, n, d, loss, compute, law: Law | None = None, iso: dict | None =
     ax.figure.colorbar(sc, ax=ax, label="loss")
     cs = np.geomspace(compute.min() / 2, compute.max() * 10, 100)
     if iso and iso.get("profiles"):
-        ax.scatter([p.compute for p in iso["profiles"]], [p.n_opt for p in iso["profiles"]],
-                   marker="v", s=60, color="red", edgecolor="k", label="IsoFLOP minima", zorder=3)
+        for interior, style in ((True, dict(color="red", label="IsoFLOP minima")),
+                                (False, dict(color="none", label="minima outside the sizes run"))):
+            ps = [p for p in iso["profiles"] if p.interior == interior]
+            if ps:
+                ax.scatter([p.compute for p in ps], [p.n_opt for p in ps], marker="v", s=60,
+                           edgecolor="red", zorder=3, **style)
         if "a" in iso:
             ax.plot(cs, iso["k_N"] * cs ** iso["a"], color="red", lw=1,
                     label=f"approach 2: N_opt ~ C^{iso['a']:.3f}")

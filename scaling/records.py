@@ -126,6 +126,9 @@ def _atomic_write(path: str, write) -> None:
     try:
         with os.fdopen(fd, "w", newline="") as f:
             write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
