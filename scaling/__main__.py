@@ -14,7 +14,8 @@ import time
 
 def _fit(args) -> int:
     from scaling import analysis, records
-    runs = [r for path in args.csv for r in records.read(path)]
+    rename = dict(_column(c) for c in args.column)
+    runs = [r for path in args.csv for r in records.read(path, rename=rename)]
     t = time.time()
     result = analysis.fit_all(runs, budget=args.budget, bootstrap_replicas=args.bootstrap,
                               seed=args.seed, grid=args.grid, with_kaplan=not args.no_kaplan,
@@ -59,6 +60,14 @@ def _sweep(args) -> int:
     return 0
 
 
+def _column(item: str) -> tuple[str, str]:
+    ours, sep, theirs = item.partition("=")
+    if not sep or ours not in ("params", "tokens", "loss", "flops") or not theirs:
+        raise SystemExit(f"error: --column {item!r}: expected OURS=THEIRS with OURS one of "
+                         "params, tokens, loss, flops (e.g. --column 'params=Model Size')")
+    return ours, theirs
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m scaling", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,6 +77,9 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("csv", nargs="+", help="run records: CSV with params,tokens,loss (or "
                    "params,flops,loss), or a records.json; several files are pooled")
     f.add_argument("--json", required=True, help="where to write the fit")
+    f.add_argument("--column", action="append", default=[], metavar="OURS=THEIRS",
+                   help="read a CSV whose columns have other names, e.g. "
+                   "--column 'params=Model Size' --column 'flops=Training FLOP'")
     f.add_argument("--plot", help="PNG with IsoFLOP curves, frontier and residuals")
     f.add_argument("--bootstrap", type=int, default=200, help="resamples for 95%% intervals "
                    "(0: none)")

@@ -115,8 +115,8 @@ def read_json(path: str) -> list[RunRecord]:
     return [record_from_mapping(r, f"{path} run {i}") for i, r in enumerate(rows)]
 
 
-def read(path: str) -> list[RunRecord]:
-    return read_json(path) if path.endswith(".json") else read_csv(path)
+def read(path: str, *, rename: dict | None = None) -> list[RunRecord]:
+    return read_json(path) if path.endswith(".json") else read_csv(path, rename=rename)
 
 
 def _atomic_write(path: str, write) -> None:

@@ -101,3 +101,19 @@ def test_bad_input_gets_a_clear_error_and_no_output(tmp_path, capsys):
     assert main(["fit", str(few), "--json", str(out)]) == 2
     assert "3 run(s) given" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_fit_reads_a_csv_with_other_column_names(tmp_path):
+    src = tmp_path / "other.csv"
+    src.write_text("Model Size,Training FLOP,loss\n" + "".join(
+        f"{r.params},{r.flops},{r.loss}\n" for r in isoflop_runs()))
+    out = tmp_path / "fit.json"
+    assert main(["fit", str(src), "--json", str(out), "--bootstrap", "4", "--grid", "coarse",
+                 "--no-kaplan", "--column", "params=Model Size",
+                 "--column", "flops=Training FLOP"]) == 0
+    with open(out) as f:
+        fit = json.load(f)
+    assert fit["n_points"] == len(BUDGETS) * 8
+    assert fit["alpha"] == pytest.approx(TRUE.alpha, rel=0.1)
+    with pytest.raises(SystemExit, match="OURS=THEIRS"):
+        main(["fit", str(src), "--json", str(out), "--column", "size=Model Size"])
