@@ -138,13 +138,9 @@ def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict,
     B, T = tokens_BT.shape
     x_BTD = params["embed"][tokens_BT]
     start = cache["index"]
-    S = cache["valid"].shape[1]
-    valid = jnp.ones((B, T), bool) if valid_BT is None else valid_BT
-    valid_BS = jax.lax.dynamic_update_slice_in_dim(cache["valid"], valid, start, axis=1)
-    slot_T = start + jnp.arange(T)
-    mask_BTS = (jnp.arange(S)[None, :] <= slot_T[:, None])[None] & valid_BS[:, None, :]
+    valid_BS, mask_BTS = tfm.cache_mask(cache, T, valid_BT)
     if positions_BT is None:
-        positions_BT = jnp.broadcast_to(slot_T, (B, T))
+        positions_BT = jnp.broadcast_to(start + jnp.arange(T), (B, T))
 
     def block(x_BTD, layer_and_kv):
         layer, kv = layer_and_kv

@@ -96,6 +96,18 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype: str | None = N
     }
 
 
+def cache_mask(cache: dict, T: int, valid_BT: jax.Array | None = None):
+    """The cache's validity after writing T tokens at its index, and the attention mask of those
+    tokens: each attends to the valid slots up to its own."""
+    B, S = cache["valid"].shape
+    start = cache["index"]
+    valid = jnp.ones((B, T), bool) if valid_BT is None else valid_BT
+    valid_BS = jax.lax.dynamic_update_slice_in_dim(cache["valid"], valid, start, axis=1)
+    slot_T = start + jnp.arange(T)
+    mask_BTS = (jnp.arange(S)[None, :] <= slot_T[:, None])[None] & valid_BS[:, None, :]
+    return valid_BS, mask_BTS
+
+
 def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict | None = None,
             positions_BT: jax.Array | None = None, valid_BT: jax.Array | None = None):
     """Logits for every position of `tokens_BT`, and the updated cache (None without one).
@@ -116,11 +128,7 @@ def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict | 
         kvs = None
     else:
         start = cache["index"]
-        S = cache["k"].shape[2]
-        valid = jnp.ones((B, T), bool) if valid_BT is None else valid_BT
-        valid_BS = jax.lax.dynamic_update_slice_in_dim(cache["valid"], valid, start, axis=1)
-        slot_T = start + jnp.arange(T)
-        mask_BTS = (jnp.arange(S)[None, :] <= slot_T[:, None])[None] & valid_BS[:, None, :]
+        valid_BS, mask_BTS = cache_mask(cache, T, valid_BT)
         kvs = (cache["k"], cache["v"])
     if positions_BT is None:
         positions_BT = jnp.broadcast_to(start + jnp.arange(T), (B, T))
