@@ -51,7 +51,8 @@ def _sweep(args) -> int:
     done = sweep.run_sweep(args.out, args.budgets, config=args.config, overrides=args.set,
                            runs_per_budget=args.runs_per_budget,
                            tokens_per_param=args.tokens_per_param, spread=args.spread,
-                           min_steps=args.min_steps, dry_run=args.dry_run)
+                           min_steps=args.min_steps, lr_width=args.lr_width,
+                           aspect=tuple(args.aspect), dry_run=args.dry_run)
     if not args.dry_run:
         print(f"{len(done)} run(s) recorded in {args.out}/records.csv "
               f"({time.time() - t:.0f} s this call); fit them with: "
@@ -113,6 +114,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--spread", type=float, default=8.0, help="ratio of largest to smallest N "
                    "within a budget")
     s.add_argument("--min-steps", type=int, default=20)
+    s.add_argument("--lr-width", type=int, metavar="D_MODEL", help="runs wider than this get the "
+                   "peak LR base_lr * D_MODEL / d_model (1/width scaling; default: one LR for all)")
+    s.add_argument("--aspect", type=float, nargs=2, default=(8.0, 256.0), metavar=("MIN", "MAX"),
+                   help="keep d_model / n_layers within [MIN, MAX] (default: 8 256)")
     s.add_argument("--dry-run", action="store_true", help="print the plan, train nothing")
     s.set_defaults(run=_sweep)
     return p

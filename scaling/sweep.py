@@ -9,12 +9,13 @@ they finished and resumes an interrupted one from its latest checkpoint (the loo
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 from scaling import records as rec
-from scaling.plan import PlannedRun, plan
+from scaling.plan import PlannedRun, family, plan
 
 # What a sweep changes in the base training config: evaluate once, at the end, on more batches
 # (every run is scored on the same fixed validation batches, so their losses compare).
@@ -26,15 +27,37 @@ class SweepError(ValueError):
 
 
 def make_plan(config: str, budgets, *, overrides=(), runs_per_budget: int = 4,
-              tokens_per_param: float = 20.0, spread: float = 8.0, min_steps: int = 20):
-    """(base TrainConfig, planned runs) for a named training config and IsoFLOP budgets."""
+              tokens_per_param: float = 20.0, spread: float = 8.0, min_steps: int = 20,
+              lr_width: int | None = None, aspect=(8.0, 256.0)):
+    """(base TrainConfig, planned runs) for a named training config and IsoFLOP budgets.
+    Shapes keep d_model / n_layers within `aspect`; with `lr_width`, runs wider than that
+    d_model get the peak LR base_lr * lr_width / d_model."""
     from train import config as train_config  # imported here: `scaling fit` needs no trainer
     base = train_config.apply_overrides(train_config.load(config),
                                         list(SWEEP_OVERRIDES) + list(overrides))
     runs = plan(base.model, budgets, batch_size=base.data.batch_size, seq_len=base.seq_len,
                 runs_per_budget=runs_per_budget, tokens_per_param=tokens_per_param,
-                spread=spread, min_steps=min_steps)
+                spread=spread, min_steps=min_steps,
+                shapes=family(base.model, min_aspect=aspect[0], max_aspect=aspect[1]))
+    if lr_width:
+        runs = [_with_lr(r, width_lr(base.optim.lr, _d_model(r), lr_width)) for r in runs]
     return base, runs
+
+
+def width_lr(lr: float, d_model: int, lr_width: int) -> float:
+    """Peak LR of a d_model-wide run: Adam's update to a hidden matrix grows with its width, so
+    wider models need a proportionally smaller LR (the 1/width rule of muP); narrower ones keep
+    the base LR, which is already the largest that trains stably."""
+    return lr * min(1.0, lr_width / d_model)
+
+
+def _d_model(run: PlannedRun) -> int:
+    return int(next(o for o in run.overrides if o.startswith("model.d_model=")).partition("=")[2])
+
+
+def _with_lr(run: PlannedRun, lr: float) -> PlannedRun:
+    # In the plan (not only the run's config) so plan.json shows it and a changed rule is refused.
+    return dataclasses.replace(run, overrides=tuple(run.overrides) + (f"optim.lr={lr:.6g}",))
 
 
 def run_config(base, run: PlannedRun):
@@ -79,14 +102,18 @@ def _check_plan(path: Path, runs: list[PlannedRun]) -> None:
 
 def run_sweep(out_dir, budgets, *, config: str = "tiny", overrides=(), runs_per_budget: int = 4,
               tokens_per_param: float = 20.0, spread: float = 8.0, min_steps: int = 20,
-              dry_run: bool = False, log=print) -> list[rec.RunRecord]:
+              lr_width: int | None = None, aspect=(8.0, 256.0), dry_run: bool = False,
+              progress: bool = True, log=print) -> list[rec.RunRecord]:
     """Plan, then train every run not yet finished; returns the records of finished runs."""
     out = Path(out_dir)
     base, runs = make_plan(config, budgets, overrides=overrides, runs_per_budget=runs_per_budget,
-                           tokens_per_param=tokens_per_param, spread=spread, min_steps=min_steps)
+                           tokens_per_param=tokens_per_param, spread=spread, min_steps=min_steps,
+                           lr_width=lr_width, aspect=aspect)
     for r in runs:
-        log(f"  {r.name:28s} N={r.params:>9,d}  steps={r.steps:>5d}  D={r.tokens:>10,d}  "
-            f"C={r.flops:.3g}")
+        lr = next((o.partition("=")[2] for o in r.overrides if o.startswith("optim.lr=")),
+                  f"{base.optim.lr:g}")
+        log(f"  {r.name:28s} N={r.params:>9,d}  d_model={_d_model(r):>4d}  steps={r.steps:>5d}  "
+            f"D={r.tokens:>10,d}  C={r.flops:.3g}  lr={lr}")
     if dry_run:
         return []
     out.mkdir(parents=True, exist_ok=True)
@@ -101,7 +128,7 @@ def run_sweep(out_dir, budgets, *, config: str = "tiny", overrides=(), runs_per_
         if summary is None:
             log(f"[{i + 1}/{len(runs)}] training {r.name}")
             t = time.time()
-            summary = pretrain.run(cfg, run_dir)
+            summary = pretrain.run(cfg, run_dir, progress=progress)
             timings[r.name] = time.time() - t
         else:
             log(f"[{i + 1}/{len(runs)}] {r.name} already finished; skipped")
