@@ -102,7 +102,10 @@ class ParametricFit:
 
 def _derived_or_nan(law: Law, budget: float) -> dict:
     try:
-        return derived(law, budget)
+        # A wild bootstrap resample (alpha or beta near 0) under- or overflows G to 0 or inf; its
+        # derived values are then inf or nan, which the percentiles tolerate: no warning needed.
+        with np.errstate(all="ignore"):
+            return derived(law, budget)
     except ValueError:
         return {k: float("nan") for k in ("a", "b", "N_opt", "D_opt", "tokens_per_param",
                                           "loss_opt")}
