@@ -2,7 +2,9 @@
 
     python -m scaling fit runs.csv --json fit.json --plot fit.png --bootstrap 200 [--holdout]
     python -m scaling plan --fit fit.json --compute 1e21 [--target-loss 2.5]
-    python -m scaling sweep --budgets 3e11 1e12 3e12 --out runs/sweep [--config tiny]
+    python -m scaling sweep --budgets 2.5e11 8e11 2.5e12 --out runs/sweep \
+        --config scaling/configs/cpu_sweep.json --runs-per-budget 5 --spread 12 --lr-width 48
+    (the recorded CPU sweep and its exact command: scaling/results/README.md)
 """
 from __future__ import annotations
 
