@@ -1,4 +1,4 @@
-"""python -m scaling {fit,plan,sweep}: fit a scaling law, plan a budget, run a sweep.
+r"""python -m scaling {fit,plan,sweep}: fit a scaling law, plan a budget, run a sweep.
 
     python -m scaling fit runs.csv --json fit.json --plot fit.png --bootstrap 200 [--holdout]
     python -m scaling plan --fit fit.json --compute 1e21 [--target-loss 2.5]
