@@ -1,20 +1,25 @@
-"""The model's forward pass laid out for fast decoding on CPUs: int8 weights, fused projections.
+"""The model's forward pass laid out for fast decoding on CPUs: fused projections, int8 steps.
 
 Decoding one token reads every weight once, so its speed is memory bandwidth over bytes per
-weight. On CPUs without bf16 units (AVX2), XLA's bfloat16 matmuls are slower than float32, while
-an int8 weight converted inside the dot reads a quarter of the bytes. So `prepare` re-lays the
-parameters once:
+weight; prefill multiplies many tokens by each weight, so it is bound by arithmetic instead.
+`prepare` re-lays the parameters once, on the host:
 
-- q/k/v fused into one [in, out] matrix and gate/up into another, so a block is four matmuls;
-  the tied output projection gets its own [D, V] copy (XLA's matrix-vector product is fastest
-  when the vector contracts the major axis: measured 3x faster than [V, D] at batch 1);
-- optionally int8 with one float32 scale per output column (symmetric, absmax); products
-  accumulate in float32 and are scaled after the dot. With `dtype="float32"` the same code computes the
-  same function as `model.forward` (the engine's tests check it to 1e-5).
+- q/k/v fused into one matrix and gate/up into another, so a block is four matmuls, each layer's
+  matrices in their own buffers (a list, unrolled in `forward`): scanning over stacked [L, ...]
+  weights makes XLA copy each layer's slice before its matmul (seen in the optimised HLO);
+- float32 matrices [in, out] (and an own [D, V] copy of a tied output projection), used by
+  prefill and by float32 decoding: the same function as `model.forward` (tested to 1e-5);
+- with "int8", a second copy of every matrix for the one-token decode steps: int8 [out, in]
+  with one float32 scale per output row (symmetric absmax), applied after the dot. On AVX2
+  CPUs without bf16 units XLA's bfloat16 dots are slower than float32, while an int8 weight
+  whose contraction runs along its minor (contiguous) axis converts inside the dot loop and
+  reads a quarter of the bytes (measured 2.3x faster than float32 for a matrix-vector product;
+  [in, out] int8 only 1.5x). Prefill keeps float32: it is compute-bound, where int8 gains
+  nothing and only adds rounding.
 
-`forward` has `model.forward`'s signature and reuses its pure functions (norm, rope); its cache
-(`init_cache`) keeps per-layer [B, G, S, K] k and v so attention reads it without a copy; with
-`last_only` only the last position is projected to the vocabulary (prefill).
+`forward` has `model.forward`'s signature plus `last_only` (project only the last position to
+the vocabulary, all that generation needs) and `int8` (use the int8 copies). Its cache
+(`init_cache`) keeps per-layer [B, G, S, K] k and v so attention reads it without a copy.
 """
 
 from __future__ import annotations
@@ -23,71 +28,81 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from infer import int8_kernel
 from model import transformer as tfm
 from model.config import ModelConfig
 
 DTYPES = ("float32", "int8")
+MATRICES = ("qkv", "wo", "gate_up", "down")
 
 
-def _as_matrix(w_IO: np.ndarray, dtype: str) -> dict:
-    """[in, out] float matrix (leading dims batched) -> {"w": [in, out], "scale": [out]}."""
-    w_IO = np.asarray(w_IO, np.float32)
-    if dtype == "float32":
-        return {"w": w_IO, "scale": np.ones(w_IO.shape[:-2] + w_IO.shape[-1:], np.float32)}
-    scale = np.abs(w_IO).max(axis=-2) / 127.0
+def quantize_rows(w_OI: np.ndarray) -> dict:
+    """[out, in] float matrix -> {"w": int8 [out, in], "scale": float32 [out]}, w ~ q * scale.
+
+    Symmetric absmax per output row: each weight is rounded by at most half a step, 1/254 of its
+    row's largest magnitude."""
+    w_OI = np.asarray(w_OI, np.float32)
+    scale = np.abs(w_OI).max(axis=-1) / 127.0
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-    q = np.clip(np.rint(w_IO / scale[..., None, :]), -127, 127).astype(np.int8)
+    q = np.clip(np.rint(w_OI / scale[:, None]), -127, 127).astype(np.int8)
     return {"w": q, "scale": scale}
 
 
-def prepare(params: dict, cfg: ModelConfig, dtype: str = "int8") -> dict:
-    """Parameters for `forward`, from `model`'s tree (float arrays); done once, on the host."""
-    if dtype not in DTYPES:
-        raise ValueError(f"decode weights dtype must be one of {DTYPES}, got {dtype!r}")
+def _float_layers(params: dict) -> list[dict]:
     lay = {k: np.asarray(v, np.float32) for k, v in params["layers"].items()}
     L, D = lay["wq"].shape[:2]
     qkv_LDO = np.concatenate([lay["wq"].reshape(L, D, -1), lay["wk"].reshape(L, D, -1),
                               lay["wv"].reshape(L, D, -1)], axis=-1)
-    gate_up_LDO = np.concatenate([lay["w_gate"], lay["w_up"]], axis=-1)
+    gate_up_LDF = np.concatenate([lay["w_gate"], lay["w_up"]], axis=-1)
+    return [{"attn_norm": lay["attn_norm"][i], "mlp_norm": lay["mlp_norm"][i],
+             "qkv": qkv_LDO[i], "wo": lay["wo"][i].reshape(-1, D),
+             "gate_up": gate_up_LDF[i], "down": lay["w_down"][i]} for i in range(L)]
+
+
+def prepare(params: dict, cfg: ModelConfig, dtype: str = "float32") -> dict:
+    """Parameters for `forward`, from `model`'s tree (float arrays); done once, on the host.
+
+    "float32": the float32 layout only; "int8": plus int8 copies for decode steps."""
+    if dtype not in DTYPES:
+        raise ValueError(f"decode weights dtype must be one of {DTYPES}, got {dtype!r}")
     embed_VD = np.asarray(params["embed"], np.float32)
     unembed_DV = embed_VD.T if cfg.tie_embeddings else np.asarray(params["unembed"], np.float32)
-    layers = {
-        "attn_norm": lay["attn_norm"], "mlp_norm": lay["mlp_norm"],
-        "qkv": _as_matrix(qkv_LDO, dtype),
-        "wo": _as_matrix(lay["wo"].reshape(L, -1, D), dtype),
-        "gate_up": _as_matrix(gate_up_LDO, dtype),
-        "down": _as_matrix(lay["w_down"], dtype),
-    }
-    if dtype == "float32":
-        # One buffer per layer (a list, unrolled in `forward`): XLA hands each straight to its
-        # matmul, where scanning over stacked [L, ...] weights makes it copy each layer's slice
-        # first (seen in the optimised HLO), tripling the bytes moved per token. int8 weights
-        # stay stacked and scanned: XLA converts them to float32 in a separate pass either way,
-        # and unrolled it converts every layer up front (measured ~10x slower).
-        layers = [jax.tree.map(lambda a, i=i: a[i], layers) for i in range(L)]
+    layers = _float_layers(params)
     out = {
-        # The lookup table stays float32 (only B*T rows are read per step); the output
-        # projection gets its own [D, V] copy: a matrix-vector product reads it fastest.
+        # The lookup table stays as is (only B*T rows are read per step); the output projection
+        # gets its own contiguous [D, V] copy for the float32 dot.
         "embed": embed_VD,
-        "unembed": _as_matrix(np.ascontiguousarray(unembed_DV), dtype),
+        "unembed": np.ascontiguousarray(unembed_DV),
         "final_norm": np.asarray(params["final_norm"], np.float32),
         "layers": layers,
     }
+    if dtype == "int8":
+        out["int8"] = {
+            "layers": [{k: quantize_rows(layer[k].T) for k in MATRICES} for layer in layers],
+            "unembed": quantize_rows(unembed_DV.T),
+        }
     return jax.tree.map(jnp.asarray, out)
 
 
-def _linear(x_BTI: jax.Array, w: dict) -> jax.Array:
-    """(x @ W) * scale, accumulated in float32."""
-    w_IO = w["w"].astype(jnp.float32)
-    y_BTO = jnp.einsum("bti,io->bto", x_BTI, w_IO, preferred_element_type=jnp.float32)
-    return y_BTO * w["scale"]
+def has_int8(params: dict) -> bool:
+    """Whether `params` (from `prepare`) carry int8 copies for decode steps."""
+    return "int8" in params
 
 
-def _block(x_BTD, layer, kv, positions_BT, mask_BTS, write_at, cfg: ModelConfig):
+def _linear(x_BTI: jax.Array, w) -> jax.Array:
+    """x @ W for a float32 [in, out] W, or (x @ q.T) * scale for an int8 {"w": [out, in]}."""
+    if isinstance(w, dict):
+        B, T, I = x_BTI.shape
+        y_MO = int8_kernel.matmul(x_BTI.reshape(B * T, I), w["w"], w["scale"])
+        return y_MO.reshape(B, T, -1)
+    return jnp.einsum("bti,io->bto", x_BTI, w, preferred_element_type=jnp.float32)
+
+
+def _block(x_BTD, norms, mats, kv, positions_BT, mask_BTS, write_at, cfg: ModelConfig):
     B, T, _ = x_BTD.shape
     H, G, K = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    h_BTD = tfm.rms_norm(x_BTD, layer["attn_norm"], cfg.norm_eps)
-    qkv_BTO = _linear(h_BTD, layer["qkv"])
+    h_BTD = tfm.rms_norm(x_BTD, norms["attn_norm"], cfg.norm_eps)
+    qkv_BTO = _linear(h_BTD, mats["qkv"])
     q_BTHK = tfm.rope(qkv_BTO[..., :H * K].reshape(B, T, H, K), positions_BT, cfg.rope_theta)
     k_BTGK = tfm.rope(qkv_BTO[..., H * K:(H + G) * K].reshape(B, T, G, K), positions_BT,
                       cfg.rope_theta)
@@ -96,10 +111,10 @@ def _block(x_BTD, layer, kv, positions_BT, mask_BTS, write_at, cfg: ModelConfig)
         c, new.transpose(0, 2, 1, 3).astype(c.dtype), write_at, axis=2)
         for c, new in zip(kv, (k_BTGK, v_BTGK)))
     attn_BTHK = _attend(q_BTHK, k_BGSK, v_BGSK, mask_BTS, cfg)
-    x_BTD = x_BTD + _linear(attn_BTHK.reshape(B, T, H * K), layer["wo"])
-    h_BTD = tfm.rms_norm(x_BTD, layer["mlp_norm"], cfg.norm_eps)
-    gate_BTF, up_BTF = jnp.split(_linear(h_BTD, layer["gate_up"]), 2, axis=-1)
-    x_BTD = x_BTD + _linear(jax.nn.silu(gate_BTF) * up_BTF, layer["down"])
+    x_BTD = x_BTD + _linear(attn_BTHK.reshape(B, T, H * K), mats["wo"])
+    h_BTD = tfm.rms_norm(x_BTD, norms["mlp_norm"], cfg.norm_eps)
+    gate_BTF, up_BTF = jnp.split(_linear(h_BTD, mats["gate_up"]), 2, axis=-1)
+    x_BTD = x_BTD + _linear(jax.nn.silu(gate_BTF) * up_BTF, mats["down"])
     return x_BTD, (k_BGSK, v_BGSK)
 
 
@@ -118,52 +133,43 @@ def _attend(q_BTHK, k_BGSK, v_BGSK, mask_BTS, cfg: ModelConfig) -> jax.Array:
     return out_BGRTK.transpose(0, 3, 1, 2, 4).reshape(B, T, H, K)
 
 
-def init_cache(cfg: ModelConfig, batch: int, max_len: int, params: dict) -> dict:
-    """`model.init_cache` for `forward` over `params`: k and v as [B, G, S, K] float32 per
-    layer, in a list for unrolled (float32) parameters, stacked [L, ...] for scanned ones."""
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, params: dict | None = None) -> dict:
+    """`model.init_cache` for `forward`: per-layer lists of [B, G, S, K] float32 k and v."""
     shape = (batch, cfg.n_kv_heads, max_len, cfg.head_dim)
-    if isinstance(params["layers"], list):
-        k = [jnp.zeros(shape, jnp.float32) for _ in range(cfg.n_layers)]
-        v = [jnp.zeros(shape, jnp.float32) for _ in range(cfg.n_layers)]
-    else:
-        k, v = (jnp.zeros((cfg.n_layers,) + shape, jnp.float32) for _ in range(2))
-    return {"k": k, "v": v, "valid": jnp.zeros((batch, max_len), bool),
-            "index": jnp.zeros((), jnp.int32)}
+    return {"k": [jnp.zeros(shape, jnp.float32) for _ in range(cfg.n_layers)],
+            "v": [jnp.zeros(shape, jnp.float32) for _ in range(cfg.n_layers)],
+            "valid": jnp.zeros((batch, max_len), bool), "index": jnp.zeros((), jnp.int32)}
 
 
 def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict,
             positions_BT: jax.Array | None = None, valid_BT: jax.Array | None = None,
-            last_only: bool = False):
-    """`model.forward` with a cache, over `prepare`d parameters (float32 logits)."""
+            last_only: bool = False, int8: bool = False):
+    """`model.forward` with a cache, over `prepare`d parameters (float32 logits); `int8` uses
+    the int8 copies of the matrices (parameters prepared with "int8")."""
+    if int8 and not has_int8(params):
+        raise ValueError("decode_model.forward(int8=True) needs parameters from "
+                         "prepare(..., 'int8')")
     B, T = tokens_BT.shape
     x_BTD = params["embed"][tokens_BT]
     start = cache["index"]
     valid_BS, mask_BTS = tfm.cache_mask(cache, T, valid_BT)
     if positions_BT is None:
         positions_BT = jnp.broadcast_to(start + jnp.arange(T), (B, T))
-
-    def block(x_BTD, layer_and_kv):
-        layer, kv = layer_and_kv
-        return _block(x_BTD, layer, kv, positions_BT, mask_BTS, start, cfg)
-
-    if isinstance(params["layers"], list):
-        ks, vs = [], []
-        for layer, k, v in zip(params["layers"], cache["k"], cache["v"]):
-            x_BTD, (k, v) = block(x_BTD, (layer, (k, v)))
-            ks.append(k)
-            vs.append(v)
-    else:
-        x_BTD, (ks, vs) = jax.lax.scan(block, x_BTD, (params["layers"], (cache["k"],
-                                                                         cache["v"])))
+    mats = params["int8"]["layers"] if int8 else params["layers"]
+    ks, vs = [], []
+    for norms, layer_mats, k, v in zip(params["layers"], mats, cache["k"], cache["v"]):
+        x_BTD, (k, v) = _block(x_BTD, norms, layer_mats, (k, v), positions_BT, mask_BTS, start,
+                               cfg)
+        ks.append(k)
+        vs.append(v)
     if last_only:
         x_BTD = x_BTD[:, -1:]
     x_BTD = tfm.rms_norm(x_BTD, params["final_norm"], cfg.norm_eps)
-    logits_BTV = _linear(x_BTD, params["unembed"])
+    logits_BTV = _linear(x_BTD, params["int8"]["unembed"] if int8 else params["unembed"])
     return logits_BTV, {"k": ks, "v": vs, "valid": valid_BS, "index": start + T}
 
 
 def is_prepared(params) -> bool:
     """Whether `params` came from `prepare` (rather than `model.init` or a loader)."""
     layers = params.get("layers") if isinstance(params, dict) else None
-    first = layers[0] if isinstance(layers, list) and layers else layers
-    return isinstance(first, dict) and "qkv" in first
+    return isinstance(layers, list) and bool(layers) and "qkv" in layers[0]

@@ -126,9 +126,13 @@ def _decode(params, state, until_step, temperature, top_p, stop_S, max_new, *,
     def cond(s):
         return (s["step"] < jnp.minimum(until_step, max_new)) & ~jnp.all(s["done_B"])
 
+    # Decode steps read every weight per token: use the int8 copies when prepared with them.
+    step_kwargs = {"int8": True} if (forward_fn is decode_model.forward
+                                     and decode_model.has_int8(params)) else {}
+
     def body(s):
         logits_B1V, cache = forward_fn(params, s["token_B"][:, None], cfg, cache=s["cache"],
-                                       positions_BT=s["next_position_B"][:, None])
+                                       positions_BT=s["next_position_B"][:, None], **step_kwargs)
         logits_BV = logits_B1V[:, 0]
         token_B = sample(logits_BV, jax.random.fold_in(s["key"], s["step"]), temperature, top_k,
                          top_p if use_top_p else 1.0)
@@ -284,7 +288,7 @@ def stream_generate(params, cfg, prompt_ids_batch: Sequence[Sequence[int]], *,
     stop_S = np.full((max(4, -(-len(stops) // 4) * 4),), -1, np.int32)
     stop_S[:len(stops)] = stops
     if forward_fn is decode_model.forward:
-        cache = decode_model.init_cache(cfg, B, P + n_out, params)
+        cache = decode_model.init_cache(cfg, B, P + n_out)
     else:
         cache = model_lib.init_cache(cfg, B, P + n_out)
     scalars = (np.float32(sp.temperature), np.float32(sp.top_p), stop_S,

@@ -1,0 +1,144 @@
+// y[m, o] = scale[o] * sum_i x[m, i] * w[o, i]: float32 activations times int8 weights, for
+// XLA on x86 CPUs with AVX2 and FMA (an XLA FFI custom call; built by infer/int8_kernel.py).
+//
+// Why: decoding one token is a matrix-vector product per weight matrix, bound by memory
+// bandwidth, so int8 weights (a quarter of float32's bytes) could be ~4x faster; but XLA:CPU
+// converts an int8 operand to float32 in a separate pass before its dot, which is slower than
+// reading float32. Here each weight is converted in registers right before its multiply-add.
+//
+// Work is split into blocks of output rows that the calling thread and XLA's intra-op thread
+// pool claim from an atomic counter: if a helper never starts (busy pool), the caller does
+// every block itself, so nothing waits on a thread that is not working.
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int64_t kRowsPerBlock = 64;
+constexpr int64_t kMaxHelpers = 15;
+
+inline float HorizontalSum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Eight int8 weights as eight floats.
+inline __m256 Load8(const int8_t* p) {
+  __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+}
+
+// One weight row against MB activation rows; U independent accumulators per activation row
+// (chunks of 8 weights) so the multiply-adds do not wait on each other.
+template <int MB, int U>
+void RowTimesBatch(const float* x, int64_t I, const int8_t* w_row, float scale, float* y,
+                   int64_t O) {
+  __m256 acc[MB][U];
+  for (int m = 0; m < MB; ++m)
+    for (int u = 0; u < U; ++u) acc[m][u] = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 * U <= I; i += 8 * U) {
+    for (int u = 0; u < U; ++u) {
+      __m256 wf = Load8(w_row + i + 8 * u);
+      for (int m = 0; m < MB; ++m)
+        acc[m][u] = _mm256_fmadd_ps(wf, _mm256_loadu_ps(x + m * I + i + 8 * u), acc[m][u]);
+    }
+  }
+  for (; i + 8 <= I; i += 8) {
+    __m256 wf = Load8(w_row + i);
+    for (int m = 0; m < MB; ++m)
+      acc[m][0] = _mm256_fmadd_ps(wf, _mm256_loadu_ps(x + m * I + i), acc[m][0]);
+  }
+  for (int m = 0; m < MB; ++m) {
+    for (int u = 1; u < U; ++u) acc[m][0] = _mm256_add_ps(acc[m][0], acc[m][u]);
+    float sum = HorizontalSum(acc[m][0]);
+    for (int64_t j = i; j < I; ++j) sum += x[m * I + j] * static_cast<float>(w_row[j]);
+    y[m * O] = sum * scale;
+  }
+}
+
+struct Job {
+  const float* x;
+  const int8_t* w;
+  const float* scale;
+  float* y;
+  int64_t M, I, O, n_blocks;
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+};
+
+void ComputeRows(const Job& j, int64_t o_begin, int64_t o_end) {
+  for (int64_t o = o_begin; o < o_end; ++o) {
+    const int8_t* w_row = j.w + o * j.I;
+    int64_t m = 0;
+    for (; m + 4 <= j.M; m += 4)
+      RowTimesBatch<4, 2>(j.x + m * j.I, j.I, w_row, j.scale[o], j.y + m * j.O + o, j.O);
+    const float* x = j.x + m * j.I;
+    float* y = j.y + m * j.O + o;
+    switch (j.M - m) {
+      case 3: RowTimesBatch<3, 2>(x, j.I, w_row, j.scale[o], y, j.O); break;
+      case 2: RowTimesBatch<2, 4>(x, j.I, w_row, j.scale[o], y, j.O); break;
+      case 1: RowTimesBatch<1, 4>(x, j.I, w_row, j.scale[o], y, j.O); break;
+      default: break;
+    }
+  }
+}
+
+// Claims and computes blocks until none are left.
+void Work(Job& j) {
+  for (int64_t b; (b = j.next.fetch_add(1, std::memory_order_relaxed)) < j.n_blocks;) {
+    ComputeRows(j, b * kRowsPerBlock, std::min(j.O, (b + 1) * kRowsPerBlock));
+    j.done.fetch_add(1, std::memory_order_release);
+  }
+}
+
+using Matrix = ffi::Buffer<ffi::F32, 2>;
+using Int8Matrix = ffi::Buffer<ffi::S8, 2>;
+using Vector = ffi::Buffer<ffi::F32, 1>;
+
+ffi::Error Int8MatmulImpl(ffi::ThreadPool pool, Matrix x, Int8Matrix w, Vector scale,
+                          ffi::Result<Matrix> y) {
+  const int64_t M = x.dimensions()[0], I = x.dimensions()[1], O = w.dimensions()[0];
+  if (w.dimensions()[1] != I || scale.dimensions()[0] != O || y->dimensions()[0] != M ||
+      y->dimensions()[1] != O) {
+    return ffi::Error::InvalidArgument(
+        "int8_matmul: expected x [M, I], w [O, I], scale [O] and y [M, O]");
+  }
+  auto job = std::make_shared<Job>();
+  job->x = x.typed_data();
+  job->w = w.typed_data();
+  job->scale = scale.typed_data();
+  job->y = y->typed_data();
+  job->M = M;
+  job->I = I;
+  job->O = O;
+  job->n_blocks = (O + kRowsPerBlock - 1) / kRowsPerBlock;
+  const int64_t helpers =
+      std::min({pool.num_threads() - 1, job->n_blocks - 1, kMaxHelpers});
+  // Each helper holds the job alive: it may start after the caller has finished every block.
+  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([job] { Work(*job); });
+  Work(*job);
+  while (job->done.load(std::memory_order_acquire) < job->n_blocks) _mm_pause();
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TwofilesInt8Matmul, Int8MatmulImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Matrix>()
+                                  .Arg<Int8Matrix>()
+                                  .Arg<Vector>()
+                                  .Ret<Matrix>());
