@@ -99,6 +99,8 @@ def _linear(x_BTI: jax.Array, w) -> jax.Array:
 
 
 def _block(x_BTD, norms, mats, kv, positions_BT, mask_BTS, write_at, cfg: ModelConfig):
+    """One layer. `mask_BTS` masks the cache slots attended to: after the write of the T new
+    tokens, or, for a one-token step (T == 1), before it (the token attends to itself apart)."""
     B, T, _ = x_BTD.shape
     H, G, K = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     h_BTD = tfm.rms_norm(x_BTD, norms["attn_norm"], cfg.norm_eps)
@@ -107,10 +109,13 @@ def _block(x_BTD, norms, mats, kv, positions_BT, mask_BTS, write_at, cfg: ModelC
     k_BTGK = tfm.rope(qkv_BTO[..., H * K:(H + G) * K].reshape(B, T, G, K), positions_BT,
                       cfg.rope_theta)
     v_BTGK = qkv_BTO[..., (H + G) * K:].reshape(B, T, G, K)
-    k_BGSK, v_BGSK = (jax.lax.dynamic_update_slice_in_dim(
-        c, new.transpose(0, 2, 1, 3).astype(c.dtype), write_at, axis=2)
-        for c, new in zip(kv, (k_BTGK, v_BTGK)))
-    attn_BTHK = _attend(q_BTHK, k_BGSK, v_BGSK, mask_BTS, cfg)
+    k_BGTK, v_BGTK = (new.transpose(0, 2, 1, 3) for new in (k_BTGK, v_BTGK))
+    if T == 1:  # a decode step: attend to the cache as it was, and to the new token
+        attn_BTHK = _attend_step(q_BTHK, kv, (k_BGTK, v_BGTK), mask_BTS, cfg)
+    k_BGSK, v_BGSK = (jax.lax.dynamic_update_slice_in_dim(c, new, write_at, axis=2)
+                      for c, new in zip(kv, (k_BGTK, v_BGTK)))
+    if T > 1:
+        attn_BTHK = _attend(q_BTHK, k_BGSK, v_BGSK, mask_BTS, cfg)
     x_BTD = x_BTD + _linear(attn_BTHK.reshape(B, T, H * K), mats["wo"])
     h_BTD = tfm.rms_norm(x_BTD, norms["mlp_norm"], cfg.norm_eps)
     gate_BTF, up_BTF = jnp.split(_linear(h_BTD, mats["gate_up"]), 2, axis=-1)
@@ -133,6 +138,26 @@ def _attend(q_BTHK, k_BGSK, v_BGSK, mask_BTS, cfg: ModelConfig) -> jax.Array:
     return out_BGRTK.transpose(0, 3, 1, 2, 4).reshape(B, T, H, K)
 
 
+def _attend_step(q_B1HK, old_kv, new_kv, old_mask_B1S, cfg: ModelConfig) -> jax.Array:
+    """One token's attention over the cache before its write plus its own k and v: the same
+    softmax as `_attend` over the updated cache, but the step never reads the buffer it
+    updates, which lets XLA update the loop's cache in place instead of copying every layer's
+    cache several times per step (seen in the optimised HLO of the decode loop)."""
+    B, _, H, K = q_B1HK.shape
+    G = cfg.n_kv_heads
+    (k_BGSK, v_BGSK), (k_BG1K, v_BG1K) = old_kv, new_kv
+    q_BGRK = q_B1HK.reshape(B, G, H // G, K)
+    old_BGRS = jnp.einsum("bgrk,bgsk->bgrs", q_BGRK, k_BGSK,
+                          preferred_element_type=jnp.float32) * K**-0.5
+    old_BGRS = jnp.where(old_mask_B1S[:, None], old_BGRS, -1e30)
+    new_BGR1 = jnp.einsum("bgrk,bgsk->bgrs", q_BGRK, k_BG1K) * K**-0.5
+    probs_BGRS = jax.nn.softmax(jnp.concatenate([old_BGRS, new_BGR1], axis=-1), axis=-1)
+    out_BGRK = (jnp.einsum("bgrs,bgsk->bgrk", probs_BGRS[..., :-1], v_BGSK,
+                           preferred_element_type=jnp.float32)
+                + probs_BGRS[..., -1:] * v_BG1K[:, :, 0][:, :, None])
+    return out_BGRK.reshape(B, 1, H, K)
+
+
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, params: dict | None = None) -> dict:
     """`model.init_cache` for `forward`: per-layer lists of [B, G, S, K] float32 k and v."""
     shape = (batch, cfg.n_kv_heads, max_len, cfg.head_dim)
@@ -153,6 +178,9 @@ def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict,
     x_BTD = params["embed"][tokens_BT]
     start = cache["index"]
     valid_BS, mask_BTS = tfm.cache_mask(cache, T, valid_BT)
+    if T == 1:  # a step attends to the cache before its write (`_attend_step`): its valid slots
+        S = valid_BS.shape[1]
+        mask_BTS = (cache["valid"] & (jnp.arange(S) < start))[:, None, :]
     if positions_BT is None:
         positions_BT = jnp.broadcast_to(start + jnp.arange(T), (B, T))
     mats = params["int8"]["layers"] if int8 else params["layers"]

@@ -60,8 +60,26 @@ def sample(logits_BV: jax.Array, key: jax.Array, temperature=1.0, top_k: int = 0
     most likely tokens and then to the nucleus of probability top_p."""
     logits_BV = logits_BV.astype(jnp.float32)
     B, V = logits_BV.shape
-    greedy_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+    greedy_B = _argmax(logits_BV)
     temperature_B = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32), (B,))
+    # All-greedy batches skip the random draw (noise for every vocabulary entry): a branch taken
+    # at run time, so the temperature stays a traced value.
+    return jax.lax.cond(jnp.all(temperature_B == 0), lambda: greedy_B,
+                        lambda: _draw(logits_BV, greedy_B, temperature_B, key, top_k, top_p))
+
+
+def _argmax(logits_BV: jax.Array) -> jax.Array:
+    """The first index of each row's maximum. Two plain reductions: XLA:CPU's fused (value,
+    index) argmax reduction took ~0.7 ms (profiled) over SmolLM2's 49152 logits."""
+    V = logits_BV.shape[-1]
+    max_B1 = jnp.max(logits_BV, axis=-1, keepdims=True)
+    hit_BV = (logits_BV == max_B1) | jnp.isnan(max_B1)  # a NaN row (max NaN): index 0
+    first_B = jnp.min(jnp.where(hit_BV, jnp.arange(V, dtype=jnp.int32), V), axis=-1)
+    return first_B.astype(jnp.int32)
+
+
+def _draw(logits_BV, greedy_B, temperature_B, key, top_k, top_p):
+    B, V = logits_BV.shape
     # Dividing by a tiny positive number keeps greedy rows finite; their draw is discarded.
     scaled_BV = logits_BV / jnp.maximum(temperature_B, 1e-6)[:, None]
 
