@@ -20,6 +20,29 @@ compute (bf16 matmul inputs, float32 accumulation) was no faster than float32 on
 single matmuls or in the step; torch's bf16 autocast was several times slower. Fusing the q/k/v
 and gate/up matmuls cut the loss-and-gradient CPU time by ~16%; unrolling the layer scan and a
 one-hot cross-entropy did not help.
+
+Profile of the twofiles float32 step (session 2; jax.profiler perfetto trace of one step with
+XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true, ops summed; load ~2 from other work). XLA:CPU
+runs every dot as a YNNPACK fusion; thunks run one at a time, each using both cores.
+  - dots: 4.09 s of 5.90 s of op time. The step's 3.67e11 FLOPs (flops_per_token x 4096) thus
+    run at ~90 GFLOP/s, against ~150 for a single large matmul. Worst: the attention einsums
+    (96 batched 256x256x64 products each) ~0.79 s at ~37 GFLOP/s, computing the masked upper
+    half that torch's causal SDPA kernel skips; the fused q/k/v backward ~0.78 s at ~55 GFLOP/s.
+    The MLP and vocabulary matmuls ran at 85-120 GFLOP/s.
+  - the layer scan's stacked activations: zero-filling broadcasts 0.36 s, dynamic-update-slices
+    0.28 s, dynamic-slices 0.08 s. Unrolling the layers (model.transformer._unrolled) removes
+    them: 5.66 s against 5.94 s per step, interleaved in one process (load ~1.9).
+  - transposing copies ~0.5 s, elementwise fusions (norms, rope, softmax, loss, AdamW) the rest.
+  - the step's 1.66 GB temp buffer is faulted in afresh each step (~408K minor faults); keeping
+    it mapped with glibc mallopt (one arena, no mmap) did not measurably help.
+Tried without gain (interleaved A/B, load ~1.9): 2-D q/k/v and output projections
+([D, N*K] weights) 5.48 s vs 4.97 s; heads-first [B, H, T, K] attention 5.26 s vs 4.97 s;
+XLA flags --xla_cpu_use_onednn / --xla_cpu_use_xnnpack / ynn dot fusion gave single matmuls no
+consistent gain (85-153 GFLOP/s either way, as torch's 83-149).
+Why 1.2x torch.compile is out of reach here: torch.compile's step is ~3.2 s (~114 GFLOP/s).
+1.2x that is ~1530 tokens/s, i.e. the whole step at 137 GFLOP/s, 92% of what a single large
+float32 matmul reaches on these two cores (~150 GFLOP/s, roofline ~1670 tokens/s), while
+XLA:CPU's dots alone average ~90 GFLOP/s.
 """
 
 from __future__ import annotations
