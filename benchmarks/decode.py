@@ -9,6 +9,11 @@ tokens/s counts every row's tokens after the first (batch 8 counts 8 per step). 
 is the memory-bandwidth limit of decoding: bytes of weights read per step (all matrices; the
 embedding lookup reads only one row) over the copy bandwidth measured here with NumPy, times the
 batch (a step reads the weights once for all rows).
+
+Weight formats of the twofiles rows: "float32" decodes and prefills with float32 weights (the
+layout of infer.decode_model, the parity reference); "int8" prefills with the same float32
+weights and runs every decode step on int8 copies (per-row scales) through the AVX2 kernel of
+infer/int8_kernel.py (XLA's own int8 dot where that kernel is unavailable).
 """
 
 from __future__ import annotations
@@ -163,6 +168,14 @@ def main(argv=None):
                          batch * bandwidth / bytes_per_step["llama.cpp"]))
             print(rows[-1], flush=True)
     print_table(rows)
+    print("twofiles float32: float32 weights throughout; twofiles int8: float32 prefill, int8 "
+          f"decode steps ({'AVX2 kernel' if _int8_kernel_used() else 'XLA int8 dot'})")
+
+
+def _int8_kernel_used() -> bool:
+    from infer import int8_kernel
+
+    return int8_kernel.kernel_available()
 
 
 def print_table(rows):

@@ -19,7 +19,8 @@ weight; prefill multiplies many tokens by each weight, so it is bound by arithme
 
 `forward` has `model.forward`'s signature plus `last_only` (project only the last position to
 the vocabulary, all that generation needs) and `int8` (use the int8 copies). Its cache
-(`init_cache`) keeps per-layer [B, G, S, K] k and v so attention reads it without a copy.
+(`init_cache`) keeps per-layer k [B, G, K, S] and v [B, G, S, K] so attention reads them
+without a copy.
 """
 
 from __future__ import annotations
@@ -109,27 +110,28 @@ def _block(x_BTD, norms, mats, kv, positions_BT, mask_BTS, write_at, cfg: ModelC
     k_BTGK = tfm.rope(qkv_BTO[..., H * K:(H + G) * K].reshape(B, T, G, K), positions_BT,
                       cfg.rope_theta)
     v_BTGK = qkv_BTO[..., (H + G) * K:].reshape(B, T, G, K)
-    k_BGTK, v_BGTK = (new.transpose(0, 2, 1, 3) for new in (k_BTGK, v_BTGK))
+    k_BGKT, v_BGTK = k_BTGK.transpose(0, 2, 3, 1), v_BTGK.transpose(0, 2, 1, 3)
     if T == 1:  # a decode step: attend to the cache as it was, and to the new token
-        attn_BTHK = _attend_step(q_BTHK, kv, (k_BGTK, v_BGTK), mask_BTS, cfg)
-    k_BGSK, v_BGSK = (jax.lax.dynamic_update_slice_in_dim(c, new, write_at, axis=2)
-                      for c, new in zip(kv, (k_BGTK, v_BGTK)))
+        attn_BTHK = _attend_step(q_BTHK, kv, (k_BGKT, v_BGTK), mask_BTS, cfg)
+    k_BGKS = jax.lax.dynamic_update_slice_in_dim(kv[0], k_BGKT, write_at, axis=3)
+    v_BGSK = jax.lax.dynamic_update_slice_in_dim(kv[1], v_BGTK, write_at, axis=2)
     if T > 1:
-        attn_BTHK = _attend(q_BTHK, k_BGSK, v_BGSK, mask_BTS, cfg)
+        attn_BTHK = _attend(q_BTHK, k_BGKS, v_BGSK, mask_BTS, cfg)
     x_BTD = x_BTD + _linear(attn_BTHK.reshape(B, T, H * K), mats["wo"])
     h_BTD = tfm.rms_norm(x_BTD, norms["mlp_norm"], cfg.norm_eps)
     gate_BTF, up_BTF = jnp.split(_linear(h_BTD, mats["gate_up"]), 2, axis=-1)
     x_BTD = x_BTD + _linear(jax.nn.silu(gate_BTF) * up_BTF, mats["down"])
-    return x_BTD, (k_BGSK, v_BGSK)
+    return x_BTD, (k_BGKS, v_BGSK)
 
 
-def _attend(q_BTHK, k_BGSK, v_BGSK, mask_BTS, cfg: ModelConfig) -> jax.Array:
-    """`model`'s attention over a [B, G, S, K] cache: the matmuls then read the cache in place
-    (the [B, S, G, K] layout makes XLA transpose every layer's cache at every step)."""
+def _attend(q_BTHK, k_BGKS, v_BGSK, mask_BTS, cfg: ModelConfig) -> jax.Array:
+    """`model`'s attention over a [B, G, K, S] k and [B, G, S, K] v cache: the layouts whose
+    matmuls read the cache in place (others make XLA transpose every layer's cache at every
+    step, seen in the optimised HLO)."""
     B, T, H, K = q_BTHK.shape
     G = cfg.n_kv_heads
     q_BGRTK = q_BTHK.reshape(B, T, G, H // G, K).transpose(0, 2, 3, 1, 4)
-    scores_BGRTS = jnp.einsum("bgrtk,bgsk->bgrts", q_BGRTK, k_BGSK,
+    scores_BGRTS = jnp.einsum("bgrtk,bgks->bgrts", q_BGRTK, k_BGKS,
                               preferred_element_type=jnp.float32) * K**-0.5
     scores_BGRTS = jnp.where(mask_BTS[:, None, None], scores_BGRTS, -1e30)
     probs_BGRTS = jax.nn.softmax(scores_BGRTS, axis=-1)
@@ -145,12 +147,12 @@ def _attend_step(q_B1HK, old_kv, new_kv, old_mask_B1S, cfg: ModelConfig) -> jax.
     cache several times per step (seen in the optimised HLO of the decode loop)."""
     B, _, H, K = q_B1HK.shape
     G = cfg.n_kv_heads
-    (k_BGSK, v_BGSK), (k_BG1K, v_BG1K) = old_kv, new_kv
+    (k_BGKS, v_BGSK), (k_BGK1, v_BG1K) = old_kv, new_kv
     q_BGRK = q_B1HK.reshape(B, G, H // G, K)
-    old_BGRS = jnp.einsum("bgrk,bgsk->bgrs", q_BGRK, k_BGSK,
+    old_BGRS = jnp.einsum("bgrk,bgks->bgrs", q_BGRK, k_BGKS,
                           preferred_element_type=jnp.float32) * K**-0.5
     old_BGRS = jnp.where(old_mask_B1S[:, None], old_BGRS, -1e30)
-    new_BGR1 = jnp.einsum("bgrk,bgsk->bgrs", q_BGRK, k_BG1K) * K**-0.5
+    new_BGR1 = jnp.einsum("bgrk,bgks->bgrs", q_BGRK, k_BGK1) * K**-0.5
     probs_BGRS = jax.nn.softmax(jnp.concatenate([old_BGRS, new_BGR1], axis=-1), axis=-1)
     out_BGRK = (jnp.einsum("bgrs,bgsk->bgrk", probs_BGRS[..., :-1], v_BGSK,
                            preferred_element_type=jnp.float32)
@@ -159,10 +161,11 @@ def _attend_step(q_B1HK, old_kv, new_kv, old_mask_B1S, cfg: ModelConfig) -> jax.
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, params: dict | None = None) -> dict:
-    """`model.init_cache` for `forward`: per-layer lists of [B, G, S, K] float32 k and v."""
-    shape = (batch, cfg.n_kv_heads, max_len, cfg.head_dim)
-    return {"k": [jnp.zeros(shape, jnp.float32) for _ in range(cfg.n_layers)],
-            "v": [jnp.zeros(shape, jnp.float32) for _ in range(cfg.n_layers)],
+    """`model.init_cache` for `forward`: per-layer lists of float32 k [B, G, K, S] and v
+    [B, G, S, K] (see `_attend`)."""
+    B, G, S, K = batch, cfg.n_kv_heads, max_len, cfg.head_dim
+    return {"k": [jnp.zeros((B, G, K, S), jnp.float32) for _ in range(cfg.n_layers)],
+            "v": [jnp.zeros((B, G, S, K), jnp.float32) for _ in range(cfg.n_layers)],
             "valid": jnp.zeros((batch, max_len), bool), "index": jnp.zeros((), jnp.int32)}
 
 
