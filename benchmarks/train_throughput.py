@@ -39,6 +39,8 @@ Tried without gain (interleaved A/B, load ~1.9): 2-D q/k/v and output projection
 ([D, N*K] weights) 5.48 s vs 4.97 s; heads-first [B, H, T, K] attention 5.26 s vs 4.97 s;
 XLA flags --xla_cpu_use_onednn / --xla_cpu_use_xnnpack / ynn dot fusion gave single matmuls no
 consistent gain (85-153 GFLOP/s either way, as torch's 83-149).
+With the unrolled layers (runs/train_throughput_4.json, load 1.83 -> 2.14): twofiles float32
+767 tokens/s (5.34 s/step), bf16 642, torch-eager 1109, torch.compile 1209: 0.63x (was 0.53x).
 Why 1.2x torch.compile is out of reach here: torch.compile's step is ~3.2 s (~114 GFLOP/s).
 1.2x that is ~1530 tokens/s, i.e. the whole step at 137 GFLOP/s, 92% of what a single large
 float32 matmul reaches on these two cores (~150 GFLOP/s, roofline ~1670 tokens/s), while
