@@ -35,6 +35,10 @@ class ModelConfig:
     param_dtype: str = "float32"
     # Recompute each block's activations in the backward pass instead of storing them.
     remat: bool = False
+    # Run the layers as one lax.scan (one compilation whatever the depth: what a pod wants) or,
+    # without a KV cache, as a Python loop, which skips the scan's stacked activation buffers
+    # (~5% of the bench step on XLA:CPU) at the price of compile time growing with depth.
+    scan_layers: bool = True
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff",

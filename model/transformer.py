@@ -111,11 +111,12 @@ def cache_mask(cache: dict, T: int, valid_BT: jax.Array | None = None):
 def _unrolled(body, x_BTD: jax.Array, layers: dict, n_layers: int) -> jax.Array:
     """The layers as a Python loop over slices of the stacked weights.
 
-    Used without a cache (training, scoring). A scan's backward pass on XLA:CPU zero-fills
-    stacked [L, ...] buffers for every saved activation, writes each layer's slice into them and
-    slices them back out: ~0.7 s of a ~6 s bench step (profiled). Unrolled, each layer's
+    Used without a cache when `cfg.scan_layers` is off. A scan's backward pass on XLA:CPU
+    zero-fills stacked [L, ...] buffers for every saved activation, writes each layer's slice
+    into them and slices them back out: ~0.7 s of a ~6 s bench step (profiled). Unrolled, each layer's
     activations are plain buffers; the bench step ran ~5% faster in an interleaved A/B. Decoding
-    keeps the scan: its cache is already stacked, and it compiles once per shape.
+    keeps the scan: its cache is already stacked, and it compiles once per shape. Deep models
+    (SmolLM2's 30 layers, Llama 2's 80) keep the scan by default: one layer compiled, not L.
     """
     for i in range(n_layers):
         x_BTD, _ = body(x_BTD, (jax.tree.map(lambda w: w[i], layers), None))
@@ -153,7 +154,7 @@ def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict | 
 
     if cfg.remat:
         body = jax.checkpoint(body)
-    if cache is None:
+    if cache is None and not cfg.scan_layers:
         x_BTD, new_kvs = _unrolled(body, x_BTD, params["layers"], cfg.n_layers), None
     else:
         x_BTD, new_kvs = jax.lax.scan(body, x_BTD, (params["layers"], kvs))

@@ -90,3 +90,18 @@ def test_remat_gives_the_same_gradients(params):
     g = jax.grad(loss)(params, CFG)
     g_r = jax.grad(loss)(params, cfg_r)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), g, g_r)
+
+
+def test_unrolled_layers_give_the_scans_logits_and_gradients(params):
+    # scan_layers=false (the bench config's CPU setting) must be the same model, not a variant.
+    cfg_u = model.apply_overrides(CFG, ["scan_layers=false"])
+    tokens = jnp.asarray(np.random.default_rng(5).integers(0, CFG.vocab_size, (2, 16)))
+
+    def loss(p, cfg):
+        logits, _ = model.forward(p, tokens, cfg)
+        return jnp.mean(jax.nn.logsumexp(logits, -1)), logits
+
+    (l_s, logits_s), g_s = jax.value_and_grad(loss, has_aux=True)(params, CFG)
+    (l_u, logits_u), g_u = jax.value_and_grad(loss, has_aux=True)(params, cfg_u)
+    np.testing.assert_allclose(logits_u, logits_s, rtol=1e-5, atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), g_u, g_s)
