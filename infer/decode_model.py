@@ -113,6 +113,12 @@ def _block(x_BTD, norms, mats, kv, positions_BT, mask_BTS, write_at, cfg: ModelC
     k_BGKT, v_BGTK = k_BTGK.transpose(0, 2, 3, 1), v_BTGK.transpose(0, 2, 1, 3)
     if T == 1:  # a decode step: attend to the cache as it was, and to the new token
         attn_BTHK = _attend_step(q_BTHK, kv, (k_BGKT, v_BGTK), mask_BTS, cfg)
+        # The writes below must follow the reads above, or XLA cannot prove their order and
+        # copies every layer's cache twice per step (seen in the optimised HLO of the decode
+        # loop: 42 -> 60 tok/s at 640 cache slots). A data dependency orders them; an
+        # optimization_barrier does not survive XLA:CPU's passes. 0 * a finite sum adds 0.
+        after = 0.0 * jnp.sum(attn_BTHK)
+        k_BGKT, v_BGTK = k_BGKT + after, v_BGTK + after
     k_BGKS = jax.lax.dynamic_update_slice_in_dim(kv[0], k_BGKT, write_at, axis=3)
     v_BGSK = jax.lax.dynamic_update_slice_in_dim(kv[1], v_BGTK, write_at, axis=2)
     if T > 1:
