@@ -10,12 +10,11 @@ weight; prefill multiplies many tokens by each weight, so it is bound by arithme
 - float32 matrices [in, out] (and an own [D, V] copy of a tied output projection), used by
   prefill and by float32 decoding: the same function as `model.forward` (tested to 1e-5);
 - with "int8", a second copy of every matrix for the one-token decode steps: int8 [out, in]
-  with one float32 scale per output row (symmetric absmax), applied after the dot. On AVX2
-  CPUs without bf16 units XLA's bfloat16 dots are slower than float32, while an int8 weight
-  whose contraction runs along its minor (contiguous) axis converts inside the dot loop and
-  reads a quarter of the bytes (measured 2.3x faster than float32 for a matrix-vector product;
-  [in, out] int8 only 1.5x). Prefill keeps float32: it is compute-bound, where int8 gains
-  nothing and only adds rounding.
+  with one float32 scale per output row (symmetric absmax), applied after the dot by
+  `int8_kernel.matmul`. On AVX2 CPUs without bf16 units XLA's bfloat16 dots are slower than
+  float32, and XLA converts an int8 dot operand to float32 in a separate pass; the kernel
+  converts in registers and reads a quarter of float32's bytes. Prefill keeps float32: it is
+  compute-bound, where int8 gains nothing and only adds rounding.
 
 `forward` has `model.forward`'s signature plus `last_only` (project only the last position to
 the vocabulary, all that generation needs) and `int8` (use the int8 copies). Its cache
@@ -166,7 +165,7 @@ def _attend_step(q_B1HK, old_kv, new_kv, old_mask_B1S, cfg: ModelConfig) -> jax.
     return out_BGRK.reshape(B, 1, H, K)
 
 
-def init_cache(cfg: ModelConfig, batch: int, max_len: int, params: dict | None = None) -> dict:
+def init_cache(cfg: ModelConfig, batch: int, max_len: int) -> dict:
     """`model.init_cache` for `forward`: per-layer lists of float32 k [B, G, K, S] and v
     [B, G, S, K] (see `_attend`)."""
     B, G, S, K = batch, cfg.n_kv_heads, max_len, cfg.head_dim
