@@ -95,10 +95,12 @@ def _prefill(params, tokens_BP, valid_BP, cache, key, temperature, top_p, stop_S
              cfg, forward_fn, top_k, use_top_p, n_out, output_logits):
     """Runs the prompts through the cache and samples each row's first new token."""
     positions_BP = jnp.maximum(jnp.cumsum(valid_BP, axis=1) - 1, 0)
-    # The decode layout can skip projecting all but the last position to the vocabulary.
-    last_only = {"last_only": True} if forward_fn is decode_model.forward else {}
+    # The decode layout can skip projecting all but the last position to the vocabulary, and
+    # reading the cache, which is empty here.
+    fast = ({"last_only": True, "empty_cache": True} if forward_fn is decode_model.forward
+            else {})
     logits_BPV, cache = forward_fn(params, tokens_BP, cfg, cache=cache,
-                                   positions_BT=positions_BP, valid_BT=valid_BP, **last_only)
+                                   positions_BT=positions_BP, valid_BT=valid_BP, **fast)
     logits_BV = logits_BPV[:, -1]  # left padding: the last column is every row's last token
     token_B = sample(logits_BV, jax.random.fold_in(key, 0), temperature, top_k,
                      top_p if use_top_p else 1.0)
