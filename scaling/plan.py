@@ -15,22 +15,35 @@ import numpy as np
 import model
 
 
+SHAPE_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff")
+
+
 @dataclasses.dataclass(frozen=True)
 class PlannedRun:
     name: str
     budget: float              # the IsoFLOP budget (FLOPs) this run belongs to
-    overrides: tuple           # `--set` strings that turn the base config into this run
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_ff: int
     params: int
     non_embedding_params: int
     flops_per_token: int       # exact, training (3x forward), at the sweep's sequence length
     steps: int
     tokens: int                # steps * batch * seq_len
     flops: float               # flops_per_token * tokens (within rounding of `budget`)
+    lr: float | None = None    # peak LR; None keeps the base config's
+
+    @property
+    def overrides(self) -> tuple:
+        """The `--set` strings that turn the base training config into this run."""
+        shape = tuple(f"model.{k}={getattr(self, k)}" for k in SHAPE_FIELDS)
+        lr = () if self.lr is None else (f"optim.lr={self.lr:.6g}",)
+        return shape + (f"steps={self.steps}",) + lr
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["overrides"] = list(self.overrides)
-        return d
+        return dict(dataclasses.asdict(self), overrides=list(self.overrides))
 
 
 def family(base: model.ModelConfig, *, widths=None, depths=range(1, 9),
@@ -54,11 +67,6 @@ def family(base: model.ModelConfig, *, widths=None, depths=range(1, 9),
                                       n_kv_heads=h // group, d_ff=d_ff)
             out.setdefault(model.count_params(cfg)["params"], cfg)
     return [out[n] for n in sorted(out)]
-
-
-def _shape_overrides(cfg: model.ModelConfig) -> tuple:
-    return tuple(f"model.{k}={getattr(cfg, k)}"
-                 for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff"))
 
 
 def plan(base: model.ModelConfig, budgets, *, batch_size: int, seq_len: int,
@@ -93,7 +101,7 @@ def plan(base: model.ModelConfig, budgets, *, batch_size: int, seq_len: int,
             tokens = steps * tokens_per_step
             runs.append(PlannedRun(
                 name=f"C{c:.2e}_N{counts['params']}".replace("+", ""), budget=c,
-                overrides=_shape_overrides(cfg) + (f"steps={steps}",), params=counts["params"],
+                **{k: getattr(cfg, k) for k in SHAPE_FIELDS}, params=counts["params"],
                 non_embedding_params=counts["non_embedding_params"], flops_per_token=fpt,
                 steps=steps, tokens=tokens, flops=float(fpt) * tokens))
     return runs

@@ -40,7 +40,9 @@ def make_plan(config: str, budgets, *, overrides=(), runs_per_budget: int = 4,
                 spread=spread, min_steps=min_steps,
                 shapes=family(base.model, min_aspect=aspect[0], max_aspect=aspect[1]))
     if lr_width:
-        runs = [_with_lr(r, width_lr(base.optim.lr, _d_model(r), lr_width)) for r in runs]
+        # In the plan, not only the run's config: plan.json shows it, a changed rule is refused.
+        runs = [dataclasses.replace(r, lr=width_lr(base.optim.lr, r.d_model, lr_width))
+                for r in runs]
     return base, runs
 
 
@@ -49,15 +51,6 @@ def width_lr(lr: float, d_model: int, lr_width: int) -> float:
     wider models need a proportionally smaller LR (the 1/width rule of muP); narrower ones keep
     the base LR, which is already the largest that trains stably."""
     return lr * min(1.0, lr_width / d_model)
-
-
-def _d_model(run: PlannedRun) -> int:
-    return int(next(o for o in run.overrides if o.startswith("model.d_model=")).partition("=")[2])
-
-
-def _with_lr(run: PlannedRun, lr: float) -> PlannedRun:
-    # In the plan (not only the run's config) so plan.json shows it and a changed rule is refused.
-    return dataclasses.replace(run, overrides=tuple(run.overrides) + (f"optim.lr={lr:.6g}",))
 
 
 def run_config(base, run: PlannedRun):
@@ -92,8 +85,10 @@ def _check_plan(path: Path, runs: list[PlannedRun]) -> None:
     """A sweep directory belongs to one plan: refuse to mix runs of two different plans."""
     new = [r.to_dict() for r in runs]
     if path.is_file():
+        # A run is its name and its config changes; comparing those alone keeps sweeps planned
+        # before PlannedRun grew fields resumable.
         old = json.loads(path.read_text())["runs"]
-        if old != new:
+        if [(r["name"], r["overrides"]) for r in old] != [(r["name"], r["overrides"]) for r in new]:
             raise SweepError(f"{path} holds a different plan (other budgets, config or options); "
                              "use a new --out directory or delete that one")
     else:
@@ -110,10 +105,9 @@ def run_sweep(out_dir, budgets, *, config: str = "tiny", overrides=(), runs_per_
                            tokens_per_param=tokens_per_param, spread=spread, min_steps=min_steps,
                            lr_width=lr_width, aspect=aspect)
     for r in runs:
-        lr = next((o.partition("=")[2] for o in r.overrides if o.startswith("optim.lr=")),
-                  f"{base.optim.lr:g}")
-        log(f"  {r.name:28s} N={r.params:>9,d}  d_model={_d_model(r):>4d}  steps={r.steps:>5d}  "
-            f"D={r.tokens:>10,d}  C={r.flops:.3g}  lr={lr}")
+        lr = base.optim.lr if r.lr is None else r.lr
+        log(f"  {r.name:28s} N={r.params:>9,d}  d_model={r.d_model:>4d}  steps={r.steps:>5d}  "
+            f"D={r.tokens:>10,d}  C={r.flops:.3g}  lr={lr:.3g}")
     if dry_run:
         return []
     out.mkdir(parents=True, exist_ok=True)

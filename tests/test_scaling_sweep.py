@@ -37,6 +37,18 @@ def test_plan_spends_each_budget_on_distinct_real_shapes():
         plan(base.model, [1e6], batch_size=32, seq_len=64)
 
 
+def test_width_lr_rule_reaches_each_runs_config():
+    """With lr_width, a run's config trains at base_lr * lr_width / d_model when wider than
+    lr_width, at base_lr otherwise; the shape the plan names is the shape the config builds."""
+    base, runs = sweep.make_plan("tiny", [1e11, 1e12], runs_per_budget=3, lr_width=64)
+    assert {r.d_model for r in runs} & {d for d in range(65, 1024)}, "no run wider than 64"
+    for r in runs:
+        cfg = sweep.run_config(base, r)
+        assert (cfg.model.d_model, cfg.model.n_layers) == (r.d_model, r.n_layers)
+        expected = base.optim.lr * min(1.0, 64 / r.d_model)
+        assert cfg.optim.lr == pytest.approx(expected, rel=1e-5)
+
+
 @pytest.fixture
 def fake_loop(monkeypatch):
     """A stand-in for train.pretrain.run with the contract's outputs; loss from LAW."""
