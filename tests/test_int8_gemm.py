@@ -1,0 +1,85 @@
+"""The W8A8 product of int8 prefill (`int8_kernel.matmul_dynamic`): the C++ kernel against the
+XLA expression of the same integer maths, and the quantisation error against float64."""
+
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from infer import int8_kernel
+
+needs_kernel = pytest.mark.skipif(
+    not (int8_kernel._cpu_supported() and shutil.which("g++")),
+    reason="no AVX2/FMA x86 CPU or no g++: matmul_dynamic is the XLA fallback itself")
+
+# (M, I, O): the SmolLM2 shapes at prefill and decode sizes, and remainders of every blocking
+# (6-row tiles, 120-row tasks, 16-output panels, 4-panel blocks, k-pairs, 8-pair packing).
+SHAPES = [(512, 576, 960), (512, 1536, 576), (7, 576, 576), (3, 1536, 960), (1, 576, 960),
+          (1, 37, 13), (7, 37, 576), (130, 37, 13), (13, 577, 29), (6, 2, 16), (5, 1, 1)]
+
+kernel = jax.jit(int8_kernel.matmul_dynamic)
+reference = jax.jit(int8_kernel.matmul_dynamic_xla)
+
+
+def _case(M, I, O, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((M, I)).astype(np.float32)
+    w = rng.integers(-128, 128, (O, I)).astype(np.int8)  # -128 too: the kernel takes any int8
+    scale = (rng.random(O) * 0.02 + 1e-3).astype(np.float32)
+    return x, w, scale
+
+
+@needs_kernel
+def test_kernel_is_used():
+    assert int8_kernel.gemm_kernel_available()
+    hlo = kernel.lower(*_case(2, 8, 4)).as_text()
+    assert int8_kernel.GEMM_TARGET in hlo
+
+
+@needs_kernel
+@pytest.mark.parametrize("M,I,O", SHAPES)
+def test_kernel_equals_xla_integer_maths(M, I, O):
+    """int32 sums are exact, so only the float dequantisation may round differently."""
+    x, w, scale = _case(M, I, O)
+    got = np.asarray(kernel(x, w, scale))
+    assert got.shape == (M, O) and got.dtype == np.float32
+    np.testing.assert_allclose(got, np.asarray(reference(x, w, scale)), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("fn", [kernel, reference], ids=["kernel", "xla"])
+def test_all_zero_rows_give_zeros(fn):
+    x, w, scale = _case(9, 40, 20)
+    x[[0, 4, 8]] = 0.0
+    got = np.asarray(fn(x, w, scale))
+    assert np.isfinite(got).all()
+    assert (got[[0, 4, 8]] == 0).all() and (got[[1, 2, 3]] != 0).any()
+
+
+@pytest.mark.parametrize("fn", [kernel, reference], ids=["kernel", "xla"])
+def test_error_within_the_quantisation_bound(fn):
+    """Against float64 x @ (w * scale).T: rounding x[m, i] to a multiple of s_m = max|x[m]|/127
+    moves it by at most s_m / 2, so |error[m, o]| <= s_m / 2 * sum_i |w[o, i]| * scale[o].
+    Rows of very different magnitude check that each row has its own scale."""
+    x, w, scale = _case(24, 300, 50, seed=1)
+    x *= np.logspace(-3, 3, 24, dtype=np.float32)[:, None]
+    exact = x.astype(np.float64) @ (w.astype(np.float64) * scale[:, None]).T
+    bound = (np.abs(x).max(1, keepdims=True) / 254) * (np.abs(w).sum(1) * scale)
+    err = np.abs(np.asarray(fn(x, w, scale)) - exact)
+    assert (err <= bound * (1 + 1e-4) + 1e-6 * np.abs(exact)).all()
+    # Per row, the error is small next to that row's outputs (a shared scale would drown the
+    # 1e-3 rows).
+    assert (err.max(1) < 0.05 * np.abs(exact).max(1)).all()
+
+
+def test_under_jit_inside_a_larger_function():
+    x, w, scale = _case(33, 64, 40)
+
+    def layer(fn, x, w, scale):
+        h = jnp.tanh(x) * 3.0 + 1.0
+        return jax.nn.silu(fn(h, w, scale)).sum(axis=1) + h.mean()
+
+    got = jax.jit(lambda *a: layer(int8_kernel.matmul_dynamic, *a))(x, w, scale)
+    want = jax.jit(lambda *a: layer(int8_kernel.matmul_dynamic_xla, *a))(x, w, scale)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
