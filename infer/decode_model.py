@@ -22,7 +22,8 @@ prefill into a fresh cache: attention stays among the new tokens, in causal quer
 cache (`init_cache`) keeps per-layer k [B, G, K, S] and v [B, G, S, K] so attention reads them
 without a copy. Profiled on a 512-token SmolLM2 prefill (2 cores): the four matmuls per layer
 run at ~172 GFLOP/s, XLA's float32 ceiling here; blocked attention over the prompt alone took
-it from 547 to 644 tokens/s.
+it from 547 to 644 tokens/s. A decode step's attention goes through `attend_kernel` (a C++
+kernel that reads only the slots written so far): 11.9 -> 9.4 ms per int8 step at batch 1.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from infer import int8_kernel
+from infer import attend_kernel, int8_kernel
 from model import transformer as tfm
 from model.config import ModelConfig
 
@@ -116,8 +117,14 @@ def _block(x_BTD, norms, mats, kv, positions_BT, old_mask_BS, new_valid_BT, writ
                       cfg.rope_theta)
     v_BTGK = qkv_BTO[..., (H + G) * K:].reshape(B, T, G, K)
     new_kv = k_BTGK.transpose(0, 2, 3, 1), v_BTGK.transpose(0, 2, 1, 3)
-    attn_BTHK = _attend(q_BTHK, kv if read_cache else None, old_mask_BS, new_kv, new_valid_BT,
-                        cfg)
+    if T == 1 and read_cache and new_valid_BT is None:  # a decode step
+        k_BGK, v_BGK = new_kv[0][..., 0], new_kv[1][:, :, 0]
+        attn_BTHK = attend_kernel.attend_step(
+            q_BTHK.reshape(B, G, H // G, K) * K**-0.5, *kv, old_mask_BS, write_at, k_BGK, v_BGK
+        ).reshape(B, 1, H, K)
+    else:
+        attn_BTHK = _attend(q_BTHK, kv if read_cache else None, old_mask_BS, new_kv,
+                            new_valid_BT, cfg)
     k_BGKT, v_BGTK = new_kv
     if read_cache:
         # The writes below must follow the reads above, or XLA cannot prove their order and
