@@ -140,8 +140,9 @@ def _load_kernel(source: Path, target: str, symbol: str, used_by: str):
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
                                     platform="cpu")
     except (OSError, AttributeError, subprocess.CalledProcessError) as e:
-        warnings.warn(f"int8 kernel {source.name} unavailable ({e}); {used_by} falls back to "
-                      "XLA (slower). Set TWOFILES_INT8_KERNEL=0 to silence this.")
+        compiler_said = (getattr(e, "stderr", None) or b"").decode(errors="replace")[-2000:]
+        warnings.warn(f"int8 kernel {source.name} unavailable ({e} {compiler_said}); {used_by} "
+                      "falls back to XLA (slower). Set TWOFILES_INT8_KERNEL=0 to silence this.")
         return None
     return lib
 

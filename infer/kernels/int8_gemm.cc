@@ -92,7 +92,7 @@ void QuantizeRow(const float* x, int64_t I, int64_t Ip, int16_t* q, float* scale
     float r = std::nearbyint(x[i] * inv);  // the current rounding mode: half to even
     q[i] = static_cast<int16_t>(std::min(127.0f, std::max(-127.0f, r)));
   }
-  for (; i < Ip; ++i) q[i] = 0;
+  for (; i < Ip; ++i) q[i] = 0;  // the pad of odd I (its weights are 0 too)
 }
 
 // 8 x 8 transpose of 32-bit elements.
