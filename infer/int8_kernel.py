@@ -6,10 +6,9 @@
 XLA:CPU converts an int8 dot operand to float32 in a separate pass before the dot, which makes
 int8 decoding slower than float32 (measured: 30 [3072, 576] matrix-vector products take 10.7 ms
 in float32 and ~100 ms with int8 weights). `kernels/int8_matmul.cc` converts each weight in
-registers (AVX2 + FMA) and splits rows over XLA's intra-op threads. It is compiled with the
-system C++ compiler on first use, cached by the hash of its source and flags, and registered
-as an XLA FFI target for the CPU platform; on other platforms, on CPUs without AVX2/FMA, with
-no compiler, or with TWOFILES_INT8_KERNEL=0, `matmul` lowers to the plain XLA expression
+registers (AVX2 + FMA) and splits rows over XLA's intra-op threads. infer/cpu_kernels.py builds
+and registers it; where it is unavailable (other platforms, CPUs without AVX2/FMA, no compiler,
+TWOFILES_CPU_KERNELS=0 or TWOFILES_INT8_KERNEL=0) `matmul` lowers to the plain XLA expression
 (`matmul_xla`), which computes the same thing.
 
 `matmul_dynamic` is for prefill, which is bound by arithmetic rather than memory: it quantises
@@ -22,25 +21,15 @@ reference. Each kernel is its own library, so one failing to build never disable
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import warnings
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
-SOURCE = Path(__file__).parent / "kernels" / "int8_matmul.cc"
+from infer import cpu_kernels
+
 TARGET = "twofiles_int8_matmul"
-GEMM_SOURCE = Path(__file__).parent / "kernels" / "int8_gemm.cc"
 GEMM_TARGET = "twofiles_int8_gemm_dynamic"
-FLAGS = ["-O3", "-mavx2", "-mfma", "-std=c++17", "-shared", "-fPIC", "-w"]
 
 
 def matmul_xla(x_MI: jax.Array, w_OI: jax.Array, scale_O: jax.Array) -> jax.Array:
@@ -98,69 +87,17 @@ def _matmul_dynamic_ffi(x_MI, w_OI, scale_O):
 
 def kernel_available() -> bool:
     """Whether the C++ kernel of `matmul` is built and registered (building it on first call)."""
-    return _load() is not None
+    return _enabled() and cpu_kernels.available("int8_matmul.cc", TARGET, "TwofilesInt8Matmul")
 
 
 def gemm_kernel_available() -> bool:
     """Whether the C++ kernel of `matmul_dynamic` is built and registered."""
-    return _load_gemm() is not None
+    return _enabled() and cpu_kernels.available("int8_gemm.cc", GEMM_TARGET,
+                                                "TwofilesInt8GemmDynamic")
 
 
-def _cpu_supported() -> bool:
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx2" in flags and " fma" in flags
+def _enabled() -> bool:
+    return os.environ.get("TWOFILES_INT8_KERNEL", "1") != "0"
 
 
-@functools.cache
-def _load():
-    """Builds (or finds in the cache), loads and registers `matmul`'s kernel; None if not."""
-    return _load_kernel(SOURCE, TARGET, "TwofilesInt8Matmul", "int8 decoding")
-
-
-@functools.cache
-def _load_gemm():
-    """The same for `matmul_dynamic`'s kernel."""
-    return _load_kernel(GEMM_SOURCE, GEMM_TARGET, "TwofilesInt8GemmDynamic", "int8 prefill")
-
-
-def _load_kernel(source: Path, target: str, symbol: str, used_by: str):
-    if os.environ.get("TWOFILES_INT8_KERNEL", "1") == "0" or not _cpu_supported():
-        return None
-    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if compiler is None:
-        return None
-    try:
-        lib_path = _build(compiler, source)
-        lib = ctypes.cdll.LoadLibrary(str(lib_path))
-        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
-                                    platform="cpu")
-    except (OSError, AttributeError, subprocess.CalledProcessError) as e:
-        compiler_said = (getattr(e, "stderr", None) or b"").decode(errors="replace")[-2000:]
-        warnings.warn(f"int8 kernel {source.name} unavailable ({e} {compiler_said}); {used_by} "
-                      "falls back to XLA (slower). Set TWOFILES_INT8_KERNEL=0 to silence this.")
-        return None
-    return lib
-
-
-def _build(compiler: str, source: Path = SOURCE) -> Path:
-    """A kernel's shared library, compiled once per source, flags and jax version."""
-    include = jax.ffi.include_dir()
-    digest = hashlib.sha256(source.read_bytes() + " ".join(FLAGS).encode()
-                            + jax.__version__.encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "twofiles"
-    lib_path = cache / f"{source.stem}-{digest}.so"
-    if lib_path.exists():
-        return lib_path
-    cache.mkdir(parents=True, exist_ok=True)
-    # Built under a temporary name and renamed: concurrent processes never load a partial file.
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        tmp_lib = Path(tmp) / lib_path.name
-        subprocess.run([compiler, *FLAGS, "-I", include, str(source), "-o", str(tmp_lib)],
-                       check=True, capture_output=True)
-        os.replace(tmp_lib, lib_path)
-    return lib_path
+_cpu_supported = cpu_kernels._cpu_supported

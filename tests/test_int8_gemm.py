@@ -8,11 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infer import int8_kernel
+from infer import cpu_kernels, int8_kernel
 
 needs_kernel = pytest.mark.skipif(
-    not (int8_kernel._cpu_supported() and shutil.which("g++")),
-    reason="no AVX2/FMA x86 CPU or no g++: matmul_dynamic is the XLA fallback itself")
+    not (cpu_kernels.enabled() and int8_kernel._enabled() and shutil.which("g++")),
+    reason="no AVX2/FMA x86 CPU, no g++ or kernels switched off: matmul_dynamic is the XLA "
+           "fallback itself")
 
 # (M, I, O): the SmolLM2 shapes at prefill and decode sizes, and remainders of every blocking
 # (6-row tiles, 120-row tasks, 16-output panels, 4-panel blocks, k-pairs, 8-pair packing).
