@@ -8,13 +8,15 @@ warm-up, every call jitted, XLA's intra-op threads as in prefill):
   f32 dot          XLA's float32 jnp.dot (the prefill today; the 1.0x of the ratio column)
   s8xs8->s32 dot   XLA's integer dot of int8 operands (what matmul_dynamic_xla lowers to)
   matmul           int8_kernel.matmul: float32 x times int8 weights, converted in registers
-  matmul_dynamic   int8_kernel.matmul_dynamic: x quantised per row, int32 products (the kernel)
+  dynamic 8-bit    int8_kernel.matmul_dynamic: x quantised per row to 8 bits, int32 products
+  dynamic 7-bit    the same with activation_bits=7 (half the levels, a faster instruction route)
   torch fbgemm     torch's dynamically quantised Linear (--torch; the peer on this CPU)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
 
@@ -53,7 +55,9 @@ def routes(M: int, I: int, O: int, use_torch: bool):
     out = [("f32 dot", jax.jit(jnp.dot), (x, w_f)),
            ("s8xs8->s32 dot", s8_dot, (x_q, w_q)),
            ("matmul", jax.jit(int8_kernel.matmul), (x, w_q, scale)),
-           ("matmul_dynamic", jax.jit(int8_kernel.matmul_dynamic), (x, w_q, scale))]
+           ("dynamic 8-bit", jax.jit(int8_kernel.matmul_dynamic), (x, w_q, scale)),
+           ("dynamic 7-bit", jax.jit(functools.partial(int8_kernel.matmul_dynamic,
+                                                        activation_bits=7)), (x, w_q, scale))]
     if use_torch:
         out.append(("torch fbgemm", *torch_dynamic_linear(x, w_f)))
     return out
@@ -80,8 +84,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--torch", action="store_true", help="add torch's fbgemm dynamic int8 Linear")
     args = ap.parse_args()
-    print(f"load average {os.getloadavg()[0]:.2f}; gemm kernel: "
-          f"{int8_kernel.gemm_kernel_available()}; matmul kernel: {int8_kernel.kernel_available()}")
+    print(f"load average {os.getloadavg()[0]:.2f}; kernels: matmul_dynamic "
+          f"{int8_kernel.gemm_kernel_available()}, matmul {int8_kernel.kernel_available()}")
     print(f"{'shape':<22} {'route':<16} {'ms':>8} {'GOP/s':>7} {'x f32':>6}")
     for M in args.rows:
         for name, I, O in SHAPES:
