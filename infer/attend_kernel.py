@@ -1,13 +1,14 @@
-"""One decode step's attention over a KV cache: a C++ kernel on x86 CPUs, XLA elsewhere.
+"""Causal attention over a KV cache that already holds the new tokens: a C++ kernel on x86 CPUs,
+XLA elsewhere. Serves prefill (T = the prompt) and decode steps (T = 1) alike.
 
-    out_BGRK = attend_step(q_BGRK, k_BGKS, v_BGSK, valid_BS, length, k_new_BGK, v_new_BGK)
+    out_BTGRK = attend(q_BTGRK, k_BGKS, v_BGSK, valid_BS, start)
 
-q (already scaled by 1/sqrt(K)) holds each kv head's R query heads; the new token attends to the
-cache's valid slots among the first `length` and to its own k and v (not yet in the cache), all
-under one softmax. XLA:CPU runs the two small batched products of this as separate library calls
-per layer (measured: 3.7 ms of an 11.9 ms SmolLM2 step at batch 1, 26 of 50 ms at batch 8);
-`kernels/attend_step.cc` does a (batch row, kv head) pair per task and reads only the slots
-written so far. `attend_step_xla` computes the same in plain XLA: the fallback and reference.
+q (already scaled by 1/sqrt(K)) holds each kv head's R query heads; token t sits in slot
+start + t and attends to the valid slots up to its own. XLA:CPU runs attention's small batched
+products as separate library calls per layer (measured on SmolLM2: 3.7 ms of an 11.9 ms decode
+step at batch 1, 26 of 50 ms at batch 8); `kernels/attend_cache.cc` does a (batch row, kv head,
+block of 8 tokens) per task and reads only the slots up to the block's last token. `attend_xla`
+computes the same in plain XLA: the reference, and the fallback on other platforms.
 """
 
 from __future__ import annotations
@@ -17,29 +18,26 @@ import jax.numpy as jnp
 
 from infer import cpu_kernels
 
-KERNEL = ("attend_step.cc", "twofiles_attend_step", "TwofilesAttendStep")
+KERNEL = ("attend_cache.cc", "twofiles_attend_cache", "TwofilesAttendCache")
 
 
-def attend_step_xla(q_BGRK, k_BGKS, v_BGSK, valid_BS, length, k_new_BGK, v_new_BGK):
-    """The step's attention in plain XLA (the reference and the fallback)."""
-    S = valid_BS.shape[1]
-    visible_BS = valid_BS & (jnp.arange(S) < length)
-    old_BGRS = jnp.einsum("bgrk,bgks->bgrs", q_BGRK, k_BGKS, preferred_element_type=jnp.float32)
-    old_BGRS = jnp.where(visible_BS[:, None, None], old_BGRS, -1e30)
-    new_BGR1 = jnp.einsum("bgrk,bgk->bgr", q_BGRK, k_new_BGK)[..., None]
-    probs_BGRS = jax.nn.softmax(jnp.concatenate([old_BGRS, new_BGR1], axis=-1), axis=-1)
-    return (jnp.einsum("bgrs,bgsk->bgrk", probs_BGRS[..., :-1], v_BGSK,
-                       preferred_element_type=jnp.float32)
-            + probs_BGRS[..., -1:] * v_new_BGK[:, :, None])
+def attend_xla(q_BTGRK, k_BGKS, v_BGSK, valid_BS, start):
+    """The attention in plain XLA over the whole cache (the reference and the fallback)."""
+    T, S = q_BTGRK.shape[1], k_BGKS.shape[-1]
+    visible_BTS = (jnp.arange(S)[None, :] <= start + jnp.arange(T)[:, None])[None] & (
+        valid_BS[:, None, :])
+    scores = jnp.einsum("btgrk,bgks->btgrs", q_BTGRK, k_BGKS, preferred_element_type=jnp.float32)
+    scores = jnp.where(visible_BTS[:, :, None, None], scores, -1e30)
+    return jnp.einsum("btgrs,bgsk->btgrk", jax.nn.softmax(scores, axis=-1), v_BGSK,
+                      preferred_element_type=jnp.float32)
 
 
-def attend_step(q_BGRK, k_BGKS, v_BGSK, valid_BS, length, k_new_BGK, v_new_BGK):
-    """`attend_step_xla`, through the C++ kernel where it is available."""
-    args = (q_BGRK.astype(jnp.float32), k_BGKS, v_BGSK, valid_BS,
-            jnp.asarray(length, jnp.int32), k_new_BGK, v_new_BGK)
+def attend(q_BTGRK, k_BGKS, v_BGSK, valid_BS, start):
+    """`attend_xla`, through the C++ kernel where it is available."""
+    args = (q_BTGRK.astype(jnp.float32), k_BGKS, v_BGSK, valid_BS, jnp.asarray(start, jnp.int32))
     if not kernel_available():
-        return attend_step_xla(*args)
-    return jax.lax.platform_dependent(*args, cpu=_ffi, default=attend_step_xla)
+        return attend_xla(*args)
+    return jax.lax.platform_dependent(*args, cpu=_ffi, default=attend_xla)
 
 
 def _ffi(*args):

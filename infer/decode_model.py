@@ -39,6 +39,8 @@ from model.config import ModelConfig
 DTYPES = ("float32", "int8")
 MATRICES = ("qkv", "wo", "gate_up", "down")
 QUERY_BLOCK = 128  # queries per attention block (see `_attend`)
+DYNAMIC_MIN_ROWS = 32  # int8 matrices take int8 activations from this many rows (`_linear`)
+USE_ATTEND_KERNEL = True  # False: attention through `_attend` in XLA on the CPU too (tests)
 
 
 def quantize_rows(w_OI: np.ndarray) -> dict:
@@ -80,6 +82,7 @@ def prepare(params: dict, cfg: ModelConfig, dtype: str = "float32") -> dict:
         "unembed": np.ascontiguousarray(unembed_DV),
         "final_norm": np.asarray(params["final_norm"], np.float32),
         "layers": layers,
+        "rope": _rope_table(cfg),
     }
     if dtype == "int8":
         out["int8"] = {
@@ -89,57 +92,77 @@ def prepare(params: dict, cfg: ModelConfig, dtype: str = "float32") -> dict:
     return jax.tree.map(jnp.asarray, out)
 
 
+def _rope_table(cfg: ModelConfig) -> dict:
+    """cos and sin of the rotary angles at every position [max_seq_len, K/2], looked up by
+    `forward`: computed in the graph, XLA:CPU fused them into every layer's q and k and
+    evaluated them once per head and layer (~36 ms of a 512-token SmolLM2 prefill)."""
+    positions = jnp.arange(cfg.max_seq_len)[None]
+    cos, sin = jax.jit(tfm.rope_tables, static_argnums=(1, 2))(positions, cfg.head_dim,
+                                                                cfg.rope_theta)
+    return {"cos": np.asarray(cos[0]), "sin": np.asarray(sin[0])}
+
+
 def has_int8(params: dict) -> bool:
     """Whether `params` (from `prepare`) carry int8 copies for decode steps."""
     return "int8" in params
 
 
 def _linear(x_BTI: jax.Array, w) -> jax.Array:
-    """x @ W for a float32 [in, out] W, or (x @ q.T) * scale for an int8 {"w": [out, in]}."""
+    """x @ W for a float32 [in, out] W, or (x @ q.T) * scale for an int8 {"w": [out, in]}: with
+    float32 x for a few rows (decode steps, bound by reading the weights), with x rounded to
+    int8 per row for many (prefill, bound by arithmetic, where integer multiply-adds are
+    ~1.6x float32's here)."""
     if isinstance(w, dict):
         B, T, I = x_BTI.shape
-        y_MO = int8_kernel.matmul(x_BTI.reshape(B * T, I), w["w"], w["scale"])
+        product = int8_kernel.matmul_dynamic if B * T >= DYNAMIC_MIN_ROWS else int8_kernel.matmul
+        y_MO = product(x_BTI.reshape(B * T, I), w["w"], w["scale"])
         return y_MO.reshape(B, T, -1)
     return jnp.einsum("bti,io->bto", x_BTI, w, preferred_element_type=jnp.float32)
 
 
-def _block(x_BTD, norms, mats, kv, positions_BT, old_mask_BS, new_valid_BT, write_at,
+def _block(x_BTD, norms, mats, kv, rope_BTk, masks, new_valid_BT, write_at,
            cfg: ModelConfig, read_cache: bool):
-    """One layer. The T new tokens attend to the cache's valid slots as they were before this
-    call (unless `read_cache` is off: an empty cache) and causally to each other; their k and v
-    are then written at `write_at`."""
+    """One layer. The T new tokens attend to the cache's valid slots before this call (unless
+    `read_cache` is off: an empty cache) and causally to each other; their k and v are written
+    at `write_at`. `masks`: the cache's visible slots before the call and valid slots after."""
     B, T, _ = x_BTD.shape
     H, G, K = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     h_BTD = tfm.rms_norm(x_BTD, norms["attn_norm"], cfg.norm_eps)
     qkv_BTO = _linear(h_BTD, mats["qkv"])
-    q_BTHK = tfm.rope(qkv_BTO[..., :H * K].reshape(B, T, H, K), positions_BT, cfg.rope_theta)
-    k_BTGK = tfm.rope(qkv_BTO[..., H * K:(H + G) * K].reshape(B, T, G, K), positions_BT,
-                      cfg.rope_theta)
+    q_BTHK = tfm.apply_rope(qkv_BTO[..., :H * K].reshape(B, T, H, K), *rope_BTk)
+    k_BTGK = tfm.apply_rope(qkv_BTO[..., H * K:(H + G) * K].reshape(B, T, G, K), *rope_BTk)
     v_BTGK = qkv_BTO[..., (H + G) * K:].reshape(B, T, G, K)
-    new_kv = k_BTGK.transpose(0, 2, 3, 1), v_BTGK.transpose(0, 2, 1, 3)
-    if T == 1 and read_cache and new_valid_BT is None:  # a decode step
-        k_BGK, v_BGK = new_kv[0][..., 0], new_kv[1][:, :, 0]
-        attn_BTHK = attend_kernel.attend_step(
-            q_BTHK.reshape(B, G, H // G, K) * K**-0.5, *kv, old_mask_BS, write_at, k_BGK, v_BGK
-        ).reshape(B, 1, H, K)
+    k_BGKT, v_BGTK = k_BTGK.transpose(0, 2, 3, 1), v_BTGK.transpose(0, 2, 1, 3)
+    if _use_attend_kernel():  # write, then attend over the cache in one kernel call
+        k_BGKS = jax.lax.dynamic_update_slice_in_dim(kv[0], k_BGKT, write_at, axis=3)
+        v_BGSK = jax.lax.dynamic_update_slice_in_dim(kv[1], v_BGTK, write_at, axis=2)
+        q_BTGRK = q_BTHK.reshape(B, T, G, H // G, K) * K**-0.5
+        attn_BTHK = attend_kernel.attend(q_BTGRK, k_BGKS, v_BGSK, masks[1], write_at).reshape(
+            B, T, H, K)
     else:
-        attn_BTHK = _attend(q_BTHK, kv if read_cache else None, old_mask_BS, new_kv,
+        attn_BTHK = _attend(q_BTHK, kv if read_cache else None, masks[0], (k_BGKT, v_BGTK),
                             new_valid_BT, cfg)
-    k_BGKT, v_BGTK = new_kv
-    if read_cache:
-        # The writes below must follow the reads above, or XLA cannot prove their order and
-        # copies every layer's cache twice per step (seen in the optimised HLO of the decode
-        # loop: 42 -> 52 tok/s int8 at 640 slots). A data dependency orders them; an
-        # optimization_barrier does not survive XLA:CPU's passes. 0 * a finite sum adds 0.
-        after = 0.0 * jnp.sum(attn_BTHK)
-        k_BGKT, v_BGTK = k_BGKT + after, v_BGTK + after
-    k_BGKS = jax.lax.dynamic_update_slice_in_dim(kv[0], k_BGKT, write_at, axis=3)
-    v_BGSK = jax.lax.dynamic_update_slice_in_dim(kv[1], v_BGTK, write_at, axis=2)
+        if read_cache:
+            # The writes below must follow the reads above, or XLA cannot prove their order and
+            # copies every layer's cache twice per step (seen in the optimised HLO of the decode
+            # loop: 42 -> 52 tok/s int8 at 640 slots). A data dependency orders them; an
+            # optimization_barrier does not survive XLA:CPU's passes. 0 * a finite sum adds 0.
+            after = 0.0 * jnp.sum(attn_BTHK)
+            k_BGKT, v_BGTK = k_BGKT + after, v_BGTK + after
+        k_BGKS = jax.lax.dynamic_update_slice_in_dim(kv[0], k_BGKT, write_at, axis=3)
+        v_BGSK = jax.lax.dynamic_update_slice_in_dim(kv[1], v_BGTK, write_at, axis=2)
     x_BTD = x_BTD + _linear(attn_BTHK.reshape(B, T, H * K), mats["wo"])
     h_BTD = tfm.rms_norm(x_BTD, norms["mlp_norm"], cfg.norm_eps)
     gate_BTF, up_BTF = jnp.split(_linear(h_BTD, mats["gate_up"]), 2, axis=-1)
     x_BTD = x_BTD + _linear(jax.nn.silu(gate_BTF) * up_BTF, mats["down"])
     return x_BTD, (k_BGKS, v_BGSK)
+
+
+def _use_attend_kernel() -> bool:
+    """The C++ attention kernel where XLA runs on the CPU and the kernel builds; `_attend` on
+    accelerators (and as the reference)."""
+    return (jax.default_backend() == "cpu" and USE_ATTEND_KERNEL
+            and attend_kernel.kernel_available())
 
 
 def _attend(q_BTHK, old_kv, old_mask_BS, new_kv, new_valid_BT, cfg: ModelConfig) -> jax.Array:
@@ -208,11 +231,13 @@ def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict,
     valid_BS = jax.lax.dynamic_update_slice_in_dim(cache["valid"], valid, start, axis=1)
     if positions_BT is None:
         positions_BT = jnp.broadcast_to(start + jnp.arange(T), (B, T))
+    rope_BTk = params["rope"]["cos"][positions_BT], params["rope"]["sin"][positions_BT]
     mats = params["int8"]["layers"] if int8 else params["layers"]
     ks, vs = [], []
     for norms, layer_mats, k, v in zip(params["layers"], mats, cache["k"], cache["v"]):
-        x_BTD, (k, v) = _block(x_BTD, norms, layer_mats, (k, v), positions_BT, old_mask_BS,
-                               valid_BT, start, cfg, read_cache=not empty_cache)
+        x_BTD, (k, v) = _block(x_BTD, norms, layer_mats, (k, v), rope_BTk,
+                               (old_mask_BS, valid_BS), valid_BT, start, cfg,
+                               read_cache=not empty_cache)
         ks.append(k)
         vs.append(v)
     if last_only:

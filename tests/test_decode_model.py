@@ -1,5 +1,6 @@
 """The decode layout's forward (infer/decode_model.py) against `model.forward` without a cache:
-long prompts span several attention query blocks, prefills come in chunks, rows are padded."""
+long prompts span several attention query blocks, prefills come in chunks, rows are padded.
+Each test runs twice: attention through the C++ kernel (CPUs) and through XLA (accelerators)."""
 
 import dataclasses
 
@@ -14,6 +15,13 @@ from infer import decode_model
 T = 2 * decode_model.QUERY_BLOCK + 44  # three query blocks, the last one partial
 
 
+@pytest.fixture(autouse=True, params=["kernel", "xla"])
+def attention(request, monkeypatch):
+    if request.param == "xla":
+        monkeypatch.setattr(decode_model, "USE_ATTEND_KERNEL", False)
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def setup():
     cfg = dataclasses.replace(model.preset("tiny"), max_seq_len=512, tie_embeddings=False)
@@ -24,9 +32,9 @@ def setup():
 
 
 def _forward(prepared, tokens_BT, cfg, cache, **kw):
-    fn = jax.jit(decode_model.forward, static_argnums=2,
-                 static_argnames=("empty_cache", "last_only"))
-    return fn(prepared, tokens_BT, cfg, cache, **kw)
+    # A new function per call: a cached trace would keep the other attention path.
+    return jax.jit(lambda p, t, c: decode_model.forward(p, t, cfg, c, **kw))(
+        prepared, tokens_BT, cache)
 
 
 @pytest.mark.parametrize("empty_cache", [True, False])

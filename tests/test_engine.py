@@ -56,8 +56,9 @@ def test_decode_layout_float32_matches_uncached_forward(tiny):
 
 
 def test_int8_decode_steps_stay_close_to_float32(tiny):
-    """With int8 weights, prefill stays float32 and every decode step's logits stay within the
-    int8 rounding of the exact model's (uncached forward over the same tokens), same argmax."""
+    """With int8 weights (and int8 activations in prefill) every generated token's logits stay
+    within int8 rounding of the exact model's (uncached forward over the same tokens), with the
+    same argmax."""
     cfg, params = tiny
     q8 = decode_model.prepare(params, cfg, "int8")
     assert q8["int8"]["layers"][0]["gate_up"]["w"].dtype == jnp.int8
@@ -67,8 +68,7 @@ def test_int8_decode_steps_stay_close_to_float32(tiny):
         full_TV, _ = jax.jit(model.forward, static_argnums=2)(
             params, jnp.asarray([sequence[:-1]]), cfg)
         exact_NV = np.asarray(full_TV[0, len(prompt) - 1:])
-        np.testing.assert_allclose(out.logits[0], exact_NV[0], rtol=0, atol=1e-5)  # prefill
-        err = np.abs(out.logits[1:] - exact_NV[1:]).max()
+        err = np.abs(out.logits - exact_NV).max()
         # Per-row absmax int8 rounds each weight by <= 0.4% of its row's largest one.
         assert 0 < err < 0.02 * np.abs(exact_NV).max(), err
         assert out.token_ids == list(np.argmax(exact_NV, axis=-1))
