@@ -8,8 +8,9 @@ warm-up, every call jitted, XLA's intra-op threads as in prefill):
   f32 dot          XLA's float32 jnp.dot (the prefill today; the 1.0x of the ratio column)
   s8xs8->s32 dot   XLA's integer dot of int8 operands (what matmul_dynamic_xla lowers to)
   matmul           int8_kernel.matmul: float32 x times int8 weights, converted in registers
-  dynamic 8-bit    int8_kernel.matmul_dynamic: x quantised per row to 8 bits, int32 products
-  dynamic 7-bit    the same with activation_bits=7 (half the levels, a faster instruction route)
+  dynamic b32      int8_kernel.matmul_dynamic (the default): x quantised to int8 in blocks of 32
+                   inputs, int32 products per block, added in float32
+  dynamic b64      the same with blocks of 64 (fewer float folds)
   torch fbgemm     torch's dynamically quantised Linear (--torch; the peer on this CPU)
 """
 
@@ -55,9 +56,9 @@ def routes(M: int, I: int, O: int, use_torch: bool):
     out = [("f32 dot", jax.jit(jnp.dot), (x, w_f)),
            ("s8xs8->s32 dot", s8_dot, (x_q, w_q)),
            ("matmul", jax.jit(int8_kernel.matmul), (x, w_q, scale)),
-           ("dynamic 8-bit", jax.jit(int8_kernel.matmul_dynamic), (x, w_q, scale)),
-           ("dynamic 7-bit", jax.jit(functools.partial(int8_kernel.matmul_dynamic,
-                                                        activation_bits=7)), (x, w_q, scale))]
+           ("dynamic b32", jax.jit(int8_kernel.matmul_dynamic), (x, w_q, scale)),
+           ("dynamic b64", jax.jit(functools.partial(int8_kernel.matmul_dynamic, block=64)),
+            (x, w_q, scale))]
     if use_torch:
         out.append(("torch fbgemm", *torch_dynamic_linear(x, w_f)))
     return out

@@ -1,26 +1,25 @@
-// y[m, o] = (float(acc[m, o]) * sx[m]) * sw[o], acc[m, o] = sum_i qx[m, i] * w[o, i] in int32:
-// float32 activations quantised per row on the fly (sx[m] = max|x[m, :]| / Q, qx = round(x /
-// sx), Q = 127 or 63) times int8 weights with one scale per output row ("W8A8 dynamic"), for XLA
-// on x86 CPUs with AVX2 (an XLA FFI custom call; built by infer/cpu_kernels.py).
+// y[m, o] = sw[o] * sum_b float(acc[m, b, o]) * sx[m, b], acc[m, b, o] = sum over block b of
+// qx[m, i] * w[o, i] in int32: float32 activations quantised to int8 on the fly in blocks of
+// `block` consecutive inputs (sx[m, b] = max|x[m, block b]| / 127, qx = round(x / sx); the last
+// block may be partial) times int8 weights with one scale per output row ("W8A8 dynamic", the
+// blocks as llama.cpp's Q8_0), for XLA on x86 CPUs with AVX2 (an XLA FFI custom call; built by
+// infer/cpu_kernels.py). Blocks rather than one scale per row: an outlier channel then coarsens
+// only its own block's rounding.
 //
 // Why: prefill is bound by arithmetic, and float32 FMAs give 16 multiply-adds per cycle per
-// core. Without AVX-VNNI there are two integer routes, both exact in int32:
-//  - 8-bit activations (Q = 127), "pairs": vpmaddwd multiplies int16 pairs and sums each pair
-//    into int32 (16 multiply-adds per instruction, plus a vpaddd to accumulate); |127 * 128| * 2
-//    fits easily. Measured ~1.6x float32 here.
-//  - 7-bit activations (Q = 63), "quads": vpmaddubsw multiplies u8 x s8 and sums adjacent pairs
-//    into int16 with saturation (32 per instruction), vpmaddwd by ones widens them to int32. With
-//    u = q + 64 in [1, 127], |u * w| * 2 <= 127 * 128 * 2 < 2^15, so it never saturates; the
-//    offset is removed with 64 * sum_i w[o, i]. Three instructions per 32 multiply-adds instead
-//    of four: measured ~2.0x float32, at twice the activation rounding error.
+// core. Without AVX-VNNI, vpmaddwd multiplies int16 pairs and sums each pair into int32 (16
+// multiply-adds per instruction, plus a vpaddd to accumulate); |127 * 128| * 2 fits easily, and
+// a block's sum is exact in int32.
 //
-// Layout. Phase 1 converts both operands once per call into 32-bit units of k (two int16 or four
-// u8/s8): activation rows [M, KU] and weight panels of kNR = 16 output rows, [O/16][KU][16]
-// units, so one 32-byte load gives 8 outputs' units and one 32-bit broadcast gives a row's unit.
-// Phase 2 computes tiles of kMR rows x 16 outputs with kMR * 2 accumulator registers. A task is
-// a block of kPanelsPerBlock panels times a chunk of rows: each row tile (a few KiB) stays in L1
-// across the block's panels, and the panels (<= 192 KiB for I = 1536) stay in L2 across the
-// chunk's row tiles.
+// Layout. Phase 1 converts both operands once per call into 32-bit units of k (two int16):
+// activation rows [M, KU] with scales [n_blocks, M], and weight panels of kNR = 16 output rows,
+// [O/16][KU][16] units, so one 32-byte load gives 8 outputs' units and one 32-bit broadcast gives
+// a row's unit. Phase 2 computes tiles of kMR rows x 16 outputs with kMR * 2 int32 accumulator
+// registers (all 16 ymm registers are then taken); at the end of each block they are converted,
+// folded into float32 accumulators of the tile in L1 (one FMA with the block's broadcast scale)
+// and zeroed. A task is a block of kPanelsPerBlock panels times a chunk of rows: each row tile
+// (a few KiB) stays in L1 across the block's panels, and the panels (<= 192 KiB for I = 1536)
+// stay in L2 across the chunk's row tiles.
 //
 // Threads: as in int8_matmul.cc, the caller and XLA's intra-op pool claim work from atomic
 // counters, phase 1 first; a thread that finishes phase 1 waits only for blocks that running
@@ -53,13 +52,12 @@ struct Job {
   const int8_t* w;
   const float* sw;
   float* y;
-  bool quads;                          // 7-bit activations in u8 quads, else int16 pairs
-  int64_t M, I, O, per_unit, KU, n_panels;
-  std::unique_ptr<uint32_t[]> qx;      // [M, KU] units
-  std::unique_ptr<float[]> sx;         // [M]
+  int64_t M, I, O, KU, n_panels;
+  int64_t block, unit_block, n_blocks;  // inputs and units per block, blocks per row
+  std::unique_ptr<uint32_t[]> qx;      // [M, KU] units of two int16
+  std::unique_ptr<float[]> sx;         // [n_blocks, M]: a tile's rows are adjacent
   std::unique_ptr<uint32_t[]> panels;  // [n_panels, KU, kNR] units
   std::unique_ptr<float[]> sw_pad;     // [n_panels * kNR], zero past O
-  std::unique_ptr<int32_t[]> offset;   // quads: 64 * sum_i w[o, i], [n_panels * kNR]
   int64_t n_prep, n_m_chunks, n_o_blocks, n_tasks;
   std::atomic<int64_t> next_prep{0}, prep_done{0}, next_task{0}, tasks_done{0};
 };
@@ -71,54 +69,51 @@ inline float HorizontalMax(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// One activation row to units (int16 pairs, or u8 quads holding q + 64) with its scale. The
-// same float operations as the XLA reference (multiply by Q / absmax, round half to even), so
-// both give identical integers.
-void QuantizeRow(const Job& j, int64_t m) {
-  const float* x = j.x + m * j.I;
+inline float AbsMax(const float* x, int64_t n) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   __m256 vmax = _mm256_setzero_ps();
   int64_t i = 0;
-  for (; i + 8 <= j.I; i += 8)
+  for (; i + 8 <= n; i += 8)
     vmax = _mm256_max_ps(vmax, _mm256_and_ps(abs_mask, _mm256_loadu_ps(x + i)));
   float amax = HorizontalMax(vmax);
-  for (; i < j.I; ++i) amax = std::max(amax, std::fabs(x[i]));
-  const float qmax = j.quads ? 63.0f : 127.0f;
-  // An all-zero row gets scale 0 and zeros (Q / 0 would make 0 * inf = NaN).
-  const float inv = amax > 0.0f ? qmax / amax : 0.0f;
-  j.sx[m] = amax / qmax;
+  for (; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  return amax;
+}
+
+// One block of n inputs of an activation row to int16 at q, returning its scale. The same float
+// operations as the XLA reference (multiply by 127 / absmax, round half to even), so both give
+// identical integers.
+float QuantizeBlock(const float* x, int64_t n, int16_t* q) {
+  const float amax = AbsMax(x, n);
+  // An all-zero block gets scale 0 and zeros (127 / 0 would make 0 * inf = NaN).
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
   const __m256 vinv = _mm256_set1_ps(inv);
-  const __m256i lo = _mm256_set1_epi32(-static_cast<int>(qmax));
-  const __m256i hi = _mm256_set1_epi32(static_cast<int>(qmax));
+  const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
   auto quantize8 = [&](int64_t i) {
     __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv));
     return _mm256_min_epi32(_mm256_max_epi32(q, lo), hi);
   };
-  i = 0;
-  if (j.quads) {
-    uint8_t* q = reinterpret_cast<uint8_t*>(j.qx.get() + m * j.KU);
-    const __m256i off = _mm256_set1_epi16(64);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (; i + 32 <= j.I; i += 32) {
-      // The packs interleave 128-bit lanes; the permute restores element order.
-      __m256i ab = _mm256_add_epi16(_mm256_packs_epi32(quantize8(i), quantize8(i + 8)), off);
-      __m256i cd = _mm256_add_epi16(_mm256_packs_epi32(quantize8(i + 16), quantize8(i + 24)), off);
-      __m256i u = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), u);
-    }
-    for (; i < j.I; ++i)
-      q[i] = static_cast<uint8_t>(std::min(63.0f, std::max(-63.0f, std::nearbyint(x[i] * inv))) + 64);
-    for (; i < j.KU * 4; ++i) q[i] = 64;  // the pad (its weights are 0)
-  } else {
-    int16_t* q = reinterpret_cast<int16_t*>(j.qx.get() + m * j.KU);
-    for (; i + 16 <= j.I; i += 16) {
-      __m256i ab = _mm256_permute4x64_epi64(_mm256_packs_epi32(quantize8(i), quantize8(i + 8)), 0xD8);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), ab);
-    }
-    for (; i < j.I; ++i)  // nearbyint: the current rounding mode, half to even
-      q[i] = static_cast<int16_t>(std::min(127.0f, std::max(-127.0f, std::nearbyint(x[i] * inv))));
-    for (; i < j.KU * 2; ++i) q[i] = 0;  // the pad (its weights are 0 too)
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    // The pack interleaves 128-bit lanes; the permute restores element order.
+    __m256i ab = _mm256_permute4x64_epi64(_mm256_packs_epi32(quantize8(i), quantize8(i + 8)), 0xD8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), ab);
   }
+  for (; i < n; ++i)  // nearbyint: the current rounding mode, half to even
+    q[i] = static_cast<int16_t>(std::min(127.0f, std::max(-127.0f, std::nearbyint(x[i] * inv))));
+  return amax / 127.0f;
+}
+
+// One activation row to units, block by block, then a zero pad to a whole unit (odd I; its
+// weights are zero too).
+void QuantizeRow(const Job& j, int64_t m) {
+  const float* x = j.x + m * j.I;
+  int16_t* q = reinterpret_cast<int16_t*>(j.qx.get() + m * j.KU);
+  for (int64_t b = 0; b < j.n_blocks; ++b) {
+    const int64_t i0 = b * j.block;
+    j.sx[b * j.M + m] = QuantizeBlock(x + i0, std::min(j.block, j.I - i0), q + i0);
+  }
+  if (j.I % 2) q[j.I] = 0;
 }
 
 // 8 x 8 transpose of 32-bit elements.
@@ -141,48 +136,30 @@ inline void Transpose8x8(__m256i r[8]) {
   }
 }
 
-// One k-unit of weight row o (zero past O or I): two sign-extended int16 or four int8.
+// One k-unit of weight row o (zero past O or I): two sign-extended int16.
 uint32_t WeightUnit(const Job& j, int64_t o, int64_t ku) {
   uint32_t unit = 0;
-  for (int64_t h = 0; h < j.per_unit; ++h) {
-    const int64_t i = ku * j.per_unit + h;
+  for (int64_t h = 0; h < 2; ++h) {
+    const int64_t i = ku * 2 + h;
     const int8_t w = (o < j.O && i < j.I) ? j.w[o * j.I + i] : 0;
-    unit |= j.quads ? uint32_t(uint8_t(w)) << (8 * h) : uint32_t(uint16_t(int16_t(w))) << (16 * h);
+    unit |= uint32_t(uint16_t(int16_t(w))) << (16 * h);
   }
   return unit;
 }
 
-// sum_i w[i] (for the quads' offset correction).
-int32_t RowSum(const int8_t* w, int64_t I) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256i acc = _mm256_setzero_si256();
-  int64_t i = 0;
-  for (; i + 16 <= I; i += 16) {
-    const __m256i w16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
-    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(w16, ones));
-  }
-  alignas(32) int32_t lanes[8];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc);
-  int32_t sum = 0;
-  for (int k = 0; k < 8; ++k) sum += lanes[k];
-  for (; i < I; ++i) sum += w[i];
-  return sum;
-}
-
 // Weight rows o0 .. o0+15 to one panel [KU][16] of units: a 32-bit transpose of the rows
-// (sign-extended to int16 for pairs), eight units of eight rows at a time.
+// sign-extended to int16, eight units of eight rows at a time.
 void PackPanel(const Job& j, int64_t p) {
   const int64_t o0 = p * kNR;
   uint32_t* dst = j.panels.get() + p * j.KU * kNR;
   int64_t ku = 0;
   if (o0 + kNR <= j.O) {
-    for (; (ku + 8) * j.per_unit <= j.I; ku += 8) {
+    for (; (ku + 8) * 2 <= j.I; ku += 8) {
       for (int half = 0; half < 2; ++half) {
         __m256i r[8];
         for (int k = 0; k < 8; ++k) {
-          const int8_t* src = j.w + (o0 + 8 * half + k) * j.I + ku * j.per_unit;
-          r[k] = j.quads ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))
-                         : _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+          const int8_t* src = j.w + (o0 + 8 * half + k) * j.I + ku * 2;
+          r[k] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
         }
         Transpose8x8(r);  // r[k] = unit ku + k of the 8 rows
         for (int k = 0; k < 8; ++k)
@@ -192,139 +169,139 @@ void PackPanel(const Job& j, int64_t p) {
   }
   for (; ku < j.KU; ++ku)
     for (int64_t r = 0; r < kNR; ++r) dst[ku * kNR + r] = WeightUnit(j, o0 + r, ku);
-  if (j.quads) {
-    for (int64_t r = 0; r < kNR; ++r)
-      j.offset[o0 + r] = o0 + r < j.O ? 64 * RowSum(j.w + (o0 + r) * j.I, j.I) : 0;
-  }
 }
 
-// The products of MR rows x 16 outputs over all k-units, in int32: per unit two 32-byte weight
-// loads, and per row one 32-bit broadcast of its unit and two multiply-add sequences.
-template <bool kQuads, int MR>
-void Accumulate(const uint32_t* x, int64_t stride, const uint32_t* panel, int64_t KU,
-                __m256i acc[][2]) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  auto dot = [&](__m256i xb, __m256i w) {
-    return kQuads ? _mm256_madd_epi16(_mm256_maddubs_epi16(xb, w), ones) : _mm256_madd_epi16(xb, w);
-  };
-  for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_si256();
-  for (int64_t ku = 0; ku < KU; ++ku) {
-    const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panel + ku * kNR));
-    const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panel + ku * kNR + 8));
-    for (int m = 0; m < MR; ++m) {
-      const __m256i xb = _mm256_set1_epi32(static_cast<int32_t>(x[m * stride + ku]));
-      acc[m][0] = _mm256_add_epi32(acc[m][0], dot(xb, w0));
-      acc[m][1] = _mm256_add_epi32(acc[m][1], dot(xb, w1));
+// Where a tile's next block is: its rows' units x (row stride `stride` units), its panel, and
+// its rows' scales sx (the next block's: + M). Blocks advances it past the blocks it did.
+struct TileCursor {
+  const uint32_t* x;
+  int64_t stride;
+  const uint32_t* panel;
+  const float* sx;
+  int64_t M;
+};
+
+// facc[m][0..15] += float(int32 products of the block) * sx[m] for `n_blocks` blocks of `units`
+// k-units each, MR rows x 16 outputs: per unit two 32-byte weight loads, and per row one 32-bit
+// broadcast of its unit and two multiply-adds; per block one fold.
+template <int MR>
+void Blocks(TileCursor& c, int64_t n_blocks, int64_t units, float* facc) {
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    __m256i acc[MR][2];
+    for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_si256();
+    for (int64_t ku = 0; ku < units; ++ku) {
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c.panel));
+      const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c.panel + 8));
+      for (int m = 0; m < MR; ++m) {
+        const __m256i xb = _mm256_set1_epi32(static_cast<int32_t>(c.x[m * c.stride]));
+        acc[m][0] = _mm256_add_epi32(acc[m][0], _mm256_madd_epi16(xb, w0));
+        acc[m][1] = _mm256_add_epi32(acc[m][1], _mm256_madd_epi16(xb, w1));
+      }
+      c.x += 1;
+      c.panel += kNR;
     }
+    for (int m = 0; m < MR; ++m) {
+      const __m256 sx = _mm256_set1_ps(c.sx[m]);
+      for (int v = 0; v < 2; ++v) {
+        float* f = facc + m * kNR + 8 * v;
+        _mm256_storeu_ps(f, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[m][v]), sx, _mm256_loadu_ps(f)));
+      }
+    }
+    c.sx += c.M;
   }
 }
 
 // The same for 6 rows, in assembly: it needs all 16 ymm registers, and GCC 12 compiles the
 // intrinsics with a register copy per accumulator per step, which fills the dispatch slots
 // (measured ~1.05x float32 then). Registers: ymm0-11 accumulators (row m in ymm{2m, 2m+1}),
-// ymm12 the first weight vector, ymm13 the second (pairs) or int16 ones (quads, whose second
-// weight vector is a memory operand), ymm14 the broadcast unit, ymm15 a product.
-#define TWOFILES_PAIRS_ROW(ADDR, C0, C1)   \
+// ymm12-13 the unit's two weight vectors, ymm14 the broadcast unit or the fold's scale, ymm15 a
+// product. Rows 0, 1, 2, 4 are at a0 + {0, 1, 2, 4} * s bytes, rows 3, 5 at a3 + {0, 2} * s.
+#define TWOFILES_ROW(ADDR, C0, C1)         \
   "vpbroadcastd " ADDR ", %%ymm14\n\t"     \
   "vpmaddwd %%ymm12, %%ymm14, %%ymm15\n\t" \
   "vpaddd %%ymm15, %%" C0 ", %%" C0 "\n\t" \
   "vpmaddwd %%ymm13, %%ymm14, %%ymm14\n\t" \
   "vpaddd %%ymm14, %%" C1 ", %%" C1 "\n\t"
-#define TWOFILES_QUADS_ROW(ADDR, C0, C1)         \
-  "vpbroadcastd " ADDR ", %%ymm14\n\t"           \
-  "vpmaddubsw %%ymm12, %%ymm14, %%ymm15\n\t"     \
-  "vpmaddwd %%ymm13, %%ymm15, %%ymm15\n\t"       \
-  "vpaddd %%ymm15, %%" C0 ", %%" C0 "\n\t"       \
-  "vpmaddubsw 32(%[w]), %%ymm14, %%ymm14\n\t"    \
-  "vpmaddwd %%ymm13, %%ymm14, %%ymm14\n\t"       \
-  "vpaddd %%ymm14, %%" C1 ", %%" C1 "\n\t"
-// Rows 0, 1, 2, 4 are a0 + {0, 1, 2, 4} * s bytes, rows 3, 5 are a3 + {0, 2} * s.
-#define TWOFILES_TILE6(SETUP, LOAD_WEIGHTS, ROW)                                                \
+// The unit X bytes past a0/a3, W and W2 bytes past w.
+#define TWOFILES_UNIT(X, W, W2)                                                         \
+  "vmovdqu " W "(%[w]), %%ymm12\n\t"                                                    \
+  "vmovdqu " W2 "(%[w]), %%ymm13\n\t"                                                   \
+  TWOFILES_ROW(X "(%[a0])", "ymm0", "ymm1") TWOFILES_ROW(X "(%[a0],%[s],1)", "ymm2", "ymm3") \
+  TWOFILES_ROW(X "(%[a0],%[s],2)", "ymm4", "ymm5") TWOFILES_ROW(X "(%[a3])", "ymm6", "ymm7") \
+  TWOFILES_ROW(X "(%[a0],%[s],4)", "ymm8", "ymm9")                                      \
+  TWOFILES_ROW(X "(%[a3],%[s],2)", "ymm10", "ymm11")
+// facc row (bytes F0, F1) += float(C0, C1) * the row's scale (byte S of the block's scales).
+#define TWOFILES_FOLD_ROW(S, F0, F1, C0, C1)         \
+  "vbroadcastss " S "(%[sx]), %%ymm14\n\t"           \
+  "vcvtdq2ps %%" C0 ", %%" C0 "\n\t"                 \
+  "vfmadd213ps " F0 "(%[f]), %%ymm14, %%" C0 "\n\t"  \
+  "vmovups %%" C0 ", " F0 "(%[f])\n\t"               \
+  "vcvtdq2ps %%" C1 ", %%" C1 "\n\t"                 \
+  "vfmadd213ps " F1 "(%[f]), %%ymm14, %%" C1 "\n\t"  \
+  "vmovups %%" C1 ", " F1 "(%[f])\n\t"
+// n_blocks blocks of `units` k-units each. (Unrolling the unit loop measured no faster.)
+#define TWOFILES_TILE6                                                                          \
   asm volatile(                                                                                 \
-      SETUP                                                                                     \
-      "vpxor %%ymm0, %%ymm0, %%ymm0\n\t"                                                        \
-      "vmovdqa %%ymm0, %%ymm1\n\t" "vmovdqa %%ymm0, %%ymm2\n\t" "vmovdqa %%ymm0, %%ymm3\n\t"    \
-      "vmovdqa %%ymm0, %%ymm4\n\t" "vmovdqa %%ymm0, %%ymm5\n\t" "vmovdqa %%ymm0, %%ymm6\n\t"    \
-      "vmovdqa %%ymm0, %%ymm7\n\t" "vmovdqa %%ymm0, %%ymm8\n\t" "vmovdqa %%ymm0, %%ymm9\n\t"    \
-      "vmovdqa %%ymm0, %%ymm10\n\t" "vmovdqa %%ymm0, %%ymm11\n\t"                               \
-      "test %[n], %[n]\n\t"                                                                     \
-      "jle 2f\n\t"                                                                              \
+      "3:\n\t"                                                                                  \
+      "vpxor %%ymm0, %%ymm0, %%ymm0\n\t" "vpxor %%ymm1, %%ymm1, %%ymm1\n\t"                     \
+      "vpxor %%ymm2, %%ymm2, %%ymm2\n\t" "vpxor %%ymm3, %%ymm3, %%ymm3\n\t"                     \
+      "vpxor %%ymm4, %%ymm4, %%ymm4\n\t" "vpxor %%ymm5, %%ymm5, %%ymm5\n\t"                     \
+      "vpxor %%ymm6, %%ymm6, %%ymm6\n\t" "vpxor %%ymm7, %%ymm7, %%ymm7\n\t"                     \
+      "vpxor %%ymm8, %%ymm8, %%ymm8\n\t" "vpxor %%ymm9, %%ymm9, %%ymm9\n\t"                     \
+      "vpxor %%ymm10, %%ymm10, %%ymm10\n\t" "vpxor %%ymm11, %%ymm11, %%ymm11\n\t"               \
+      "mov %[units], %[n]\n\t"                                                                  \
       "1:\n\t"                                                                                  \
-      LOAD_WEIGHTS                                                                              \
-      ROW("(%[a0])", "ymm0", "ymm1")                                                            \
-      ROW("(%[a0],%[s],1)", "ymm2", "ymm3")                                                     \
-      ROW("(%[a0],%[s],2)", "ymm4", "ymm5")                                                     \
-      ROW("(%[a3])", "ymm6", "ymm7")                                                            \
-      ROW("(%[a0],%[s],4)", "ymm8", "ymm9")                                                     \
-      ROW("(%[a3],%[s],2)", "ymm10", "ymm11")                                                   \
+      TWOFILES_UNIT("0", "0", "32")                                                             \
       "add $4, %[a0]\n\t"                                                                       \
       "add $4, %[a3]\n\t"                                                                       \
       "add $64, %[w]\n\t"                                                                       \
       "dec %[n]\n\t"                                                                            \
       "jnz 1b\n\t"                                                                              \
-      "2:\n\t"                                                                                  \
-      "vmovdqu %%ymm0, 0(%[acc])\n\t" "vmovdqu %%ymm1, 32(%[acc])\n\t"                          \
-      "vmovdqu %%ymm2, 64(%[acc])\n\t" "vmovdqu %%ymm3, 96(%[acc])\n\t"                         \
-      "vmovdqu %%ymm4, 128(%[acc])\n\t" "vmovdqu %%ymm5, 160(%[acc])\n\t"                       \
-      "vmovdqu %%ymm6, 192(%[acc])\n\t" "vmovdqu %%ymm7, 224(%[acc])\n\t"                       \
-      "vmovdqu %%ymm8, 256(%[acc])\n\t" "vmovdqu %%ymm9, 288(%[acc])\n\t"                       \
-      "vmovdqu %%ymm10, 320(%[acc])\n\t" "vmovdqu %%ymm11, 352(%[acc])\n\t"                     \
-      : [a0] "+r"(a0), [a3] "+r"(a3), [w] "+r"(panel), [n] "+r"(n)                              \
-      : [s] "r"(s), [acc] "r"(acc), [ones] "r"(kOnes)                                           \
+      TWOFILES_FOLD_ROW("0", "0", "32", "ymm0", "ymm1")                                         \
+      TWOFILES_FOLD_ROW("4", "64", "96", "ymm2", "ymm3")                                        \
+      TWOFILES_FOLD_ROW("8", "128", "160", "ymm4", "ymm5")                                      \
+      TWOFILES_FOLD_ROW("12", "192", "224", "ymm6", "ymm7")                                     \
+      TWOFILES_FOLD_ROW("16", "256", "288", "ymm8", "ymm9")                                     \
+      TWOFILES_FOLD_ROW("20", "320", "352", "ymm10", "ymm11")                                   \
+      "add %[sx_step], %[sx]\n\t"                                                               \
+      "dec %[nb]\n\t"                                                                           \
+      "jnz 3b\n\t"                                                                              \
+      : [a0] "+r"(a0), [a3] "+r"(a3), [w] "+r"(c.panel), [nb] "+r"(n_blocks), [n] "=&r"(n),   \
+        [sx] "+r"(c.sx)                                                                         \
+      : [s] "r"(s), [units] "r"(units), [sx_step] "r"(sx_step), [f] "r"(facc)                 \
       : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", \
         "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15")
 
-alignas(32) constexpr int16_t kOnes[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
-
 template <>
-void Accumulate<false, 6>(const uint32_t* x, int64_t stride, const uint32_t* panel, int64_t KU,
-                          __m256i acc[][2]) {
-  const uint32_t *a0 = x, *a3 = x + 3 * stride;
-  const int64_t s = stride * 4;
-  int64_t n = KU;
-  TWOFILES_TILE6("", "vmovdqu (%[w]), %%ymm12\n\tvmovdqu 32(%[w]), %%ymm13\n\t",
-                 TWOFILES_PAIRS_ROW);
-}
-
-template <>
-void Accumulate<true, 6>(const uint32_t* x, int64_t stride, const uint32_t* panel, int64_t KU,
-                         __m256i acc[][2]) {
-  const uint32_t *a0 = x, *a3 = x + 3 * stride;
-  const int64_t s = stride * 4;
-  int64_t n = KU;
-  TWOFILES_TILE6("vmovdqa (%[ones]), %%ymm13\n\t", "vmovdqu (%[w]), %%ymm12\n\t",
-                 TWOFILES_QUADS_ROW);
+void Blocks<6>(TileCursor& c, int64_t n_blocks, int64_t units, float* facc) {
+  if (n_blocks <= 0 || units <= 0) return;
+  const uint32_t *a0 = c.x, *a3 = c.x + 3 * c.stride;
+  const int64_t s = c.stride * 4, sx_step = c.M * 4;
+  int64_t n;
+  TWOFILES_TILE6;
+  c.x = a0;
 }
 
 #undef TWOFILES_TILE6
-#undef TWOFILES_QUADS_ROW
-#undef TWOFILES_PAIRS_ROW
+#undef TWOFILES_FOLD_ROW
+#undef TWOFILES_UNIT
+#undef TWOFILES_ROW
 
-// MR rows x 16 outputs, dequantised into y (only the first `cols` outputs).
+// MR rows x 16 outputs, dequantised into y (only the first `cols` outputs): the whole blocks,
+// then the partial last one.
 template <int MR>
 void Tile(const Job& j, int64_t m0, int64_t p, int64_t cols) {
-  __m256i acc[MR][2];
-  const uint32_t* x = j.qx.get() + m0 * j.KU;
-  const uint32_t* panel = j.panels.get() + p * j.KU * kNR;
-  if (j.quads) {
-    Accumulate<true, MR>(x, j.KU, panel, j.KU, acc);
-    // sum_i (q + 64) w = acc, so sum_i q w = acc - 64 sum_i w.
-    for (int v = 0; v < 2; ++v) {
-      const __m256i off = _mm256_loadu_si256(
-          reinterpret_cast<const __m256i*>(j.offset.get() + p * kNR + 8 * v));
-      for (int m = 0; m < MR; ++m) acc[m][v] = _mm256_sub_epi32(acc[m][v], off);
-    }
-  } else {
-    Accumulate<false, MR>(x, j.KU, panel, j.KU, acc);
-  }
+  alignas(32) float facc[MR * kNR] = {};
+  TileCursor c{j.qx.get() + m0 * j.KU, j.KU, j.panels.get() + p * j.KU * kNR, j.sx.get() + m0, j.M};
+  const int64_t rest = j.KU % j.unit_block;
+  Blocks<MR>(c, j.KU / j.unit_block, j.unit_block, facc);
+  Blocks<MR>(c, rest ? 1 : 0, rest, facc);
   const int64_t o0 = p * kNR;
   const __m256 sw0 = _mm256_loadu_ps(j.sw_pad.get() + o0);
   const __m256 sw1 = _mm256_loadu_ps(j.sw_pad.get() + o0 + 8);
   for (int m = 0; m < MR; ++m) {
-    const __m256 sx = _mm256_set1_ps(j.sx[m0 + m]);
-    // (acc * sx) * sw: the reference's order of float operations.
-    __m256 y0 = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[m][0]), sx), sw0);
-    __m256 y1 = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[m][1]), sx), sw1);
+    __m256 y0 = _mm256_mul_ps(_mm256_load_ps(facc + m * kNR), sw0);
+    __m256 y1 = _mm256_mul_ps(_mm256_load_ps(facc + m * kNR + 8), sw1);
     float* dst = j.y + (m0 + m) * j.O + o0;
     if (cols == kNR) {
       _mm256_storeu_ps(dst, y0);
@@ -385,13 +362,17 @@ using Matrix = ffi::Buffer<ffi::F32, 2>;
 using Int8Matrix = ffi::Buffer<ffi::S8, 2>;
 using Vector = ffi::Buffer<ffi::F32, 1>;
 
-ffi::Error GemmDynamic(bool quads, ffi::ThreadPool pool, Matrix x, Int8Matrix w,
-                       Vector scale, Matrix* y) {
+ffi::Error GemmDynamic(ffi::ThreadPool pool, Matrix x, Int8Matrix w, Vector scale, int64_t block,
+                       ffi::Result<Matrix> y) {
   const int64_t M = x.dimensions()[0], I = x.dimensions()[1], O = w.dimensions()[0];
   if (w.dimensions()[1] != I || scale.dimensions()[0] != O || y->dimensions()[0] != M ||
       y->dimensions()[1] != O) {
     return ffi::Error::InvalidArgument(
         "int8_gemm_dynamic: expected x [M, I], w [O, I], scale [O] and y [M, O]");
+  }
+  // A unit of k (two inputs) must not straddle two blocks.
+  if (block <= 0 || block % 2 != 0) {
+    return ffi::Error::InvalidArgument("int8_gemm_dynamic: block must be positive and even");
   }
   if (M == 0 || O == 0) return ffi::Error::Success();
   auto job = std::make_shared<Job>();
@@ -400,19 +381,19 @@ ffi::Error GemmDynamic(bool quads, ffi::ThreadPool pool, Matrix x, Int8Matrix w,
   j.w = w.typed_data();
   j.sw = scale.typed_data();
   j.y = y->typed_data();
-  j.quads = quads;
   j.M = M;
   j.I = I;
   j.O = O;
-  j.per_unit = quads ? 4 : 2;
-  j.KU = (I + j.per_unit - 1) / j.per_unit;
+  j.KU = (I + 1) / 2;
+  j.block = block;
+  j.unit_block = block / 2;
+  j.n_blocks = (I + block - 1) / block;
   j.n_panels = (O + kNR - 1) / kNR;
   j.qx.reset(new uint32_t[M * j.KU]);
-  j.sx.reset(new float[M]);
+  j.sx.reset(new float[j.n_blocks * M]);
   j.panels.reset(new uint32_t[j.n_panels * j.KU * kNR]);
   j.sw_pad.reset(new float[j.n_panels * kNR]());
   std::memcpy(j.sw_pad.get(), j.sw, O * sizeof(float));
-  if (quads) j.offset.reset(new int32_t[j.n_panels * kNR]);
   j.n_prep = (M + kQuantRowsPerBlock - 1) / kQuantRowsPerBlock + j.n_panels;
   j.n_m_chunks = (M + kRowsPerTask - 1) / kRowsPerTask;
   j.n_o_blocks = (j.n_panels + kPanelsPerBlock - 1) / kPanelsPerBlock;
@@ -425,25 +406,13 @@ ffi::Error GemmDynamic(bool quads, ffi::ThreadPool pool, Matrix x, Int8Matrix w,
   return ffi::Error::Success();
 }
 
-ffi::Error GemmDynamic8(ffi::ThreadPool pool, Matrix x, Int8Matrix w, Vector scale,
-                        ffi::Result<Matrix> y) {
-  return GemmDynamic(false, pool, x, w, scale, &*y);
-}
-
-ffi::Error GemmDynamic7(ffi::ThreadPool pool, Matrix x, Int8Matrix w, Vector scale,
-                        ffi::Result<Matrix> y) {
-  return GemmDynamic(true, pool, x, w, scale, &*y);
-}
-
 }  // namespace
 
-#define TWOFILES_BIND                \
-  ffi::Ffi::Bind()                   \
-      .Ctx<ffi::ThreadPool>()        \
-      .Arg<Matrix>()                 \
-      .Arg<Int8Matrix>()             \
-      .Arg<Vector>()                 \
-      .Ret<Matrix>()
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(TwofilesInt8GemmDynamic, GemmDynamic8, TWOFILES_BIND);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(TwofilesInt8GemmDynamic7, GemmDynamic7, TWOFILES_BIND);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TwofilesInt8GemmDynamic, GemmDynamic,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Matrix>()
+                                  .Arg<Int8Matrix>()
+                                  .Arg<Vector>()
+                                  .Attr<int64_t>("block")
+                                  .Ret<Matrix>());
