@@ -19,6 +19,8 @@ import jax.numpy as jnp
 from infer import cpu_kernels
 
 KERNEL = ("attend_cache.cc", "twofiles_attend_cache", "TwofilesAttendCache")
+KERNEL_F16 = ("attend_cache.cc", "twofiles_attend_cache_f16", "TwofilesAttendCacheF16")
+CACHE_DTYPES = (jnp.float32, jnp.float16)
 
 
 def attend_xla(q_BTGRK, k_BGKS, v_BGSK, valid_BS, start):
@@ -26,25 +28,26 @@ def attend_xla(q_BTGRK, k_BGKS, v_BGSK, valid_BS, start):
     T, S = q_BTGRK.shape[1], k_BGKS.shape[-1]
     visible_BTS = (jnp.arange(S)[None, :] <= start + jnp.arange(T)[:, None])[None] & (
         valid_BS[:, None, :])
-    scores = jnp.einsum("btgrk,bgks->btgrs", q_BTGRK, k_BGKS, preferred_element_type=jnp.float32)
+    scores = jnp.einsum("btgrk,bgks->btgrs", q_BTGRK, k_BGKS.astype(jnp.float32))
     scores = jnp.where(visible_BTS[:, :, None, None], scores, -1e30)
-    return jnp.einsum("btgrs,bgsk->btgrk", jax.nn.softmax(scores, axis=-1), v_BGSK,
-                      preferred_element_type=jnp.float32)
+    return jnp.einsum("btgrs,bgsk->btgrk", jax.nn.softmax(scores, axis=-1),
+                      v_BGSK.astype(jnp.float32))
 
 
 def attend(q_BTGRK, k_BGKS, v_BGSK, valid_BS, start):
-    """`attend_xla`, through the C++ kernel where it is available."""
+    """`attend_xla`, through the C++ kernel where it is available. The cache (k and v) may be
+    float32 or float16; q and the result are float32."""
+    if k_BGKS.dtype != v_BGSK.dtype or k_BGKS.dtype not in CACHE_DTYPES:
+        raise TypeError(f"attend: the cache must be float32 or float16 (one dtype), got k "
+                        f"{k_BGKS.dtype} and v {v_BGSK.dtype}")
     args = (q_BTGRK.astype(jnp.float32), k_BGKS, v_BGSK, valid_BS, jnp.asarray(start, jnp.int32))
-    if not kernel_available():
+    kernel = KERNEL if k_BGKS.dtype == jnp.float32 else KERNEL_F16
+    if not cpu_kernels.available(*kernel):
         return attend_xla(*args)
-    return jax.lax.platform_dependent(*args, cpu=_ffi, default=attend_xla)
-
-
-def _ffi(*args):
-    out = jax.ShapeDtypeStruct(args[0].shape, jnp.float32)
-    return jax.ffi.ffi_call(KERNEL[1], out)(*args)
+    call = jax.ffi.ffi_call(kernel[1], jax.ShapeDtypeStruct(q_BTGRK.shape, jnp.float32))
+    return jax.lax.platform_dependent(*args, cpu=call, default=attend_xla)
 
 
 def kernel_available() -> bool:
-    """Whether the C++ kernel is built and registered (building it on the first call)."""
-    return cpu_kernels.available(*KERNEL)
+    """Whether the C++ kernels are built and registered (building them on the first call)."""
+    return cpu_kernels.available(*KERNEL) and cpu_kernels.available(*KERNEL_F16)

@@ -4,7 +4,7 @@ Each kernel is one source file compiled with the system C++ compiler on first us
 shared library, cached in ~/.cache/twofiles by the hash of its source, the flags and the jax
 version (so an edit or a jax upgrade rebuilds it), and registered for the CPU platform. A kernel
 is unavailable (and its caller uses its XLA expression instead) on non-x86 machines, on CPUs
-without AVX2 and FMA, without a compiler, if its build fails (with a warning), or with
+without AVX2, FMA and F16C, without a compiler, if its build fails (with a warning), or with
 TWOFILES_CPU_KERNELS=0.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import jax
 
 KERNELS = Path(__file__).parent / "kernels"
-FLAGS = ["-O3", "-mavx2", "-mfma", "-std=c++17", "-shared", "-fPIC", "-w"]
+FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-std=c++17", "-shared", "-fPIC", "-w"]
 
 
 def available(source: str, target: str, symbol: str) -> bool:
@@ -45,7 +45,7 @@ def _cpu_supported() -> bool:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return " avx2" in flags and " fma" in flags
+    return all(f" {flag}" in flags for flag in ("avx2", "fma", "f16c"))
 
 
 @functools.cache

@@ -102,6 +102,12 @@ def _rope_table(cfg: ModelConfig) -> dict:
     return {"cos": np.asarray(cos[0]), "sin": np.asarray(sin[0])}
 
 
+def cache_dtype(params: dict):
+    """The KV cache's dtype for these parameters: float16 with int8 weights (llama.cpp's default
+    cache type; each decode step reads half the bytes), float32 otherwise (the exact path)."""
+    return jnp.float16 if has_int8(params) else jnp.float32
+
+
 def has_int8(params: dict) -> bool:
     """Whether `params` (from `prepare`) carry int8 copies for decode steps."""
     return "int8" in params
@@ -132,7 +138,8 @@ def _block(x_BTD, norms, mats, kv, rope_BTk, masks, new_valid_BT, write_at,
     q_BTHK = tfm.apply_rope(qkv_BTO[..., :H * K].reshape(B, T, H, K), *rope_BTk)
     k_BTGK = tfm.apply_rope(qkv_BTO[..., H * K:(H + G) * K].reshape(B, T, G, K), *rope_BTk)
     v_BTGK = qkv_BTO[..., (H + G) * K:].reshape(B, T, G, K)
-    k_BGKT, v_BGTK = k_BTGK.transpose(0, 2, 3, 1), v_BTGK.transpose(0, 2, 1, 3)
+    k_BGKT = k_BTGK.transpose(0, 2, 3, 1).astype(kv[0].dtype)
+    v_BGTK = v_BTGK.transpose(0, 2, 1, 3).astype(kv[1].dtype)
     if _use_attend_kernel():  # write, then attend over the cache in one kernel call
         k_BGKS = jax.lax.dynamic_update_slice_in_dim(kv[0], k_BGKT, write_at, axis=3)
         v_BGSK = jax.lax.dynamic_update_slice_in_dim(kv[1], v_BGTK, write_at, axis=2)
@@ -147,7 +154,7 @@ def _block(x_BTD, norms, mats, kv, rope_BTk, masks, new_valid_BT, write_at,
             # copies every layer's cache twice per step (seen in the optimised HLO of the decode
             # loop: 42 -> 52 tok/s int8 at 640 slots). A data dependency orders them; an
             # optimization_barrier does not survive XLA:CPU's passes. 0 * a finite sum adds 0.
-            after = 0.0 * jnp.sum(attn_BTHK)
+            after = (0.0 * jnp.sum(attn_BTHK)).astype(k_BGKT.dtype)
             k_BGKT, v_BGTK = k_BGKT + after, v_BGTK + after
         k_BGKS = jax.lax.dynamic_update_slice_in_dim(kv[0], k_BGKT, write_at, axis=3)
         v_BGSK = jax.lax.dynamic_update_slice_in_dim(kv[1], v_BGTK, write_at, axis=2)
@@ -178,7 +185,10 @@ def _attend(q_BTHK, old_kv, old_mask_BS, new_kv, new_valid_BT, cfg: ModelConfig)
     B, T, H, K = q_BTHK.shape
     G = cfg.n_kv_heads
     q_BGRTK = q_BTHK.reshape(B, T, G, H // G, K).transpose(0, 2, 3, 1, 4) * K**-0.5
-    k_new_BGKT, v_new_BGTK = new_kv
+    # A float16 cache is read as float32 (the kernel converts in registers; XLA in a pass).
+    k_new_BGKT, v_new_BGTK = (x.astype(jnp.float32) for x in new_kv)
+    if old_kv is not None:
+        old_kv = tuple(x.astype(jnp.float32) for x in old_kv)
     valid_BT = jnp.ones((B, T), bool) if new_valid_BT is None else new_valid_BT
     outs = []
     for t0 in range(0, T, QUERY_BLOCK):
@@ -204,12 +214,14 @@ def _attend(q_BTHK, old_kv, old_mask_BS, new_kv, new_valid_BT, cfg: ModelConfig)
     return out_BGRTK.transpose(0, 3, 1, 2, 4).reshape(B, T, H, K)
 
 
-def init_cache(cfg: ModelConfig, batch: int, max_len: int) -> dict:
-    """`model.init_cache` for `forward`: per-layer lists of float32 k [B, G, K, S] and v
-    [B, G, S, K] (see `_attend`)."""
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> dict:
+    """`model.init_cache` for `forward`: per-layer lists of k [B, G, K, S] and v [B, G, S, K]
+    (see `_attend`), float32 or float16 (half the bytes every decode step reads)."""
+    if jnp.dtype(dtype) not in (jnp.float32, jnp.float16):
+        raise ValueError(f"decode cache dtype must be float32 or float16, got {dtype}")
     B, G, S, K = batch, cfg.n_kv_heads, max_len, cfg.head_dim
-    return {"k": [jnp.zeros((B, G, K, S), jnp.float32) for _ in range(cfg.n_layers)],
-            "v": [jnp.zeros((B, G, S, K), jnp.float32) for _ in range(cfg.n_layers)],
+    return {"k": [jnp.zeros((B, G, K, S), dtype) for _ in range(cfg.n_layers)],
+            "v": [jnp.zeros((B, G, S, K), dtype) for _ in range(cfg.n_layers)],
             "valid": jnp.zeros((batch, max_len), bool), "index": jnp.zeros((), jnp.int32)}
 
 

@@ -96,9 +96,9 @@ def _prefill(params, tokens_BP, valid_BP, cache, key, temperature, top_p, stop_S
     """Runs the prompts through the cache and samples each row's first new token."""
     positions_BP = jnp.maximum(jnp.cumsum(valid_BP, axis=1) - 1, 0)
     # The decode layout can skip projecting all but the last position to the vocabulary, and
-    # reading the cache, which is empty here.
-    fast = ({"last_only": True, "empty_cache": True} if forward_fn is decode_model.forward
-            else {})
+    # reading the cache, which is empty here; it uses int8 matrices where prepared with them.
+    fast = ({"last_only": True, "empty_cache": True, "int8": decode_model.has_int8(params)}
+            if forward_fn is decode_model.forward else {})
     logits_BPV, cache = forward_fn(params, tokens_BP, cfg, cache=cache,
                                    positions_BT=positions_BP, valid_BT=valid_BP, **fast)
     logits_BV = logits_BPV[:, -1]  # left padding: the last column is every row's last token
@@ -128,7 +128,6 @@ def _decode(params, state, until_step, temperature, top_p, stop_S, max_new, *,
     def cond(s):
         return (s["step"] < jnp.minimum(until_step, max_new)) & ~jnp.all(s["done_B"])
 
-    # Decode steps read every weight per token: use the int8 copies when prepared with them.
     step_kwargs = {"int8": True} if (forward_fn is decode_model.forward
                                      and decode_model.has_int8(params)) else {}
 
@@ -290,7 +289,7 @@ def stream_generate(params, cfg, prompt_ids_batch: Sequence[Sequence[int]], *,
     stop_S = np.full((max(4, -(-len(stops) // 4) * 4),), -1, np.int32)
     stop_S[:len(stops)] = stops
     if forward_fn is decode_model.forward:
-        cache = decode_model.init_cache(cfg, B, P + n_out)
+        cache = decode_model.init_cache(cfg, B, P + n_out, decode_model.cache_dtype(params))
     else:
         cache = model_lib.init_cache(cfg, B, P + n_out)
     scalars = (np.float32(sp.temperature), np.float32(sp.top_p), stop_S,

@@ -18,11 +18,11 @@ SHAPES = [(1, 1, 3, 3, 64, 640, 576), (1, 40, 3, 3, 64, 64, 0), (2, 5, 4, 1, 32,
           (1, 11, 1, 8, 128, 100, 50), (2, 16, 2, 2, 24, 16, 0), (1, 3, 1, 3, 72, 50, 33)]
 
 
-def _case(B, T, G, R, K, S, start, seed=0):
+def _case(B, T, G, R, K, S, start, seed=0, cache=np.float32):
     rng = np.random.default_rng(seed)
     q = (rng.standard_normal((B, T, G, R, K)) * 0.5).astype(np.float32)
-    k = rng.standard_normal((B, G, K, S)).astype(np.float32)
-    v = rng.standard_normal((B, G, S, K)).astype(np.float32)
+    k = rng.standard_normal((B, G, K, S)).astype(cache)
+    v = rng.standard_normal((B, G, S, K)).astype(cache)
     valid = rng.random((B, S)) < 0.7
     valid[:, start:start + T] = True  # the new tokens themselves (padding is tested apart)
     return q, k, v, valid, np.int32(start)
@@ -42,11 +42,13 @@ def _reference(q, k, v, valid, start):
     return out
 
 
+@pytest.mark.parametrize("cache", [np.float32, np.float16], ids=["f32", "f16"])
 @pytest.mark.parametrize("fn", [attend_kernel.attend, attend_kernel.attend_xla],
                          ids=["kernel", "xla"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_matches_float64_reference(fn, shape):
-    args = _case(*shape)
+def test_matches_float64_reference(fn, shape, cache):
+    """Against the exact attention over the cache's stored values (float16 ones included)."""
+    args = _case(*shape, cache=cache)
     got = np.asarray(jax.jit(fn)(*args))
     assert got.shape == shape[:5] and got.dtype == np.float32
     # float32 sums of up to 128 products against float64: a few 1e-6 (seen 3.9e-6 at K=128).
@@ -72,8 +74,10 @@ def test_kernel_builds_and_is_used_on_this_machine():
     if not (cpu_kernels.enabled() and shutil.which("g++")):
         pytest.skip("no AVX2/FMA x86 CPU, no g++ or kernels switched off: XLA fallback")
     assert attend_kernel.kernel_available()
+    for cache, kernel in ((np.float32, attend_kernel.KERNEL),
+                          (np.float16, attend_kernel.KERNEL_F16)):
+        args = _case(1, 2, 1, 1, 8, 8, 4, cache=cache)
+        assert f"@{kernel[1]}(" in jax.jit(attend_kernel.attend).lower(*args).as_text()
     args = _case(1, 2, 1, 1, 8, 8, 4)
-    hlo = jax.jit(attend_kernel.attend).lower(*args).as_text()
-    assert attend_kernel.KERNEL[1] in hlo
     inside = jax.jit(lambda *a: jnp.tanh(attend_kernel.attend(*a)).sum())(*args)
     assert float(inside) == pytest.approx(np.tanh(_reference(*args)).sum(), abs=1e-5)

@@ -74,3 +74,19 @@ def test_left_padded_row_matches_its_unpadded_forward(setup):
                              valid_BT=valid_BT, empty_cache=True)
     alone_BTV, _ = jax.jit(model.forward, static_argnums=2)(params, tokens[:, pad:], cfg)
     np.testing.assert_allclose(logits_BTV[:, pad:], alone_BTV, rtol=0, atol=2e-5)
+
+
+def test_float16_cache_stays_within_its_rounding(setup):
+    """A float16 cache (int8 decoding's) rounds k and v to 11 significant bits: the logits stay
+    within that of the exact ones, and the new tokens' attention still sees every slot."""
+    cfg, _, prepared, tokens_BT, exact_BTV = setup
+    cache = decode_model.init_cache(cfg, 2, T, jnp.float16)
+    prefill, cache = _forward(prepared, tokens_BT[:, :T - 2], cfg, cache, empty_cache=True)
+    steps = []
+    for t in (T - 2, T - 1):
+        step, cache = _forward(prepared, tokens_BT[:, t:t + 1], cfg, cache)
+        steps.append(step)
+    assert cache["k"][0].dtype == jnp.float16
+    got_BTV = np.asarray(jnp.concatenate([prefill, *steps], axis=1))
+    err = np.abs(got_BTV - np.asarray(exact_BTV)).max()
+    assert 0 < err < 2e-3 * np.abs(np.asarray(exact_BTV)).max(), err

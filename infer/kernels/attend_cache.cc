@@ -5,8 +5,9 @@
 //   out[b,t,g,r,:] = softmax_s(q[b,t,g,r,:] . k[b,g,:,s]) v[b,g,s,:]
 //                    over the valid slots s <= start + t (token t sits in slot start + t)
 //
-// q is already scaled by 1/sqrt(K). The cache holds k as [B, G, K, S] and v as [B, G, S, K];
-// `valid` [B, S] marks written, non-padding slots. Slots after the last token are never read,
+// q is already scaled by 1/sqrt(K). The cache holds k as [B, G, K, S] and v as [B, G, S, K], in
+// float32 or float16 (llama.cpp's default cache type: half the bytes a step reads); `valid`
+// [B, S] marks written, non-padding slots. Slots after the last token are never read,
 // so a step costs the tokens so far, not the preallocated cache.
 //
 // Why a kernel: XLA:CPU runs each small batched product of attention as its own library call;
@@ -58,6 +59,14 @@ inline __m256 Exp8(__m256 x) {
   return _mm256_andnot_ps(underflow, e);
 }
 
+// The cache holds float32 or float16 (stored as its 16 bits; converted in registers by F16C).
+inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 Load8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline float Load1(const float* p) { return *p; }
+inline float Load1(const uint16_t* p) { return _cvtsh_ss(*p); }
+
 struct Shape {
   int64_t B, T, G, R, K, S;
 };
@@ -66,13 +75,12 @@ constexpr int64_t kQueryBlock = 8;  // tokens per task: their rows share each lo
 
 // scores[r, s..s+16) = q[r, :] . k[:, s..s+16) for RB query rows (k is [K, S]); 2*RB
 // accumulators and two loads fit in the 16 registers.
-template <int RB>
-void ScoresBlock16(const float* q, const float* k, int64_t K, int64_t S, int64_t s,
-                   float* scores) {
+template <int RB, typename C>
+void ScoresBlock16(const float* q, const C* k, int64_t K, int64_t S, int64_t s, float* scores) {
   __m256 acc[RB][2];
   for (int r = 0; r < RB; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
   for (int64_t i = 0; i < K; ++i) {
-    __m256 k0 = _mm256_loadu_ps(k + i * S + s), k1 = _mm256_loadu_ps(k + i * S + s + 8);
+    __m256 k0 = Load8(k + i * S + s), k1 = Load8(k + i * S + s + 8);
     for (int r = 0; r < RB; ++r) {
       __m256 qi = _mm256_broadcast_ss(q + r * K + i);
       acc[r][0] = _mm256_fmadd_ps(qi, k0, acc[r][0]);
@@ -88,27 +96,28 @@ void ScoresBlock16(const float* q, const float* k, int64_t K, int64_t S, int64_t
 // scores[r, s] = q[r, :] . k[:, s] for `rows` contiguous query rows over slots s < n. The slot
 // loop is outside the row loop so each 16-slot block of k stays in L1 for all rows; rows go six
 // at a time (12 accumulators, two loads and a broadcast: 15 of the 16 registers).
-void Scores(const float* q, int64_t rows, const float* k, int64_t K, int64_t S, int64_t n,
+template <typename C>
+void Scores(const float* q, int64_t rows, const C* k, int64_t K, int64_t S, int64_t n,
             float* scores) {
   int64_t s = 0;
   for (; s + 16 <= n; s += 16) {
     int64_t r = 0;
-    for (; r + 6 <= rows; r += 6) ScoresBlock16<6>(q + r * K, k, K, S, s, scores + r * S);
+    for (; r + 6 <= rows; r += 6) ScoresBlock16<6, C>(q + r * K, k, K, S, s, scores + r * S);
     const float* qr = q + r * K;
     float* out = scores + r * S;
     switch (rows - r) {
-      case 5: ScoresBlock16<5>(qr, k, K, S, s, out); break;
-      case 4: ScoresBlock16<4>(qr, k, K, S, s, out); break;
-      case 3: ScoresBlock16<3>(qr, k, K, S, s, out); break;
-      case 2: ScoresBlock16<2>(qr, k, K, S, s, out); break;
-      case 1: ScoresBlock16<1>(qr, k, K, S, s, out); break;
+      case 5: ScoresBlock16<5, C>(qr, k, K, S, s, out); break;
+      case 4: ScoresBlock16<4, C>(qr, k, K, S, s, out); break;
+      case 3: ScoresBlock16<3, C>(qr, k, K, S, s, out); break;
+      case 2: ScoresBlock16<2, C>(qr, k, K, S, s, out); break;
+      case 1: ScoresBlock16<1, C>(qr, k, K, S, s, out); break;
       default: break;
     }
   }
   for (; s < n; ++s)
     for (int64_t r = 0; r < rows; ++r) {
       float sum = 0;
-      for (int64_t i = 0; i < K; ++i) sum += q[r * K + i] * k[i * S + s];
+      for (int64_t i = 0; i < K; ++i) sum += q[r * K + i] * Load1(k + i * S + s);
       scores[r * S + s] = sum;
     }
 }
@@ -139,17 +148,16 @@ float Softmax(float* row, const bool* valid, int64_t n, int64_t last) {
 
 // out[r, :] = sum_s p[r, s] v[s, :] / total[r] for RB rows of weights (stride S; v is [S, K]),
 // 32 outputs per pass: each loaded block of v feeds RB rows (4*RB accumulators).
-template <int RB>
-void WeightedValuesRows(const float* p, int64_t S, const float* v, int64_t K, int64_t n,
+template <int RB, typename C>
+void WeightedValuesRows(const float* p, int64_t S, const C* v, int64_t K, int64_t n,
                         const float* total, float* const* out) {
   for (int64_t k0 = 0; k0 + 32 <= K; k0 += 32) {
     __m256 acc[RB][4];
     for (int r = 0; r < RB; ++r)
       for (int j = 0; j < 4; ++j) acc[r][j] = _mm256_setzero_ps();
     for (int64_t s = 0; s < n; ++s) {
-      const float* vs = v + s * K + k0;
-      __m256 v0 = _mm256_loadu_ps(vs), v1 = _mm256_loadu_ps(vs + 8);
-      __m256 v2 = _mm256_loadu_ps(vs + 16), v3 = _mm256_loadu_ps(vs + 24);
+      const C* vs = v + s * K + k0;
+      __m256 v0 = Load8(vs), v1 = Load8(vs + 8), v2 = Load8(vs + 16), v3 = Load8(vs + 24);
       for (int r = 0; r < RB; ++r) {
         const __m256 ps = _mm256_broadcast_ss(p + r * S + s);
         acc[r][0] = _mm256_fmadd_ps(ps, v0, acc[r][0]);
@@ -167,22 +175,25 @@ void WeightedValuesRows(const float* p, int64_t S, const float* v, int64_t K, in
   for (int64_t i = K - K % 32; i < K; ++i)  // K not a multiple of 32
     for (int r = 0; r < RB; ++r) {
       float sum = 0;
-      for (int64_t s = 0; s < n; ++s) sum += p[r * S + s] * v[s * K + i];
+      for (int64_t s = 0; s < n; ++s) sum += p[r * S + s] * Load1(v + s * K + i);
       out[r][i] = total[r] > 0 ? sum / total[r] : 0.0f;
     }
 }
 
-void WeightedValues(const float* p, int64_t rows, int64_t S, const float* v, int64_t K,
+template <typename C>
+void WeightedValues(const float* p, int64_t rows, int64_t S, const C* v, int64_t K,
                     int64_t n, const float* total, float* const* out) {
   int64_t r = 0;
   for (; r + 3 <= rows; r += 3)
-    WeightedValuesRows<3>(p + r * S, S, v, K, n, total + r, out + r);
-  if (rows - r == 2) WeightedValuesRows<2>(p + r * S, S, v, K, n, total + r, out + r);
-  if (rows - r == 1) WeightedValuesRows<1>(p + r * S, S, v, K, n, total + r, out + r);
+    WeightedValuesRows<3, C>(p + r * S, S, v, K, n, total + r, out + r);
+  if (rows - r == 2) WeightedValuesRows<2, C>(p + r * S, S, v, K, n, total + r, out + r);
+  if (rows - r == 1) WeightedValuesRows<1, C>(p + r * S, S, v, K, n, total + r, out + r);
 }
 
+template <typename C>
 struct Job {
-  const float *q, *k, *v;
+  const float* q;
+  const C *k, *v;
   const bool* valid;
   float* out;
   Shape d;
@@ -197,7 +208,8 @@ struct Scratch {
 };
 
 // One (b, g, token block): its R query heads per token against the slots up to its last token.
-void Task(const Job& j, int64_t task, Scratch& scratch) {
+template <typename C>
+void Task(const Job<C>& j, int64_t task, Scratch& scratch) {
   const Shape& d = j.d;
   const int64_t bg = task / j.blocks, b = bg / d.G, g = bg % d.G;
   const int64_t t0 = (task % j.blocks) * kQueryBlock, t1 = std::min(d.T, t0 + kQueryBlock);
@@ -221,7 +233,8 @@ void Task(const Job& j, int64_t task, Scratch& scratch) {
                  scratch.out.data());
 }
 
-void Work(Job& j) {
+template <typename C>
+void Work(Job<C>& j) {
   Scratch scratch;
   const int64_t tasks = j.d.B * j.d.G * j.blocks;
   for (int64_t t; (t = j.next.fetch_add(1, std::memory_order_relaxed)) < tasks;) {
@@ -232,12 +245,15 @@ void Work(Job& j) {
 
 // Aliases: a template's commas would split the handler macro's arguments.
 using F32x5 = ffi::Buffer<ffi::F32, 5>;
-using F32x4 = ffi::Buffer<ffi::F32, 4>;
 using Mask = ffi::Buffer<ffi::PRED, 2>;
 using Scalar = ffi::Buffer<ffi::S32, 0>;
+template <ffi::DataType DT>
+using Cache = ffi::Buffer<DT, 4>;
 
-ffi::Error AttendCacheImpl(ffi::ThreadPool pool, F32x5 q, F32x4 k, F32x4 v, Mask valid,
+template <ffi::DataType DT>
+ffi::Error AttendCacheImpl(ffi::ThreadPool pool, F32x5 q, Cache<DT> k, Cache<DT> v, Mask valid,
                            Scalar start, ffi::Result<F32x5> out) {
+  using C = ffi::NativeType<DT>;
   const auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions();
   const Shape d{qd[0], qd[1], qd[2], qd[3], qd[4], kd[3]};
   if (kd[0] != d.B || kd[1] != d.G || kd[2] != d.K || vd[0] != d.B || vd[1] != d.G ||
@@ -246,7 +262,7 @@ ffi::Error AttendCacheImpl(ffi::ThreadPool pool, F32x5 q, F32x4 k, F32x4 v, Mask
     return ffi::Error::InvalidArgument(
         "attend_cache: expected q [B,T,G,R,K], k [B,G,K,S], v [B,G,S,K] and valid [B,S]");
   }
-  auto job = std::make_shared<Job>();
+  auto job = std::make_shared<Job<C>>();
   job->q = q.typed_data();
   job->k = k.typed_data();
   job->v = v.typed_data();
@@ -264,14 +280,27 @@ ffi::Error AttendCacheImpl(ffi::ThreadPool pool, F32x5 q, F32x4 k, F32x4 v, Mask
   return ffi::Error::Success();
 }
 
+constexpr auto kF32 = ffi::DataType::F32;
+constexpr auto kF16 = ffi::DataType::F16;
+
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(TwofilesAttendCache, AttendCacheImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TwofilesAttendCache, AttendCacheImpl<kF32>,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<F32x5>()
-                                  .Arg<F32x4>()
-                                  .Arg<F32x4>()
+                                  .Arg<Cache<kF32>>()
+                                  .Arg<Cache<kF32>>()
+                                  .Arg<Mask>()
+                                  .Arg<Scalar>()
+                                  .Ret<F32x5>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TwofilesAttendCacheF16, AttendCacheImpl<kF16>,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<F32x5>()
+                                  .Arg<Cache<kF16>>()
+                                  .Arg<Cache<kF16>>()
                                   .Arg<Mask>()
                                   .Arg<Scalar>()
                                   .Ret<F32x5>());
