@@ -10,10 +10,12 @@ is the memory-bandwidth limit of decoding: bytes of weights read per step (all m
 embedding lookup reads only one row) over the copy bandwidth measured here with NumPy, times the
 batch (a step reads the weights once for all rows).
 
-Weight formats of the twofiles rows: "float32" decodes and prefills with float32 weights (the
-layout of infer.decode_model, the parity reference); "int8" prefills with the same float32
-weights and runs every decode step on int8 copies (per-row scales) through the AVX2 kernel of
-infer/int8_kernel.py (XLA's own int8 dot where that kernel is unavailable).
+Weight formats of the twofiles rows: "float32" runs float32 weights and a float32 KV cache
+throughout (the layout of infer.decode_model, the parity reference); "int8" runs int8 copies
+of every matrix (per-row scales): prefill with activations rounded to int8 in blocks of 32
+(integer multiply-adds, infer/kernels/int8_gemm.cc), decode steps with float32 activations
+(infer/kernels/int8_matmul.cc), and a float16 KV cache, llama.cpp's default (XLA's own int8
+dot where the kernels are unavailable). Attention goes through infer/kernels/attend_cache.cc.
 """
 
 from __future__ import annotations
@@ -171,8 +173,9 @@ def main(argv=None):
                          batch * bandwidth / bytes_per_step["llama.cpp"]))
             print(rows[-1], flush=True)
     print_table(rows)
-    print("twofiles float32: float32 weights throughout; twofiles int8: float32 prefill, int8 "
-          f"decode steps ({'AVX2 kernel' if _int8_kernel_used() else 'XLA int8 dot'})")
+    print("twofiles float32: float32 weights and cache; twofiles int8: int8 weights, int8 "
+          "activations in prefill, float16 cache "
+          f"({'AVX2 kernels' if _int8_kernel_used() else 'XLA int8 dot'})")
 
 
 def _int8_kernel_used() -> bool:

@@ -1,4 +1,4 @@
-"""The model's forward pass laid out for fast decoding on CPUs: fused projections, int8 steps.
+"""The model's forward pass laid out for fast inference on CPUs: fused projections, int8.
 
 Decoding one token reads every weight once, so its speed is memory bandwidth over bytes per
 weight; prefill multiplies many tokens by each weight, so it is bound by arithmetic instead.
@@ -7,23 +7,25 @@ weight; prefill multiplies many tokens by each weight, so it is bound by arithme
 - q/k/v fused into one matrix and gate/up into another, so a block is four matmuls, each layer's
   matrices in their own buffers (a list, unrolled in `forward`): scanning over stacked [L, ...]
   weights makes XLA copy each layer's slice before its matmul (seen in the optimised HLO);
-- float32 matrices [in, out] (and an own [D, V] copy of a tied output projection), used by
-  prefill and by float32 decoding: the same function as `model.forward` (tested to 1e-5);
-- with "int8", a second copy of every matrix for the one-token decode steps: int8 [out, in]
-  with one float32 scale per output row (symmetric absmax), applied after the dot by
-  `int8_kernel.matmul`. On AVX2 CPUs without bf16 units XLA's bfloat16 dots are slower than
-  float32, and XLA converts an int8 dot operand to float32 in a separate pass; the kernel
-  converts in registers and reads a quarter of float32's bytes. Prefill keeps float32: it is
-  compute-bound, where int8 gains nothing and only adds rounding.
+- float32 matrices [in, out] (and an own [D, V] copy of a tied output projection): the same
+  function as `model.forward` (tested to 1e-5), the reference for everything below;
+- with "int8", a second copy of every matrix: int8 [out, in] with one float32 scale per output
+  row (symmetric absmax). Few rows (decode steps) multiply float32 activations by them
+  (`int8_kernel.matmul`: a quarter of float32's bytes read); 32 rows or more (prefill) round
+  the activations to int8 in blocks of 32 and multiply in integers (`int8_kernel.matmul_dynamic`,
+  ~1.6x float32's arithmetic rate here). XLA:CPU itself converts int8 operands in a slow
+  separate pass, and its bfloat16 dots are slower than float32 on CPUs without bf16 units.
+- the rotary cos/sin of every position, looked up by `forward` (`_rope_table`).
 
 `forward` has `model.forward`'s signature plus `last_only` (project only the last position to
 the vocabulary, all that generation needs), `int8` (use the int8 copies) and `empty_cache` (a
-prefill into a fresh cache: attention stays among the new tokens, in causal query blocks). Its
-cache (`init_cache`) keeps per-layer k [B, G, K, S] and v [B, G, S, K] so attention reads them
-without a copy. Profiled on a 512-token SmolLM2 prefill (2 cores): the four matmuls per layer
-run at ~172 GFLOP/s, XLA's float32 ceiling here; blocked attention over the prompt alone took
-it from 547 to 644 tokens/s. A decode step's attention goes through `attend_kernel` (a C++
-kernel that reads only the slots written so far): 11.9 -> 9.4 ms per int8 step at batch 1.
+prefill into a fresh cache). Its cache (`init_cache`) keeps per-layer k [B, G, K, S] and v
+[B, G, S, K], float32 or float16 (`cache_dtype`: float16 with int8 weights, as llama.cpp's
+default), so attention reads them without a copy. On CPUs attention is one C++ kernel call per
+layer (`attend_kernel`: it reads only the slots written so far); elsewhere `_attend` in XLA.
+
+Profiled on a 512-token SmolLM2 prefill (2 cores): float32's four matmuls per layer run at
+~172 GFLOP/s, XLA's float32 ceiling here; the int8 ones took them from ~620 to ~420 ms.
 """
 
 from __future__ import annotations
