@@ -24,8 +24,9 @@ def add_sampling_args(parser: argparse.ArgumentParser, *, max_new_tokens: int,
     parser.add_argument("--stop", action="append", default=[], metavar="TEXT",
                         help="stop when this text appears (repeatable)")
     parser.add_argument("--weights", choices=("float32", "int8"), default="float32",
-                        help="weights while decoding: float32 (exact) or int8 (faster, "
-                             "~1%% rounding per weight)")
+                        help="float32 (exact) or int8: int8 matrices (~0.4%% rounding per "
+                             "weight), int8 prompt activations in blocks of 32, float16 cache; "
+                             "~2.5x faster decoding on CPUs")
 
 
 def sampling_kwargs(args) -> dict:

@@ -8,7 +8,7 @@ int8 decoding slower than float32 (measured: 30 [3072, 576] matrix-vector produc
 in float32 and ~100 ms with int8 weights). `kernels/int8_matmul.cc` converts each weight in
 registers (AVX2 + FMA) and splits rows over XLA's intra-op threads. infer/cpu_kernels.py builds
 and registers it; where it is unavailable (other platforms, CPUs without AVX2/FMA, no compiler,
-TWOFILES_CPU_KERNELS=0 or TWOFILES_INT8_KERNEL=0) `matmul` lowers to the plain XLA expression
+TWOFILES_CPU_KERNELS=0) `matmul` lowers to the plain XLA expression
 (`matmul_xla`), which computes the same thing.
 
 `matmul_dynamic` is for prefill, which is bound by arithmetic rather than memory: it quantises x
@@ -25,7 +25,6 @@ its own library, so one failing to build never disables the other.
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -119,17 +118,9 @@ def _matmul_dynamic_ffi(block, x_MI, w_OI, scale_O):
 
 def kernel_available() -> bool:
     """Whether the C++ kernel of `matmul` is built and registered (building it on first call)."""
-    return _enabled() and cpu_kernels.available("int8_matmul.cc", TARGET, "TwofilesInt8Matmul")
+    return cpu_kernels.available("int8_matmul.cc", TARGET, "TwofilesInt8Matmul")
 
 
 def gemm_kernel_available() -> bool:
     """Whether the C++ kernel of `matmul_dynamic` is built and registered."""
-    return _enabled() and cpu_kernels.available("int8_gemm.cc", GEMM_TARGET,
-                                                "TwofilesInt8GemmDynamic")
-
-
-def _enabled() -> bool:
-    return os.environ.get("TWOFILES_INT8_KERNEL", "1") != "0"
-
-
-_cpu_supported = cpu_kernels._cpu_supported
+    return cpu_kernels.available("int8_gemm.cc", GEMM_TARGET, "TwofilesInt8GemmDynamic")
