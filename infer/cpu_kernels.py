@@ -83,4 +83,9 @@ def _build(compiler: str, source: Path) -> Path:
         subprocess.run([compiler, *FLAGS, "-I", include, str(source), "-o", str(tmp_lib)],
                        check=True, capture_output=True)
         os.replace(tmp_lib, lib_path)
+    # Builds of older sources or jax versions are never loaded again (a process that has one
+    # loaded keeps its mapping on Linux).
+    for old in cache.glob(f"{source.stem}-*.so"):
+        if old != lib_path:
+            old.unlink(missing_ok=True)
     return lib_path
