@@ -111,15 +111,15 @@ def cache_dtype(params: dict):
 
 
 def has_int8(params: dict) -> bool:
-    """Whether `params` (from `prepare`) carry int8 copies for decode steps."""
+    """Whether `params` (from `prepare`) carry int8 copies of the matrices."""
     return "int8" in params
 
 
 def _linear(x_BTI: jax.Array, w) -> jax.Array:
     """x @ W for a float32 [in, out] W, or (x @ q.T) * scale for an int8 {"w": [out, in]}: with
     float32 x for a few rows (decode steps, bound by reading the weights), with x rounded to
-    int8 per row for many (prefill, bound by arithmetic, where integer multiply-adds are
-    ~1.6x float32's here)."""
+    int8 in blocks of 32 for many (prefill, bound by arithmetic, where integer multiply-adds
+    run ~1.4-1.6x float32's here)."""
     if isinstance(w, dict):
         B, T, I = x_BTI.shape
         product = int8_kernel.matmul_dynamic if B * T >= DYNAMIC_MIN_ROWS else int8_kernel.matmul
@@ -140,31 +140,40 @@ def _block(x_BTD, norms, mats, kv, rope_BTk, masks, new_valid_BT, write_at,
     q_BTHK = tfm.apply_rope(qkv_BTO[..., :H * K].reshape(B, T, H, K), *rope_BTk)
     k_BTGK = tfm.apply_rope(qkv_BTO[..., H * K:(H + G) * K].reshape(B, T, G, K), *rope_BTk)
     v_BTGK = qkv_BTO[..., (H + G) * K:].reshape(B, T, G, K)
-    k_BGKT = k_BTGK.transpose(0, 2, 3, 1).astype(kv[0].dtype)
-    v_BGTK = v_BTGK.transpose(0, 2, 1, 3).astype(kv[1].dtype)
-    if _use_attend_kernel():  # write, then attend over the cache in one kernel call
-        k_BGKS = jax.lax.dynamic_update_slice_in_dim(kv[0], k_BGKT, write_at, axis=3)
-        v_BGSK = jax.lax.dynamic_update_slice_in_dim(kv[1], v_BGTK, write_at, axis=2)
-        q_BTGRK = q_BTHK.reshape(B, T, G, H // G, K) * K**-0.5
-        attn_BTHK = attend_kernel.attend(q_BTGRK, k_BGKS, v_BGSK, masks[1], write_at).reshape(
-            B, T, H, K)
-    else:
-        attn_BTHK = _attend(q_BTHK, kv if read_cache else None, masks[0], (k_BGKT, v_BGTK),
-                            new_valid_BT, cfg)
-        if read_cache:
-            # The writes below must follow the reads above, or XLA cannot prove their order and
-            # copies every layer's cache twice per step (seen in the optimised HLO of the decode
-            # loop: 42 -> 52 tok/s int8 at 640 slots). A data dependency orders them; an
-            # optimization_barrier does not survive XLA:CPU's passes. 0 * a finite sum adds 0.
-            after = (0.0 * jnp.sum(attn_BTHK)).astype(k_BGKT.dtype)
-            k_BGKT, v_BGTK = k_BGKT + after, v_BGTK + after
-        k_BGKS = jax.lax.dynamic_update_slice_in_dim(kv[0], k_BGKT, write_at, axis=3)
-        v_BGSK = jax.lax.dynamic_update_slice_in_dim(kv[1], v_BGTK, write_at, axis=2)
+    new_kv = (k_BTGK.transpose(0, 2, 3, 1).astype(kv[0].dtype),
+              v_BTGK.transpose(0, 2, 1, 3).astype(kv[1].dtype))
+    attn_BTHK, kv = _attend_and_write(q_BTHK, kv, new_kv, masks, new_valid_BT, write_at, cfg,
+                                      read_cache)
     x_BTD = x_BTD + _linear(attn_BTHK.reshape(B, T, H * K), mats["wo"])
     h_BTD = tfm.rms_norm(x_BTD, norms["mlp_norm"], cfg.norm_eps)
     gate_BTF, up_BTF = jnp.split(_linear(h_BTD, mats["gate_up"]), 2, axis=-1)
     x_BTD = x_BTD + _linear(jax.nn.silu(gate_BTF) * up_BTF, mats["down"])
-    return x_BTD, (k_BGKS, v_BGSK)
+    return x_BTD, kv
+
+
+def _attend_and_write(q_BTHK, kv, new_kv, masks, new_valid_BT, write_at, cfg: ModelConfig,
+                      read_cache: bool):
+    """The new tokens' attention and the cache with their k and v written at `write_at`."""
+    B, T, H, K = q_BTHK.shape
+    G = cfg.n_kv_heads
+    k_BGKT, v_BGTK = new_kv
+    if _use_attend_kernel():  # write, then attend over the cache in one kernel call
+        k_BGKS = jax.lax.dynamic_update_slice_in_dim(kv[0], k_BGKT, write_at, axis=3)
+        v_BGSK = jax.lax.dynamic_update_slice_in_dim(kv[1], v_BGTK, write_at, axis=2)
+        q_BTGRK = q_BTHK.reshape(B, T, G, H // G, K) * K**-0.5
+        attn_BTGRK = attend_kernel.attend(q_BTGRK, k_BGKS, v_BGSK, masks[1], write_at)
+        return attn_BTGRK.reshape(B, T, H, K), (k_BGKS, v_BGSK)
+    attn_BTHK = _attend(q_BTHK, kv if read_cache else None, masks[0], new_kv, new_valid_BT, cfg)
+    if read_cache:
+        # The writes below must follow the reads above, or XLA cannot prove their order and
+        # copies every layer's cache twice per step (seen in the optimised HLO of the decode
+        # loop: 42 -> 52 tok/s int8 at 640 slots). A data dependency orders them; an
+        # optimization_barrier does not survive XLA:CPU's passes. 0 * a finite sum adds 0.
+        after = (0.0 * jnp.sum(attn_BTHK)).astype(k_BGKT.dtype)
+        k_BGKT, v_BGTK = k_BGKT + after, v_BGTK + after
+    k_BGKS = jax.lax.dynamic_update_slice_in_dim(kv[0], k_BGKT, write_at, axis=3)
+    v_BGSK = jax.lax.dynamic_update_slice_in_dim(kv[1], v_BGTK, write_at, axis=2)
+    return attn_BTHK, (k_BGKS, v_BGSK)
 
 
 def _use_attend_kernel() -> bool:
