@@ -34,6 +34,8 @@ def available(source: str, target: str, symbol: str) -> bool:
 
 
 def enabled() -> bool:
+    """Whether this machine may use the kernels: an x86 CPU with AVX2, FMA and F16C, and
+    TWOFILES_CPU_KERNELS not 0 (a compiler is still needed to build them)."""
     return os.environ.get("TWOFILES_CPU_KERNELS", "1") != "0" and _cpu_supported()
 
 
