@@ -8,14 +8,17 @@
 // q is already scaled by 1/sqrt(K). The cache holds k as [B, G, K, S] and v as [B, G, S, K], in
 // float32 or float16 (llama.cpp's default cache type: half the bytes a step reads); `valid`
 // [B, S] marks written, non-padding slots. Slots after the last token are never read,
-// so a step costs the tokens so far, not the preallocated cache.
+// so a step costs the tokens so far, not the preallocated cache; blocks of slots that are all
+// padding are skipped. A token that sees no valid slot (a padding token) gets zeros.
 //
 // Why a kernel: XLA:CPU runs each small batched product of attention as its own library call;
 // on SmolLM2 (30 layers, 3 kv heads x 3 queries) a decode step's attention took 3.7 ms at batch
 // 1 and 26 ms at batch 8 for ~15 MB of cache, and a 512-token prefill's ~170 ms.
 //
 // Work is one task per (b, g, block of kQueryBlock tokens), claimed from an atomic counter by
-// the calling thread and XLA's intra-op threads (the pattern of int8_matmul.cc).
+// the calling thread and XLA's intra-op threads (the pattern of int8_matmul.cc). Fusing the
+// softmax into the pass over slot blocks (below, at `Rows`) and skipping what the causal mask
+// hides took a 512-token SmolLM2 prefill's attention from ~3.7 to ~2.3 ms per layer here.
 
 #include <immintrin.h>
 
@@ -71,70 +74,111 @@ struct Shape {
   int64_t B, T, G, R, K, S;
 };
 
-constexpr int64_t kQueryBlock = 8;  // tokens per task: their rows share each loaded k block
+// A task is (b, g, block of kQueryBlock tokens): its rows (tokens x R query heads) share every
+// loaded block of k and v. It walks the slots in blocks of kSlotBlock with an online softmax
+// (flash attention): a block's scores stay in L1 between the q.k pass and the weighted sum of
+// v, and the running maximum rescales the partial sums as it grows.
+constexpr int64_t kQueryBlock = 16;
+constexpr int64_t kSlotBlock = 64;   // a multiple of 16
+constexpr int64_t kRowTile = 6;      // query rows per register tile in both passes
 
-// scores[r, s..s+16) = q[r, :] . k[:, s..s+16) for RB query rows (k is [K, S]); 2*RB
-// accumulators and two loads fit in the 16 registers.
+// scores[r, 0..16) = q[r, :] . k[:, 0..16) for RB query rows (q rows strided by K; k is K rows
+// strided by `ks`, already at the block's first slot; scores rows strided by kSlotBlock).
+// 2*RB accumulators and two loads fit in the 16 registers.
 template <int RB, typename C>
-void ScoresBlock16(const float* q, const C* k, int64_t K, int64_t S, int64_t s, float* scores) {
+void ScoresTile(const float* q, int64_t K, const C* k, int64_t ks, float* scores) {
   __m256 acc[RB][2];
   for (int r = 0; r < RB; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
   for (int64_t i = 0; i < K; ++i) {
-    __m256 k0 = Load8(k + i * S + s), k1 = Load8(k + i * S + s + 8);
+    const __m256 k0 = Load8(k + i * ks), k1 = Load8(k + i * ks + 8);
     for (int r = 0; r < RB; ++r) {
-      __m256 qi = _mm256_broadcast_ss(q + r * K + i);
+      const __m256 qi = _mm256_broadcast_ss(q + r * K + i);
       acc[r][0] = _mm256_fmadd_ps(qi, k0, acc[r][0]);
       acc[r][1] = _mm256_fmadd_ps(qi, k1, acc[r][1]);
     }
   }
   for (int r = 0; r < RB; ++r) {
-    _mm256_storeu_ps(scores + r * S + s, acc[r][0]);
-    _mm256_storeu_ps(scores + r * S + s + 8, acc[r][1]);
+    _mm256_storeu_ps(scores + r * kSlotBlock, acc[r][0]);
+    _mm256_storeu_ps(scores + r * kSlotBlock + 8, acc[r][1]);
   }
 }
 
-// scores[r, s] = q[r, :] . k[:, s] for `rows` contiguous query rows over slots s < n. The slot
-// loop is outside the row loop so each 16-slot block of k stays in L1 for all rows; rows go six
-// at a time (12 accumulators, two loads and a broadcast: 15 of the 16 registers).
 template <typename C>
-void Scores(const float* q, int64_t rows, const C* k, int64_t K, int64_t S, int64_t n,
-            float* scores) {
-  int64_t s = 0;
-  for (; s + 16 <= n; s += 16) {
-    int64_t r = 0;
-    for (; r + 6 <= rows; r += 6) ScoresBlock16<6, C>(q + r * K, k, K, S, s, scores + r * S);
-    const float* qr = q + r * K;
-    float* out = scores + r * S;
-    switch (rows - r) {
-      case 5: ScoresBlock16<5, C>(qr, k, K, S, s, out); break;
-      case 4: ScoresBlock16<4, C>(qr, k, K, S, s, out); break;
-      case 3: ScoresBlock16<3, C>(qr, k, K, S, s, out); break;
-      case 2: ScoresBlock16<2, C>(qr, k, K, S, s, out); break;
-      case 1: ScoresBlock16<1, C>(qr, k, K, S, s, out); break;
-      default: break;
-    }
+void ScoresRows(const float* q, int64_t rows, int64_t K, const C* k, int64_t ks, float* scores) {
+  int64_t r = 0;
+  for (; r + kRowTile <= rows; r += kRowTile)
+    ScoresTile<kRowTile, C>(q + r * K, K, k, ks, scores + r * kSlotBlock);
+  const float* qr = q + r * K;
+  float* out = scores + r * kSlotBlock;
+  switch (rows - r) {
+    case 5: ScoresTile<5, C>(qr, K, k, ks, out); break;
+    case 4: ScoresTile<4, C>(qr, K, k, ks, out); break;
+    case 3: ScoresTile<3, C>(qr, K, k, ks, out); break;
+    case 2: ScoresTile<2, C>(qr, K, k, ks, out); break;
+    case 1: ScoresTile<1, C>(qr, K, k, ks, out); break;
+    default: break;
   }
-  for (; s < n; ++s)
-    for (int64_t r = 0; r < rows; ++r) {
-      float sum = 0;
-      for (int64_t i = 0; i < K; ++i) sum += q[r * K + i] * Load1(k + i * S + s);
-      scores[r * S + s] = sum;
-    }
 }
 
-// Masks the slots a query may not see (invalid, or after its own slot `last`), exponentiates
-// the row in place relative to its maximum and returns the sum of its weights.
-float Softmax(float* row, const bool* valid, int64_t n, int64_t last) {
-  float m = kMasked;
-  for (int64_t s = 0; s < n; ++s) {
-    if (!valid[s] || s > last) row[s] = kMasked;
-    m = std::max(m, row[s]);
+// Where the rows of a task stand against a slot block: row r's own slot (the last it may see)
+// is `lag` + r / R slots after the block's first.
+struct Rows {
+  int64_t count, R, lag;
+  int64_t Last(int64_t r) const { return lag + r / R; }
+  // The first row that sees slot `u` of the block (rows are ordered by token).
+  int64_t FirstSeeing(int64_t u) const { return std::min(count, std::max<int64_t>(0, u - lag) * R); }
+};
+
+// Scores of the block's w slots (k at its first slot, rows strided by S) in 16-slot tiles, each
+// for the rows that see some slot of it. A last partial tile is copied, zero-padded, to `tail`
+// (slots past the block may be outside the cache or garbage; they are never read).
+template <typename C>
+void Scores(const float* q, const Rows& rows, int64_t K, const C* k, int64_t S, int64_t w,
+            float* scores, float* tail) {
+  int64_t u = 0;
+  for (; u + 16 <= w; u += 16) {
+    const int64_t r = rows.FirstSeeing(u);
+    ScoresRows(q + r * K, rows.count - r, K, k + u, S, scores + r * kSlotBlock + u);
   }
-  const __m256 mv = _mm256_set1_ps(m);
+  if (u == w) return;
+  for (int64_t i = 0; i < K; ++i)
+    for (int64_t s = 0; s < 16; ++s) tail[i * 16 + s] = u + s < w ? Load1(k + i * S + u + s) : 0;
+  const int64_t r = rows.FirstSeeing(u);
+  ScoresRows<float>(q + r * K, rows.count - r, K, tail, 16, scores + r * kSlotBlock + u);
+}
+
+// One row of a block's scores (wp slots, a multiple of 16) to softmax weights under the running
+// maximum m and sum l: masks the slots the row may not see (not ok, or after `last`), raises m
+// if needed and returns the factor exp(m_old - m_new) that rescales the row's partial sums.
+// Masked slots get weight exactly 0 (also while nothing visible has been seen: m at kMasked).
+float OnlineSoftmaxRow(float* row, const int32_t* ok, int64_t wp, int64_t last, float& m,
+                       float& l) {
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i limit = _mm256_set1_epi32(static_cast<int32_t>(std::min<int64_t>(last, wp) + 1));
+  const __m256 masked = _mm256_set1_ps(kMasked);
+  __m256 mx = masked;
+  for (int64_t s = 0; s < wp; s += 8) {
+    const __m256i idx = _mm256_add_epi32(iota, _mm256_set1_epi32(static_cast<int32_t>(s)));
+    const __m256i vis = _mm256_and_si256(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ok + s)),
+        _mm256_cmpgt_epi32(limit, idx));
+    const __m256 x = _mm256_blendv_ps(masked, _mm256_loadu_ps(row + s), _mm256_castsi256_ps(vis));
+    _mm256_storeu_ps(row + s, x);
+    mx = _mm256_max_ps(mx, x);
+  }
+  mx = _mm256_max_ps(mx, _mm256_permute2f128_ps(mx, mx, 1));
+  mx = _mm256_max_ps(mx, _mm256_shuffle_ps(mx, mx, 0x4e));
+  mx = _mm256_max_ps(mx, _mm256_shuffle_ps(mx, mx, 0xb1));
+  const float m_new = std::max(m, _mm256_cvtss_f32(mx));
+  if (m_new == kMasked) {  // nothing visible yet: no weights
+    std::fill_n(row, wp, 0.0f);
+    return 1.0f;
+  }
+  const float alpha = m_new == m ? 1.0f : std::exp(m - m_new);
+  const __m256 mv = _mm256_set1_ps(m_new);
   __m256 sum8 = _mm256_setzero_ps();
-  int64_t s = 0;
-  for (; s + 8 <= n; s += 8) {
-    __m256 e = Exp8(_mm256_sub_ps(_mm256_loadu_ps(row + s), mv));
+  for (int64_t s = 0; s < wp; s += 8) {  // masked slots: exp(-1e30 - m) underflows to 0
+    const __m256 e = Exp8(_mm256_sub_ps(_mm256_loadu_ps(row + s), mv));
     _mm256_storeu_ps(row + s, e);
     sum8 = _mm256_add_ps(sum8, e);
   }
@@ -142,52 +186,72 @@ float Softmax(float* row, const bool* valid, int64_t n, int64_t last) {
   _mm256_store_ps(lanes, sum8);
   float sum = 0;
   for (float x : lanes) sum += x;
-  for (; s < n; ++s) sum += (row[s] = std::exp(row[s] - m));
-  return sum;
+  m = m_new;
+  l = l * alpha + sum;
+  return alpha;
 }
 
-// out[r, :] = sum_s p[r, s] v[s, :] / total[r] for RB rows of weights (stride S; v is [S, K]),
-// 32 outputs per pass: each loaded block of v feeds RB rows (4*RB accumulators).
-template <int RB, typename C>
-void WeightedValuesRows(const float* p, int64_t S, const C* v, int64_t K, int64_t n,
-                        const float* total, float* const* out) {
-  for (int64_t k0 = 0; k0 + 32 <= K; k0 += 32) {
-    __m256 acc[RB][4];
-    for (int r = 0; r < RB; ++r)
-      for (int j = 0; j < 4; ++j) acc[r][j] = _mm256_setzero_ps();
-    for (int64_t s = 0; s < n; ++s) {
-      const C* vs = v + s * K + k0;
-      __m256 v0 = Load8(vs), v1 = Load8(vs + 8), v2 = Load8(vs + 16), v3 = Load8(vs + 24);
-      for (int r = 0; r < RB; ++r) {
-        const __m256 ps = _mm256_broadcast_ss(p + r * S + s);
-        acc[r][0] = _mm256_fmadd_ps(ps, v0, acc[r][0]);
-        acc[r][1] = _mm256_fmadd_ps(ps, v1, acc[r][1]);
-        acc[r][2] = _mm256_fmadd_ps(ps, v2, acc[r][2]);
-        acc[r][3] = _mm256_fmadd_ps(ps, v3, acc[r][3]);
-      }
-    }
+// acc[r, k0..k0+8*NV) = alpha[r] acc[r, ...] + sum_{s<n} p[r, s] v[s, ...] for RB rows (p rows
+// strided by kSlotBlock, acc rows by K, v rows by K): each loaded piece of v feeds RB rows.
+template <int RB, int NV, typename C>
+void ValuesTile(const float* p, const C* v, int64_t K, int64_t n, int64_t k0,
+                const float* alpha, float* acc) {
+  __m256 a[RB][NV];
+  for (int r = 0; r < RB; ++r) {
+    const __m256 f = _mm256_set1_ps(alpha[r]);
+    for (int j = 0; j < NV; ++j) a[r][j] = _mm256_mul_ps(_mm256_loadu_ps(acc + r * K + k0 + 8 * j), f);
+  }
+  for (int64_t s = 0; s < n; ++s) {
+    __m256 vs[NV];
+    for (int j = 0; j < NV; ++j) vs[j] = Load8(v + s * K + k0 + 8 * j);
     for (int r = 0; r < RB; ++r) {
-      const __m256 inv = _mm256_set1_ps(total[r] > 0 ? 1.0f / total[r] : 0.0f);
-      for (int j = 0; j < 4; ++j)
-        _mm256_storeu_ps(out[r] + k0 + 8 * j, _mm256_mul_ps(acc[r][j], inv));
+      const __m256 ps = _mm256_broadcast_ss(p + r * kSlotBlock + s);
+      for (int j = 0; j < NV; ++j) a[r][j] = _mm256_fmadd_ps(ps, vs[j], a[r][j]);
     }
   }
-  for (int64_t i = K - K % 32; i < K; ++i)  // K not a multiple of 32
+  for (int r = 0; r < RB; ++r)
+    for (int j = 0; j < NV; ++j) _mm256_storeu_ps(acc + r * K + k0 + 8 * j, a[r][j]);
+}
+
+// ValuesTile over all K columns: 16 at a time (32 for up to 3 rows: 12 accumulators either
+// way), then 8, then one by one.
+template <int RB, typename C>
+void ValuesRows(const float* p, const C* v, int64_t K, int64_t n, const float* alpha,
+                float* acc) {
+  int64_t k0 = 0;
+  if constexpr (RB <= 3)
+    for (; k0 + 32 <= K; k0 += 32) ValuesTile<RB, 4, C>(p, v, K, n, k0, alpha, acc);
+  for (; k0 + 16 <= K; k0 += 16) ValuesTile<RB, 2, C>(p, v, K, n, k0, alpha, acc);
+  for (; k0 + 8 <= K; k0 += 8) ValuesTile<RB, 1, C>(p, v, K, n, k0, alpha, acc);
+  for (; k0 < K; ++k0)
     for (int r = 0; r < RB; ++r) {
-      float sum = 0;
-      for (int64_t s = 0; s < n; ++s) sum += p[r * S + s] * Load1(v + s * K + i);
-      out[r][i] = total[r] > 0 ? sum / total[r] : 0.0f;
+      float sum = acc[r * K + k0] * alpha[r];
+      for (int64_t s = 0; s < n; ++s) sum += p[r * kSlotBlock + s] * Load1(v + s * K + k0);
+      acc[r * K + k0] = sum;
     }
 }
 
+// The weighted values of one block for rows [r0, rows.count) in tiles of kRowTile rows, each
+// over the slots up to its last row's own (the weights after a row's own slot are 0).
 template <typename C>
-void WeightedValues(const float* p, int64_t rows, int64_t S, const C* v, int64_t K,
-                    int64_t n, const float* total, float* const* out) {
-  int64_t r = 0;
-  for (; r + 3 <= rows; r += 3)
-    WeightedValuesRows<3, C>(p + r * S, S, v, K, n, total + r, out + r);
-  if (rows - r == 2) WeightedValuesRows<2, C>(p + r * S, S, v, K, n, total + r, out + r);
-  if (rows - r == 1) WeightedValuesRows<1, C>(p + r * S, S, v, K, n, total + r, out + r);
+void Values(const float* p, const Rows& rows, int64_t r0, const C* v, int64_t K, int64_t w,
+            const float* alpha, float* acc) {
+  for (int64_t r = r0; r < rows.count; r += kRowTile) {
+    const int64_t rb = std::min(kRowTile, rows.count - r);
+    const int64_t n = std::min(w, rows.Last(r + rb - 1) + 1);
+    const float* pr = p + r * kSlotBlock;
+    const float* ar = alpha + r;
+    float* accr = acc + r * K;
+    switch (rb) {
+      case 6: ValuesRows<6, C>(pr, v, K, n, ar, accr); break;
+      case 5: ValuesRows<5, C>(pr, v, K, n, ar, accr); break;
+      case 4: ValuesRows<4, C>(pr, v, K, n, ar, accr); break;
+      case 3: ValuesRows<3, C>(pr, v, K, n, ar, accr); break;
+      case 2: ValuesRows<2, C>(pr, v, K, n, ar, accr); break;
+      case 1: ValuesRows<1, C>(pr, v, K, n, ar, accr); break;
+      default: break;
+    }
+  }
 }
 
 template <typename C>
@@ -203,34 +267,58 @@ struct Job {
 };
 
 struct Scratch {
-  std::vector<float> q, scores, total;
+  std::vector<float> q, scores, acc, m, l, alpha, tail;
+  std::vector<int32_t> ok;
   std::vector<float*> out;
 };
 
 // One (b, g, token block): its R query heads per token against the slots up to its last token.
+// Tasks go from the last token block to the first: the most work first balances the threads.
 template <typename C>
-void Task(const Job<C>& j, int64_t task, Scratch& scratch) {
+void Task(const Job<C>& j, int64_t task, Scratch& sc) {
   const Shape& d = j.d;
-  const int64_t bg = task / j.blocks, b = bg / d.G, g = bg % d.G;
-  const int64_t t0 = (task % j.blocks) * kQueryBlock, t1 = std::min(d.T, t0 + kQueryBlock);
-  const int64_t rows = (t1 - t0) * d.R;
+  const int64_t bg = task % (d.B * d.G), b = bg / d.G, g = bg % d.G;
+  const int64_t t0 = (j.blocks - 1 - task / (d.B * d.G)) * kQueryBlock;
+  const int64_t t1 = std::min(d.T, t0 + kQueryBlock), rows = (t1 - t0) * d.R, K = d.K;
   const int64_t n = std::clamp<int64_t>(j.start + t1, 0, d.S);
-  scratch.q.resize(rows * d.K);
-  scratch.scores.resize(rows * d.S);
-  scratch.total.resize(rows);
-  scratch.out.resize(rows);
+  sc.q.resize(rows * K);
+  sc.scores.resize(rows * kSlotBlock);
+  sc.acc.assign(rows * K, 0.0f);
+  sc.m.assign(rows, kMasked);
+  sc.l.assign(rows, 0.0f);
+  sc.alpha.resize(rows);
+  sc.tail.resize(K * 16);
+  sc.ok.resize(kSlotBlock);
+  sc.out.resize(rows);
   for (int64_t t = t0; t < t1; ++t) {  // q rows of one kv head are strided by token: gather
-    const int64_t at = (((b * d.T + t) * d.G + g) * d.R) * d.K;
-    std::copy_n(j.q + at, d.R * d.K, scratch.q.data() + (t - t0) * d.R * d.K);
-    for (int64_t r = 0; r < d.R; ++r) scratch.out[(t - t0) * d.R + r] = j.out + at + r * d.K;
+    const int64_t at = (((b * d.T + t) * d.G + g) * d.R) * K;
+    std::copy_n(j.q + at, d.R * K, sc.q.data() + (t - t0) * d.R * K);
+    for (int64_t r = 0; r < d.R; ++r) sc.out[(t - t0) * d.R + r] = j.out + at + r * K;
   }
-  float* scores = scratch.scores.data();
-  Scores(scratch.q.data(), rows, j.k + bg * d.K * d.S, d.K, d.S, n, scores);
-  for (int64_t row = 0; row < rows; ++row)
-    scratch.total[row] = Softmax(scores + row * d.S, j.valid + b * d.S, n,
-                                 j.start + t0 + row / d.R);
-  WeightedValues(scores, rows, d.S, j.v + bg * d.S * d.K, d.K, n, scratch.total.data(),
-                 scratch.out.data());
+  const C* k = j.k + bg * K * d.S;
+  const C* v = j.v + bg * d.S * K;
+  const bool* valid = j.valid + b * d.S;
+  for (int64_t s0 = 0; s0 < n; s0 += kSlotBlock) {
+    const int64_t w = std::min(kSlotBlock, n - s0), wp = (w + 15) / 16 * 16;
+    bool any = false;
+    for (int64_t s = 0; s < wp; ++s) {
+      sc.ok[s] = s < w && valid[s0 + s] ? -1 : 0;
+      any |= sc.ok[s] != 0;
+    }
+    if (!any) continue;  // padding: nothing to see here
+    const Rows rs{rows, d.R, j.start + t0 - s0};
+    const int64_t r0 = rs.FirstSeeing(0);
+    float* scores = sc.scores.data();
+    Scores(sc.q.data(), rs, K, k + s0, d.S, w, scores, sc.tail.data());
+    for (int64_t r = r0; r < rows; ++r)
+      sc.alpha[r] = OnlineSoftmaxRow(scores + r * kSlotBlock, sc.ok.data(), wp, rs.Last(r),
+                                     sc.m[r], sc.l[r]);
+    Values(scores, rs, r0, v + s0 * K, K, w, sc.alpha.data(), sc.acc.data());
+  }
+  for (int64_t r = 0; r < rows; ++r) {  // a row that sees no slot at all gets zeros
+    const float inv = sc.l[r] > 0 ? 1.0f / sc.l[r] : 0.0f;
+    for (int64_t i = 0; i < K; ++i) sc.out[r][i] = sc.acc[r * K + i] * inv;
+  }
 }
 
 template <typename C>
