@@ -13,12 +13,12 @@ from infer import attend_kernel, cpu_kernels
 # (B, T, G, R, K, S, start): a SmolLM2 decode step (3 kv heads x 3 queries, 64 wide, 640
 # slots) and a prefill; one query per kv head (multi-head), eight (Llama 2 70B's ratio); token
 # counts that are not multiples of the kernel's 16-token blocks, widths not multiples of its 8-,
-# 16- and 32-wide steps, slot counts not multiples of its 16- and 64-slot blocks; a chunk after
-# a prefix; a chunk whose tokens cross 64-slot blocks (the online softmax's rescaling) with a
+# 16- and 32-wide steps, slot counts not multiples of its 16- and 128-slot blocks; a chunk after
+# a prefix; a chunk whose tokens cross 128-slot blocks (the online softmax's rescaling) with a
 # partial last token block.
 SHAPES = [(1, 1, 3, 3, 64, 640, 576), (1, 40, 3, 3, 64, 64, 0), (2, 5, 4, 1, 32, 37, 20),
           (1, 11, 1, 8, 128, 100, 50), (2, 16, 2, 2, 24, 16, 0), (1, 3, 1, 3, 72, 50, 33),
-          (1, 70, 2, 3, 40, 200, 50)]
+          (1, 70, 2, 3, 40, 300, 100)]
 
 
 def _case(B, T, G, R, K, S, start, seed=0, cache=np.float32):
@@ -79,16 +79,16 @@ def test_slots_a_token_may_not_see_change_nothing():
 @pytest.mark.parametrize("fn", [attend_kernel.attend, attend_kernel.attend_xla],
                          ids=["kernel", "xla"])
 def test_left_padded_row_sees_only_its_tokens(fn):
-    """A row padded on the left by 70 slots (more than a 64-slot block of nothing but padding):
+    """A row padded on the left by 140 slots (more than a 128-slot block of only padding):
     its tokens attend to their own slots only, and the padding tokens, which see no slot at
     all, get finite values (a NaN there would reach later layers through the cache)."""
-    q, k, v, valid, start = _case(2, 80, 2, 3, 32, 96, 0, seed=2)
-    valid[0, :70] = False
+    q, k, v, valid, start = _case(2, 160, 1, 3, 32, 192, 0, seed=2)
+    valid[0, :140] = False
     got = np.asarray(jax.jit(fn)(q, k, v, valid, start))
-    np.testing.assert_allclose(got[0, 70:], _reference(q, k, v, valid, start)[0, 70:], rtol=0,
+    np.testing.assert_allclose(got[0, 140:], _reference(q, k, v, valid, start)[0, 140:], rtol=0,
                                atol=1e-5)
     np.testing.assert_allclose(got[1], _reference(q, k, v, valid, start)[1], rtol=0, atol=1e-5)
-    assert np.isfinite(got[0, :70]).all()
+    assert np.isfinite(got[0, :140]).all()
 
 
 def test_kernel_builds_and_is_used_on_this_machine():
