@@ -7,7 +7,7 @@ q (already scaled by 1/sqrt(K)) holds each kv head's R query heads; token t sits
 start + t and attends to the valid slots up to its own. XLA:CPU runs attention's small batched
 products as separate library calls per layer (measured on SmolLM2: 3.7 ms of an 11.9 ms decode
 step at batch 1, 26 of 50 ms at batch 8); `kernels/attend_cache.cc` does a (batch row, kv head,
-block of 8 tokens) per task and reads only the slots up to the block's last token. `attend_xla`
+block of 16 tokens) per task and reads only the slots up to the block's last token. `attend_xla`
 computes the same in plain XLA: the reference, and the fallback on other platforms.
 """
 
