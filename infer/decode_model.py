@@ -238,10 +238,13 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) ->
 
 def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict,
             positions_BT: jax.Array | None = None, valid_BT: jax.Array | None = None,
-            last_only: bool = False, int8: bool = False, empty_cache: bool = False):
+            last_only: bool = False, int8: bool | None = None, empty_cache: bool = False):
     """`model.forward` with a cache, over `prepare`d parameters (float32 logits); `int8` uses
-    the int8 copies of the matrices (parameters prepared with "int8"). `empty_cache` promises
-    that nothing was written to the cache yet (a prefill): attention then skips reading it."""
+    the int8 copies of the matrices (by default, whenever `params` were prepared with them).
+    `empty_cache` promises that nothing was written to the cache yet (a prefill): attention
+    then skips reading it."""
+    if int8 is None:
+        int8 = has_int8(params)
     if int8 and not has_int8(params):
         raise ValueError("decode_model.forward(int8=True) needs parameters from "
                          "prepare(..., 'int8')")

@@ -96,9 +96,9 @@ def _prefill(params, tokens_BP, valid_BP, cache, key, temperature, top_p, stop_S
     """Runs the prompts through the cache and samples each row's first new token."""
     positions_BP = jnp.maximum(jnp.cumsum(valid_BP, axis=1) - 1, 0)
     # The decode layout can skip projecting all but the last position to the vocabulary, and
-    # reading the cache, which is empty here; it uses int8 matrices where prepared with them.
-    fast = ({"last_only": True, "empty_cache": True, "int8": decode_model.has_int8(params)}
-            if forward_fn is decode_model.forward else {})
+    # reading the cache, which is empty here.
+    fast = ({"last_only": True, "empty_cache": True} if forward_fn is decode_model.forward
+            else {})
     logits_BPV, cache = forward_fn(params, tokens_BP, cfg, cache=cache,
                                    positions_BT=positions_BP, valid_BT=valid_BP, **fast)
     logits_BV = logits_BPV[:, -1]  # left padding: the last column is every row's last token
@@ -128,12 +128,9 @@ def _decode(params, state, until_step, temperature, top_p, stop_S, max_new, *,
     def cond(s):
         return (s["step"] < jnp.minimum(until_step, max_new)) & ~jnp.all(s["done_B"])
 
-    step_kwargs = {"int8": True} if (forward_fn is decode_model.forward
-                                     and decode_model.has_int8(params)) else {}
-
     def body(s):
         logits_B1V, cache = forward_fn(params, s["token_B"][:, None], cfg, cache=s["cache"],
-                                       positions_BT=s["next_position_B"][:, None], **step_kwargs)
+                                       positions_BT=s["next_position_B"][:, None])
         logits_BV = logits_B1V[:, 0]
         token_B = sample(logits_BV, jax.random.fold_in(s["key"], s["step"]), temperature, top_k,
                          top_p if use_top_p else 1.0)

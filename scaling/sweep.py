@@ -88,11 +88,15 @@ def _check_plan(path: Path, runs: list[PlannedRun]) -> None:
         # A run is its name and its config changes; comparing those alone keeps sweeps planned
         # before PlannedRun grew fields resumable.
         old = json.loads(path.read_text())["runs"]
-        if [(r["name"], r["overrides"]) for r in old] != [(r["name"], r["overrides"]) for r in new]:
+        if _identities(old) != _identities(new):
             raise SweepError(f"{path} holds a different plan (other budgets, config or options); "
                              "use a new --out directory or delete that one")
     else:
         rec.write_json(str(path), {"runs": new})
+
+
+def _identities(runs: list[dict]) -> list[tuple]:
+    return [(r["name"], r["overrides"]) for r in runs]
 
 
 def run_sweep(out_dir, budgets, *, config: str = "tiny", overrides=(), runs_per_budget: int = 4,
