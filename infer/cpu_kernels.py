@@ -1,11 +1,11 @@
 """Building and registering the project's C++ CPU kernels (infer/kernels/*.cc) as XLA FFI targets.
 
 Each kernel is one source file compiled with the system C++ compiler on first use into its own
-shared library, cached in ~/.cache/twofiles by the hash of its source, the flags and the jax
-version (so an edit or a jax upgrade rebuilds it), and registered for the CPU platform. A kernel
-is unavailable (and its caller uses its XLA expression instead) on non-x86 machines, on CPUs
-without AVX2, FMA and F16C, without a compiler, if its build fails (with a warning), or with
-TWOFILES_CPU_KERNELS=0.
+shared library, cached in ~/.cache/twofiles by the hash of its source, the shared headers
+(kernels/*.h), the flags and the jax version (so an edit or a jax upgrade rebuilds it), and
+registered for the CPU platform. A kernel is unavailable (and its caller uses its XLA
+expression instead) on non-x86 machines, on CPUs without AVX2, FMA and F16C, without a
+compiler, if its build fails (with a warning), or with TWOFILES_CPU_KERNELS=0.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ def _load(source: str, target: str, symbol: str):
 def _build(compiler: str, source: Path) -> Path:
     """The kernel's shared library, compiled once per source, flags and jax version."""
     include = jax.ffi.include_dir()
-    digest = hashlib.sha256(source.read_bytes() + " ".join(FLAGS).encode()
+    headers = b"".join(h.read_bytes() for h in sorted(KERNELS.glob("*.h")))  # shared code
+    digest = hashlib.sha256(source.read_bytes() + headers + " ".join(FLAGS).encode()
                             + jax.__version__.encode()).hexdigest()[:16]
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "twofiles"
     lib_path = cache / f"{source.stem}-{digest}.so"
@@ -82,8 +83,8 @@ def _build(compiler: str, source: Path) -> Path:
     # Built under a temporary name and renamed: concurrent processes never load a partial file.
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         tmp_lib = Path(tmp) / lib_path.name
-        subprocess.run([compiler, *FLAGS, "-I", include, str(source), "-o", str(tmp_lib)],
-                       check=True, capture_output=True)
+        command = [compiler, *FLAGS, "-I", include, "-I", str(KERNELS), str(source)]
+        subprocess.run([*command, "-o", str(tmp_lib)], check=True, capture_output=True)
         os.replace(tmp_lib, lib_path)
     # Builds of older sources or jax versions are never loaded again (a process that has one
     # loaded keeps its mapping on Linux).

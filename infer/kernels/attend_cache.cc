@@ -15,8 +15,8 @@
 // on SmolLM2 (30 layers, 3 kv heads x 3 queries) a decode step's attention took 3.7 ms at batch
 // 1 and 26 ms at batch 8 for ~15 MB of cache, and a 512-token prefill's ~170 ms.
 //
-// Work is one task per (b, g, block of kQueryBlock tokens), claimed from an atomic counter by
-// the calling thread and XLA's intra-op threads (the pattern of int8_matmul.cc). Fusing the
+// Work is one task per (b, g, block of kQueryBlock tokens), claimed by the calling thread and
+// XLA's intra-op threads (tasks.h). Fusing the
 // softmax into the pass over slot blocks (below, at `Rows`) and skipping what the causal mask
 // hides took a 512-token SmolLM2 prefill's attention from ~3.1-3.7 to ~2.2 ms per layer here.
 
@@ -30,12 +30,12 @@
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
+#include "tasks.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int64_t kMaxHelpers = 15;
 constexpr float kMasked = -1e30f;  // as the XLA reference: a finite "minus infinity"
 
 // exp(x) for eight floats: x = n ln2 + f with |f| <= ln2/2, e^f by a degree-6 polynomial
@@ -270,8 +270,7 @@ struct Job {
   float* out;
   Shape d;
   int64_t start, blocks;  // blocks of kQueryBlock tokens per (b, g)
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
+  twofiles::Tasks tasks;  // B * G * blocks
 };
 
 struct Scratch {
@@ -333,11 +332,7 @@ void Task(const Job<C>& j, int64_t task, Scratch& sc) {
 template <typename C>
 void Work(Job<C>& j) {
   Scratch scratch;
-  const int64_t tasks = j.d.B * j.d.G * j.blocks;
-  for (int64_t t; (t = j.next.fetch_add(1, std::memory_order_relaxed)) < tasks;) {
-    Task(j, t, scratch);
-    j.done.fetch_add(1, std::memory_order_release);
-  }
+  j.tasks.Run([&](int64_t t) { Task(j, t, scratch); });
 }
 
 // Aliases: a template's commas would split the handler macro's arguments.
@@ -368,12 +363,9 @@ ffi::Error AttendCacheImpl(ffi::ThreadPool pool, F32x5 q, Cache<DT> k, Cache<DT>
   job->d = d;
   job->start = *start.typed_data();
   job->blocks = (d.T + kQueryBlock - 1) / kQueryBlock;
-  const int64_t tasks = d.B * d.G * job->blocks;
-  const int64_t helpers = std::min({pool.num_threads() - 1, tasks - 1, kMaxHelpers});
-  // Each helper holds the job alive: it may start after the caller has finished every task.
-  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([job] { Work(*job); });
-  Work(*job);
-  while (job->done.load(std::memory_order_acquire) < tasks) _mm_pause();
+  job->tasks.n = d.B * d.G * job->blocks;
+  twofiles::Spread(pool, job, job->tasks.n, Work<C>);
+  job->tasks.Wait();
   return ffi::Error::Success();
 }
 

@@ -36,6 +36,7 @@
 #include <memory>
 
 #include "xla/ffi/api/ffi.h"
+#include "tasks.h"
 
 namespace ffi = xla::ffi;
 
@@ -46,7 +47,6 @@ constexpr int kNR = 16;                // outputs per panel: two ymm of 8 int32
 constexpr int64_t kPanelsPerBlock = 4;
 constexpr int64_t kRowsPerTask = kMR * 20;
 constexpr int64_t kQuantRowsPerBlock = 16;
-constexpr int64_t kMaxHelpers = 15;
 
 struct Job {
   const float* x;
@@ -59,8 +59,9 @@ struct Job {
   std::unique_ptr<float[]> sx;         // [n_blocks, M]: a tile's rows are adjacent
   std::unique_ptr<uint32_t[]> panels;  // [n_panels, KU, kNR] units
   std::unique_ptr<float[]> sw_pad;     // [n_panels * kNR], zero past O
-  int64_t n_prep, n_m_chunks, n_o_blocks, n_tasks;
-  std::atomic<int64_t> next_prep{0}, prep_done{0}, next_task{0}, tasks_done{0};
+  int64_t n_m_chunks, n_o_blocks;
+  twofiles::Tasks prep;   // phase 1: quantise row blocks of x, pack panels of w
+  twofiles::Tasks tiles;  // phase 2: (row chunk, panel block) products
 };
 
 inline float HorizontalMax(__m256 v) {
@@ -349,17 +350,13 @@ void Prepare(const Job& j, int64_t b) {
 
 // Claims and runs phase-1 blocks, waits for the claimed ones, then claims phase-2 tasks.
 void Work(Job& j) {
-  for (int64_t b; (b = j.next_prep.fetch_add(1, std::memory_order_relaxed)) < j.n_prep;) {
-    Prepare(j, b);
-    j.prep_done.fetch_add(1, std::memory_order_release);
-  }
-  while (j.prep_done.load(std::memory_order_acquire) < j.n_prep) _mm_pause();
-  for (int64_t t; (t = j.next_task.fetch_add(1, std::memory_order_relaxed)) < j.n_tasks;) {
+  j.prep.Run([&](int64_t b) { Prepare(j, b); });
+  j.prep.Wait();
+  j.tiles.Run([&](int64_t t) {
     const int64_t ob = t / j.n_m_chunks, mc = t % j.n_m_chunks;
     ComputeTask(j, mc * kRowsPerTask, std::min(j.M, (mc + 1) * kRowsPerTask),
                 ob * kPanelsPerBlock, std::min(j.n_panels, (ob + 1) * kPanelsPerBlock));
-    j.tasks_done.fetch_add(1, std::memory_order_release);
-  }
+  });
 }
 
 using Matrix = ffi::Buffer<ffi::F32, 2>;
@@ -398,15 +395,12 @@ ffi::Error GemmDynamic(ffi::ThreadPool pool, Matrix x, Int8Matrix w, Vector scal
   j.panels.reset(new uint32_t[j.n_panels * j.KU * kNR]);
   j.sw_pad.reset(new float[j.n_panels * kNR]());
   std::memcpy(j.sw_pad.get(), j.sw, O * sizeof(float));
-  j.n_prep = (M + kQuantRowsPerBlock - 1) / kQuantRowsPerBlock + j.n_panels;
+  j.prep.n = (M + kQuantRowsPerBlock - 1) / kQuantRowsPerBlock + j.n_panels;
   j.n_m_chunks = (M + kRowsPerTask - 1) / kRowsPerTask;
   j.n_o_blocks = (j.n_panels + kPanelsPerBlock - 1) / kPanelsPerBlock;
-  j.n_tasks = j.n_m_chunks * j.n_o_blocks;
-  const int64_t helpers = std::min({pool.num_threads() - 1, j.n_tasks - 1, kMaxHelpers});
-  // Each helper holds the job alive: it may start after the caller has finished everything.
-  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([job] { Work(*job); });
-  Work(j);
-  while (j.tasks_done.load(std::memory_order_acquire) < j.n_tasks) _mm_pause();
+  j.tiles.n = j.n_m_chunks * j.n_o_blocks;
+  twofiles::Spread(pool, job, j.tiles.n, Work);
+  j.tiles.Wait();
   return ffi::Error::Success();
 }
 

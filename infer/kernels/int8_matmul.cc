@@ -6,9 +6,8 @@
 // converts an int8 operand to float32 in a separate pass before its dot, which is slower than
 // reading float32. Here each weight is converted in registers right before its multiply-add.
 //
-// Work is split into blocks of output rows that the calling thread and XLA's intra-op thread
-// pool claim from an atomic counter: if a helper never starts (busy pool), the caller does
-// every block itself, so nothing waits on a thread that is not working.
+// Work is split into blocks of output rows that the calling thread and XLA's intra-op threads
+// claim (tasks.h).
 
 #include <immintrin.h>
 
@@ -18,13 +17,13 @@
 #include <memory>
 
 #include "xla/ffi/api/ffi.h"
+#include "tasks.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
 constexpr int64_t kRowsPerBlock = 64;
-constexpr int64_t kMaxHelpers = 15;
 
 inline float HorizontalSum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -73,9 +72,8 @@ struct Job {
   const int8_t* w;
   const float* scale;
   float* y;
-  int64_t M, I, O, n_blocks;
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
+  int64_t M, I, O;
+  twofiles::Tasks blocks;  // of kRowsPerBlock output rows
 };
 
 void ComputeRows(const Job& j, int64_t o_begin, int64_t o_end) {
@@ -95,12 +93,10 @@ void ComputeRows(const Job& j, int64_t o_begin, int64_t o_end) {
   }
 }
 
-// Claims and computes blocks until none are left.
 void Work(Job& j) {
-  for (int64_t b; (b = j.next.fetch_add(1, std::memory_order_relaxed)) < j.n_blocks;) {
+  j.blocks.Run([&](int64_t b) {
     ComputeRows(j, b * kRowsPerBlock, std::min(j.O, (b + 1) * kRowsPerBlock));
-    j.done.fetch_add(1, std::memory_order_release);
-  }
+  });
 }
 
 using Matrix = ffi::Buffer<ffi::F32, 2>;
@@ -123,13 +119,9 @@ ffi::Error Int8MatmulImpl(ffi::ThreadPool pool, Matrix x, Int8Matrix w, Vector s
   job->M = M;
   job->I = I;
   job->O = O;
-  job->n_blocks = (O + kRowsPerBlock - 1) / kRowsPerBlock;
-  const int64_t helpers =
-      std::min({pool.num_threads() - 1, job->n_blocks - 1, kMaxHelpers});
-  // Each helper holds the job alive: it may start after the caller has finished every block.
-  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([job] { Work(*job); });
-  Work(*job);
-  while (job->done.load(std::memory_order_acquire) < job->n_blocks) _mm_pause();
+  job->blocks.n = (O + kRowsPerBlock - 1) / kRowsPerBlock;
+  twofiles::Spread(pool, job, job->blocks.n, Work);
+  job->blocks.Wait();
   return ffi::Error::Success();
 }
 

@@ -1,0 +1,51 @@
+// Work split into numbered tasks for the project's XLA FFI kernels on CPUs: the calling thread
+// and XLA's intra-op threads claim tasks from an atomic counter. If a helper never starts (a
+// busy pool), the caller runs every task itself, so nothing waits on a thread that is not
+// working. Included by the kernels in this folder (infer/cpu_kernels.py hashes it with them).
+
+#pragma once
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace twofiles {
+
+constexpr int64_t kMaxHelpers = 15;
+
+// n tasks, numbered 0..n-1; set n before any thread runs them.
+struct Tasks {
+  int64_t n = 0;
+  std::atomic<int64_t> next{0}, done{0};
+
+  // Claims and runs tasks (fn(task)) until none are left.
+  template <typename Fn>
+  void Run(Fn&& fn) {
+    for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < n;) {
+      fn(t);
+      done.fetch_add(1, std::memory_order_release);
+    }
+  }
+
+  // Waits until every task has finished (the ones other threads claimed too).
+  void Wait() const {
+    while (done.load(std::memory_order_acquire) < n) _mm_pause();
+  }
+};
+
+// Calls work(*job) on the calling thread and on up to `parallel - 1` of XLA's threads. Each
+// helper holds the job alive: it may start after the caller has finished every task.
+template <typename Job>
+void Spread(xla::ffi::ThreadPool& pool, const std::shared_ptr<Job>& job, int64_t parallel,
+            void (*work)(Job&)) {
+  const int64_t helpers = std::min({pool.num_threads() - 1, parallel - 1, kMaxHelpers});
+  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([job, work] { work(*job); });
+  work(*job);
+}
+
+}  // namespace twofiles
