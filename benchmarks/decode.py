@@ -11,7 +11,7 @@ embedding lookup reads only one row) over the copy bandwidth measured here with 
 batch (a step reads the weights once for all rows).
 
 Weight formats of the twofiles rows: "float32" runs float32 weights and a float32 KV cache
-throughout (the layout of infer.decode_model, the parity reference); "int8" runs int8 copies
+throughout (the layout of infer.runtime.decode_model, the parity reference); "int8" runs int8 copies
 of every matrix (per-row scales): prefill with activations rounded to int8 in blocks of 32
 (integer multiply-adds, infer/kernels/int8_gemm.cc), decode steps with float32 activations
 (infer/kernels/int8_matmul.cc), and a float16 KV cache, llama.cpp's default (XLA's own int8
@@ -64,7 +64,8 @@ def prompt_ids(m, n: int) -> list[int]:
 
 
 def bench_twofiles(m, prompt, batch, new, weights):
-    from infer import decode_model, engine
+    from infer.runtime import decode_model
+    from infer.runtime import engine
 
     params = m.params if weights == "model" else decode_model.prepare(m.params, m.config, weights)
     # A first call compiles and warms up (first-touch of buffers, thread pool) like the other
@@ -139,7 +140,7 @@ def main(argv=None):
     p.add_argument("--twofiles-weights", nargs="+", default=["float32", "int8"],
                    choices=["model", "float32", "int8"],
                    help="model = model.forward on float32 params; float32/int8 = the decode "
-                        "layout of infer.decode_model")
+                        "layout of infer.runtime.decode_model")
     p.add_argument("--skip", nargs="*", default=[], choices=["transformers", "llama.cpp"])
     args = p.parse_args(argv)
 
@@ -179,7 +180,7 @@ def main(argv=None):
 
 
 def _int8_kernel_used() -> bool:
-    from infer import int8_kernel
+    from infer.kernels import int8_kernel
 
     return int8_kernel.kernel_available()
 

@@ -27,7 +27,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from infer import int8_kernel  # noqa: E402
+from infer.kernels import int8_kernel  # noqa: E402
 
 # SmolLM2-135M per layer: (name, I, O) of x [M, I] @ W [I, O].
 SHAPES = [("qkv", 576, 960), ("wo", 576, 576), ("gate_up", 576, 3072), ("down", 1536, 576)]

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Each subcommand lives in its own module with `add_subcommand(subparsers)`.
-_SUBCOMMANDS = ("infer.cli_generate", "infer.cli_chat", "infer.cli_export")
+_SUBCOMMANDS = ("infer.cli.generate", "infer.cli.chat", "infer.cli.export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """`infer.load(source) -> Model`: one entry point for every kind of parameter file.
 
 Sources:
-  - a GGUF file of the llama architecture (any of the types infer.gguf_read dequantises),
+  - a GGUF file of the llama architecture (any of the types infer.formats.gguf_read dequantises),
   - a Hugging Face Llama directory (config.json + *.safetensors, tokenizer.json),
   - a twofiles training run directory or one of its checkpoints (OUT/checkpoints/<step>),
   - a twofiles params file written by `python -m infer export --format twofiles`,
@@ -32,7 +32,7 @@ class Model:
     config: model_lib.ModelConfig
     params: dict
     tokenizer: Any  # tiktoken.Encoding
-    chat_template: str | None  # Jinja text; None for twofiles models (train.chat.render)
+    chat_template: str | None  # Jinja text; None for twofiles models (infer.chat.render)
     bos_id: int | None
     eos_ids: list[int]
     add_bos: bool  # whether plain prompts start with BOS (the file's convention)
@@ -62,16 +62,16 @@ class Model:
         return np.asarray(_jitted_forward(self.config)(self.params, batch))[0, :T]
 
     def generate(self, prompt: str, *, max_new_tokens: int = 64, **kwargs) -> str:
-        """Continues a text prompt; returns the new text (see infer.engine.generate_text for
+        """Continues a text prompt; returns the new text (see infer.runtime.engine.generate_text for
         temperature, top_k, top_p, seed, stop_strings, stream)."""
-        from infer import engine
+        from infer.runtime import engine
 
         return engine.generate_text(self, prompt, max_new_tokens=max_new_tokens, **kwargs)[0].text
 
     def chat(self, messages: Sequence[dict], *, max_new_tokens: int = 256, **kwargs) -> str:
         """The assistant's reply to a conversation (list of {"role", "content"}), rendered with
         the model's chat template."""
-        from infer import engine
+        from infer.runtime import engine
 
         return engine.generate_text(self, list(messages), chat=True,
                                     max_new_tokens=max_new_tokens, **kwargs)[0].text
@@ -120,7 +120,7 @@ def resolve(source) -> tuple[str, Path]:
     if path.is_file():
         with open(path, "rb") as f:
             magic = f.read(4)
-        from infer import twofiles_format
+        from infer.formats import twofiles_format
 
         if magic == b"GGUF":
             return "gguf", path
@@ -143,15 +143,15 @@ def load(source) -> Model:
     """Loads a model from any supported source (see the module docstring)."""
     kind, path = resolve(source)
     if kind == "gguf":
-        from infer.gguf_load import load_gguf
+        from infer.formats.gguf_load import load_gguf
 
         fields = load_gguf(path)
     elif kind == "hf":
-        from infer.hf_load import load_hf_dir
+        from infer.formats.hf_load import load_hf_dir
 
         fields = load_hf_dir(path)
     elif kind == "twofiles_file":
-        from infer import twofiles_format
+        from infer.formats import twofiles_format
 
         fields = twofiles_format.load_model_fields(path)
     else:
@@ -162,21 +162,23 @@ def load(source) -> Model:
 
 
 def _load_twofiles_run(path: Path) -> dict:
-    from train import checkpoint, tokenizer as tok
+    """A run's parameters with the tokenizer saved inside their checkpoint (the one they were
+    trained with), never a copy beside it that may have been replaced."""
+    from infer.formats import run_checkpoint, tokenizer_file
 
     try:
-        cfg, params, tokenizer_path = checkpoint.load_params(path)
+        cfg, params, tokenizer_doc, _ = run_checkpoint.load_params(path)
     except FileNotFoundError as e:
         raise LoadError(f"{path}: {e}") from None
-    enc = tok.load(tokenizer_path)
+    enc = tokenizer_file.from_doc(tokenizer_doc, f"{path} (the checkpoint's tokenizer)")
     return twofiles_fields(cfg, params, enc)
 
 
 def twofiles_fields(cfg, params, enc) -> dict:
     """Model fields for a twofiles model: its tokenizer's <|bos|> starts every document, so
-    generation stops at the next one, or at <|assistant_end|>; chat uses train.chat.render (no
+    generation stops at the next one, or at <|assistant_end|>; chat uses infer.chat.render (no
     Jinja template)."""
-    from train import tokenizer as tok
+    from infer.formats import tokenizer_file as tok
 
     bos = tok.bos_id(enc)
     eos_ids = [bos] + [tok.special_id(enc, "<|assistant_end|>")]

@@ -1,4 +1,4 @@
-"""Causal attention over a KV cache (infer/attend_kernel.py): the C++ kernel (x86 CPUs) and its
+"""Causal attention over a KV cache (infer/kernels/attend_kernel.py): the C++ kernel (x86 CPUs) and its
 plain-XLA fallback against a float64 NumPy reference written from the definition."""
 
 import shutil
@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infer import attend_kernel, cpu_kernels
+from infer.kernels import attend_kernel
+from infer.kernels import cpu_kernels
 
 # (B, T, G, R, K, S, start): a SmolLM2 decode step (3 kv heads x 3 queries, 64 wide, 640
 # slots) and a prefill; one query per kv head (multi-head), eight (Llama 2 70B's ratio); token

@@ -1,10 +1,10 @@
-"""Building the C++ CPU kernels (infer/cpu_kernels.py): one cached library per source version."""
+"""Building the C++ CPU kernels (infer/kernels/cpu_kernels.py): one cached library per source version."""
 
 import shutil
 
 import pytest
 
-from infer import cpu_kernels
+from infer.kernels import cpu_kernels
 
 
 @pytest.mark.skipif(not (cpu_kernels.enabled() and shutil.which("g++")),

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infer import decode_model, engine
+from infer.runtime import decode_model
+from infer.runtime import engine
 from tests.test_gguf_smollm2 import PROMPTS, gguf_path, ours  # noqa: F401 (fixtures)
 
 

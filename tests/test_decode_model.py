@@ -1,4 +1,4 @@
-"""The decode layout's forward (infer/decode_model.py) against `model.forward` without a cache:
+"""The decode layout's forward (infer/runtime/decode_model.py) against `model.forward` without a cache:
 long prompts span several attention query blocks, prefills come in chunks, rows are padded.
 Each test runs twice: attention through the C++ kernel (CPUs) and through XLA (accelerators)."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import model
-from infer import decode_model
+from infer.runtime import decode_model
 
 T = 2 * decode_model.QUERY_BLOCK + 44  # three query blocks, the last one partial
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import model
-from infer import decode_model, engine
+from infer.runtime import decode_model
+from infer.runtime import engine
 
 PROMPTS = [[5, 17, 42, 9, 250, 3, 77], [1, 2], [200, 100, 50, 25, 12]]
 

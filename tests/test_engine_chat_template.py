@@ -5,7 +5,7 @@ import functools
 import pytest
 import tiktoken
 
-from infer import chat_template
+from infer.chat import template as chat_template
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is 2+2?"}],
@@ -17,7 +17,7 @@ CONVERSATIONS = [
 
 @functools.lru_cache(maxsize=None)
 def smollm2_template() -> str:
-    from infer.gguf_read import open_reader, read_metadata
+    from infer.formats.gguf_read import open_reader, read_metadata
     from infer.load_model import smollm2_gguf_path
 
     path = smollm2_gguf_path()
@@ -61,7 +61,7 @@ def test_message_text_is_never_markup():
 
 
 def test_twofiles_tokenizers_use_the_one_renderer():
-    from train import chat
+    from infer.chat import render as chat
     from train import tokenizer as tok
 
     ranks, pattern = tok.train_tokenizer(["hello there, how are you today?"] * 20, 280)

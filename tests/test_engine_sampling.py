@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from infer.sampling import sample
+from infer.runtime.sampling import sample
 
 LOGITS = np.array([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0], np.float32)
 N = 40_000

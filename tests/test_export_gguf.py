@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from infer.export import TWOFILES_CHAT_TEMPLATE, export
+from infer.formats.export import TWOFILES_CHAT_TEMPLATE, export
 from tests.test_export_common import greedy_ids, tiny_twofiles_model
 from tests.test_hf_tokenizer import varied_strings
 
@@ -87,7 +87,7 @@ def test_tokenizer_and_chat_template_inside(tmp_path):
     from llama_cpp import Llama
     from transformers import AutoTokenizer
 
-    from train import chat
+    from infer.chat import render as chat
 
     m = tiny_twofiles_model()
     path = tmp_path / "tiny.gguf"
@@ -110,7 +110,7 @@ def test_tokenizer_and_chat_template_inside(tmp_path):
 
 
 def test_untied_model_and_refusals(tmp_path):
-    from infer.export import ExportError
+    from infer.formats.export import ExportError
 
     m = tiny_twofiles_model(tie_embeddings=False)
     path = tmp_path / "untied.gguf"

@@ -29,12 +29,14 @@ def run_dir(tmp_path_factory):
 
 def test_load_run_and_checkpoint(run_dir):
     import infer
-    from train import checkpoint, chat, tokenizer
+    from infer.chat import render as chat
+    from infer.formats import run_checkpoint
+    from train import tokenizer
 
     m = infer.load(run_dir)
-    cfg, params, tok_path = checkpoint.load_params(run_dir)
+    cfg, params, tok_doc, _ = run_checkpoint.load_params(run_dir)
     assert m.kind == "twofiles" and m.config.n_layers == cfg.n_layers
-    assert tokenizer.fingerprint(m.tokenizer) == tokenizer.fingerprint(tok_path)
+    assert tokenizer.fingerprint(m.tokenizer) == tok_doc["fingerprint"]
     ids = m.encode("To be, or not to be")
     assert ids[0] == tokenizer.bos_id(m.tokenizer)
     import model
@@ -44,7 +46,7 @@ def test_load_run_and_checkpoint(run_dir):
     early = infer.load(run_dir / "checkpoints" / "2")
     assert not np.allclose(early.logits(ids), m.logits(ids))  # really the step-2 weights
     messages = [{"role": "user", "content": "Who art thou?"}]
-    from infer import engine
+    from infer.runtime import engine
 
     assert engine.prompt_ids(m, messages, chat=True) == chat.render(
         m.tokenizer, messages, add_generation_prompt=True)[0]

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from infer.export import export
+from infer.formats.export import export
 from tests.test_export_common import greedy_ids, tiny_twofiles_model
 from tests.test_hf_tokenizer import varied_strings
 
@@ -19,7 +19,7 @@ def test_transformers_loads_the_directory(tmp_path, tied):
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     import infer
-    from train import chat
+    from infer.chat import render as chat
 
     m = tiny_twofiles_model(tie_embeddings=tied)
     out = tmp_path / "hf"
@@ -41,7 +41,7 @@ def test_transformers_loads_the_directory(tmp_path, tied):
         assert tok(text)["input_ids"] == m.encode(text), text  # BOS first, as ours
     from tests.test_export_gguf import CONVERSATIONS
 
-    for messages in CONVERSATIONS:  # the template inside renders as train.chat.render
+    for messages in CONVERSATIONS:  # the template inside renders as infer.chat.render
         expected_ids, _ = chat.render(m.tokenizer, messages, add_generation_prompt=True)
         got = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         assert list(got["input_ids"] if hasattr(got, "keys") else got) == expected_ids

@@ -7,8 +7,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from infer.export import ExportError, export
-from infer.twofiles_format import TwofilesError
+from infer.formats.export import ExportError, export
+from infer.formats.twofiles_format import TwofilesError
 from tests.test_export_common import greedy_ids, tiny_twofiles_model
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)")

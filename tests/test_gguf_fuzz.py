@@ -6,9 +6,9 @@ import signal
 
 import pytest
 
-from infer.export import export
-from infer.gguf_load import load_gguf
-from infer.gguf_read import GGUFError
+from infer.formats.export import export
+from infer.formats.gguf_load import load_gguf
+from infer.formats.gguf_read import GGUFError
 from tests.test_export_common import tiny_twofiles_model
 
 SECONDS_PER_CASE = 20  # a hang shows up as a timeout, not a stuck test run

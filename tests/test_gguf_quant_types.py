@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import model
-from infer.export import export
+from infer.formats.export import export
 from tests.test_export_common import tiny_twofiles_model
 from tests.test_export_gguf import PROMPT, _llama
 

@@ -47,7 +47,7 @@ def hf_model(gguf_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from infer.gguf_read import _reader_class
+    from infer.formats.gguf_read import _reader_class
 
     torch.set_num_threads(2)
     with pytest.MonkeyPatch.context() as mp:
@@ -74,8 +74,8 @@ def hf_greedy(hf_model, ids, steps):
 @pytest.fixture(scope="module")
 def tokenizer_only(gguf_path):
     """The tiktoken encoding and conventions, without dequantising the weights."""
-    from infer.gguf_load import tokenizer_from_metadata
-    from infer.gguf_read import open_reader, read_metadata
+    from infer.formats.gguf_load import tokenizer_from_metadata
+    from infer.formats.gguf_read import open_reader, read_metadata
 
     return tokenizer_from_metadata(read_metadata(open_reader(gguf_path), gguf_path), gguf_path)
 
@@ -138,7 +138,7 @@ def test_greedy_32_tokens_match_transformers(ours, hf_model):
     logits = ours.logits(ids + expected[:-1])
     assert logits[len(ids) - 1:].argmax(-1).tolist() == expected
     # And through the engine (KV cache, jitted decode), as `python -m infer generate` runs.
-    from infer import engine
+    from infer.runtime import engine
 
     gen = engine.generate_text(ours, prompt, max_new_tokens=32, temperature=0.0, stop_ids=[])
     assert gen[0].token_ids == expected

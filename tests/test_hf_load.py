@@ -81,7 +81,7 @@ def test_logits_and_tokens_match_transformers(tmp_path, name):
 
 def test_bad_directories_get_clear_errors(tmp_path):
     import infer
-    from infer.hf_load import HFError
+    from infer.formats.hf_load import HFError
 
     cfg = model.apply_overrides(model.preset("tiny"), ["vocab_size=320"])
     _write_hf_dir(tmp_path, cfg, seed=0)

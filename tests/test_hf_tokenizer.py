@@ -10,8 +10,8 @@ import random
 
 import pytest
 
-from infer import hf_bpe
-from infer.hf_tokenizer import read_tokenizer_json, write_tokenizer_json
+from infer.formats import hf_bpe
+from infer.formats.hf_tokenizer import read_tokenizer_json, write_tokenizer_json
 
 HANDPICKED = [
     "", " ", "  ", "\n", "\n\n\n", "\t", " \t \n ", "Hello world", "Hello, world!", " Hello",
@@ -52,7 +52,7 @@ def varied_strings(n_random: int = 400, seed: int = 0) -> list[str]:
 @pytest.fixture(scope="module")
 def smollm2_vocab():
     """(token texts by id, merges, special ids) of SmolLM2's tokenizer."""
-    from infer.gguf_read import open_reader, read_metadata
+    from infer.formats.gguf_read import open_reader, read_metadata
     from infer.load_model import smollm2_gguf_path
 
     path = smollm2_gguf_path()

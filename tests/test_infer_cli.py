@@ -8,7 +8,8 @@ import sys
 import pytest
 
 import infer
-from infer import chat_template, engine
+from infer.chat import template as chat_template
+from infer.runtime import engine
 from tests.test_export_common import greedy_ids, tiny_twofiles_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -17,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def tiny_file(tmp_path_factory):
     """The tiny twofiles model saved as a params file, and the model loaded back from it."""
-    from infer.export import export
+    from infer.formats.export import export
 
     out = tmp_path_factory.mktemp("tiny") / "export"
     export(tiny_twofiles_model(), "twofiles", out)

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infer import cpu_kernels, int8_kernel
+from infer.kernels import cpu_kernels
+from infer.kernels import int8_kernel
 
 needs_kernel = pytest.mark.skipif(
     not (cpu_kernels.enabled() and shutil.which("g++")),

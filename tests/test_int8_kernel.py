@@ -7,7 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from infer import cpu_kernels, decode_model, int8_kernel
+from infer.kernels import cpu_kernels
+from infer.runtime import decode_model
+from infer.kernels import int8_kernel
 
 # (M, I, O): decode batches 1..9 (the kernel works in blocks of 4 rows), a contraction length
 # that is not a multiple of its 8- and 32-wide steps, fewer output rows than one thread block.

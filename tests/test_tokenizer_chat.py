@@ -1,8 +1,8 @@
-"""train.chat.render: the conversation layout, the loss mask, and plain-text user input."""
+"""infer.chat.render: the conversation layout, the loss mask, and plain-text user input."""
 
 import pytest
 
-from train import chat
+from infer.chat import render as chat
 from train import tokenizer as tk
 
 TEXT = ["The quick brown fox jumps over the lazy dog. " * 20, "print('hello, world')\n" * 10,

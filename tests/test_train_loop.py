@@ -13,6 +13,7 @@ from jax.sharding import AxisType, Mesh
 
 from model.config import ConfigError
 from tests.train_helpers import config_dict, prepare_small_demo
+from infer.formats import run_checkpoint
 from train import checkpoint, metrics, pretrain
 from train import config as train_config
 from train.optim import decay_mask, schedule
@@ -68,9 +69,10 @@ def test_run_directory_has_metrics_config_tokenizer_and_checkpoints(run):
     for key in ("step", "tokens", "val_loss", "val_bpb", "params", "non_embedding_params",
                 "flops"):
         assert key in summary
-    model_cfg, params, tok = checkpoint.load_params(out)
-    assert model_cfg == cfg.model and tok == str(out / "tokenizer.json")
-    _, params_20, _ = checkpoint.load_params(out / "checkpoints" / "20")
+    model_cfg, params, tok_doc, _ = run_checkpoint.load_params(out)
+    assert model_cfg == cfg.model
+    assert tok_doc == json.loads((out / "tokenizer.json").read_text())
+    _, params_20, _, _ = run_checkpoint.load_params(out / "checkpoints" / "20")
     assert not np.array_equal(params["embed"], params_20["embed"])
 
 
@@ -80,11 +82,12 @@ def test_checkpoint_copied_alone_still_loads_with_its_tokenizer(run, tmp_path):
     out, cfg, _ = run
     alone = tmp_path / "copy" / "checkpoints" / "40"
     shutil.copytree(out / "checkpoints" / "40", alone)
-    model_cfg, params, tok = checkpoint.load_params(alone)
-    _, params_run, tok_run = checkpoint.load_params(out)
+    model_cfg, params, tok, _ = run_checkpoint.load_params(alone)
+    _, params_run, tok_run, _ = run_checkpoint.load_params(out)
     assert model_cfg == cfg.model
     assert np.array_equal(params["embed"], params_run["embed"])
-    assert tokenizer.fingerprint(tok) == tokenizer.fingerprint(tok_run)
+    assert tok["fingerprint"] == tok_run["fingerprint"] == tokenizer.fingerprint(
+        out / "tokenizer.json")
 
 
 def test_rerun_of_finished_run_resumes_without_training(run):
@@ -136,7 +139,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path
     last = checkpoint.manager(out, read_only=True).latest_step()
     bad = [r["step"] for r in metrics.read(out) if "loss" in r and not math.isfinite(r["loss"])]
     assert last is not None and bad and last < bad[0]
-    _, params, _ = checkpoint.load_params(out)
+    _, params, _, _ = run_checkpoint.load_params(out)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.train_helpers import (REPO, cli_env, config_dict, losses, prepare_small_demo,
                                  pretrain_cmd, run_cli, write_config)
-from train import checkpoint
+from infer.formats import run_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +72,8 @@ def test_resume_after_sigkill_is_bitwise_identical(setup, reference):
     assert not (out / "summary.json").exists()
     run_cli(config, out, devices=2)
 
-    _, params_ref, _ = checkpoint.load_params(reference)
-    _, params_res, _ = checkpoint.load_params(out)
+    _, params_ref, _, _ = run_checkpoint.load_params(reference)
+    _, params_res, _, _ = run_checkpoint.load_params(out)
     leaves_ref, leaves_res = jax.tree.leaves(params_ref), jax.tree.leaves(params_res)
     assert len(leaves_ref) == len(leaves_res)
     for a, b in zip(leaves_ref, leaves_res):

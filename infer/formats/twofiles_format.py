@@ -49,7 +49,7 @@ import numpy as np
 import tiktoken
 
 import model
-from infer import hf_bpe
+from infer.formats import hf_bpe
 
 MAGIC = b"TWOF"
 VERSION = 1
@@ -64,7 +64,7 @@ class TwofilesError(ValueError):
 
 def weight_arrays(params: dict, cfg: model.ModelConfig) -> list[np.ndarray]:
     """The weights in file order, float32 C order (see the module docstring)."""
-    from infer.hf_layout import hf_from_params
+    from infer.formats.hf_layout import hf_from_params
 
     hf = hf_from_params(params, cfg)
     L = cfg.n_layers
@@ -195,7 +195,7 @@ def _params_from_arrays(arrays: list[np.ndarray], cfg: model.ModelConfig) -> dic
 
 
 def load_model_fields(path) -> dict:
-    """Fields of infer.Model for a params file (chat: train.chat.render if it has the twofiles
+    """Fields of infer.Model for a params file (chat: infer.chat.render if it has the twofiles
     chat tokens)."""
     r = read(path)
     return dict(config=r["config"], params=r["params"], tokenizer=r["tokenizer"],

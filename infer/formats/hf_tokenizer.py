@@ -14,8 +14,8 @@ from pathlib import Path
 
 import tiktoken
 
-from infer import hf_bpe
-from infer.hf_bpe import TokenizerError
+from infer.formats import hf_bpe
+from infer.formats.hf_bpe import TokenizerError
 
 
 def _pattern(pre: dict | None, where: str) -> str:

@@ -12,8 +12,9 @@ import os
 
 import numpy as np
 
-from infer import hf_bpe, hf_layout
-from infer.export import ExportError
+from infer.formats import hf_bpe
+from infer.formats import hf_layout
+from infer.formats.export import ExportError
 
 DTYPES = ("f32", "f16", "q8_0")
 # GGUF token types

@@ -6,7 +6,7 @@
 XLA:CPU converts an int8 dot operand to float32 in a separate pass before the dot, which makes
 int8 decoding slower than float32 (measured: 30 [3072, 576] matrix-vector products take 10.7 ms
 in float32 and ~100 ms with int8 weights). `kernels/int8_matmul.cc` converts each weight in
-registers (AVX2 + FMA) and splits rows over XLA's intra-op threads. infer/cpu_kernels.py builds
+registers (AVX2 + FMA) and splits rows over XLA's intra-op threads. infer/kernels/cpu_kernels.py builds
 and registers it; where it is unavailable (other platforms, CPUs without AVX2/FMA, no compiler,
 TWOFILES_CPU_KERNELS=0) `matmul` lowers to the plain XLA expression
 (`matmul_xla`), which computes the same thing.
@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from infer import cpu_kernels
+from infer.kernels import cpu_kernels
 
 TARGET = "twofiles_int8_matmul"
 GEMM_TARGET = "twofiles_int8_gemm_dynamic"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from infer import cpu_kernels
+from infer.kernels import cpu_kernels
 
 KERNEL = ("attend_cache.cc", "twofiles_attend_cache", "TwofilesAttendCache")
 KERNEL_F16 = ("attend_cache.cc", "twofiles_attend_cache_f16", "TwofilesAttendCacheF16")

@@ -5,7 +5,7 @@
   Hugging Face renders them: a sandboxed jinja2 environment with `trim_blocks`/`lstrip_blocks`,
   `raise_exception`, `tojson` and `strftime_now`.
 - twofiles models have no template string: they use the project's one renderer,
-  `train.chat.render`, with its own special tokens.
+  `infer.chat.render`, with its own special tokens.
 
 Message text is always encoded as plain text: a user who types `<|im_start|>` gets those
 characters, not a control token. Only the template's own markup becomes special tokens.
@@ -99,7 +99,7 @@ def render(enc, messages: Sequence[dict], *, template: str | None = None,
             raise ChatTemplateError(
                 "this model has no chat template and its tokenizer lacks the twofiles chat "
                 f"tokens (such as {TWOFILES_MARKER}); it cannot chat, use plain generation")
-        from train import chat  # the project's one renderer for its own tokenizers
+        from infer.chat import render as chat  # the project's one renderer for its own tokenizers
 
         ids, _ = chat.render(enc, list(messages), add_generation_prompt=add_generation_prompt)
         return list(ids)

@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from infer import attend_kernel, int8_kernel
+from infer.kernels import attend_kernel
+from infer.kernels import int8_kernel
 from model import transformer as tfm
 from model.config import ModelConfig
 

@@ -30,7 +30,7 @@ def add_sampling_args(parser: argparse.ArgumentParser, *, max_new_tokens: int,
 
 
 def sampling_kwargs(args) -> dict:
-    from infer.sampling import SamplingParams
+    from infer.runtime.sampling import SamplingParams
 
     try:  # validate here so a bad flag is an argparse-style message, not a traceback
         SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)

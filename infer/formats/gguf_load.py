@@ -8,8 +8,9 @@ import numpy as np
 from tqdm import tqdm
 
 import model
-from infer import hf_bpe, hf_layout
-from infer.gguf_read import GGUFError, open_reader, read_metadata, read_tensor
+from infer.formats import hf_bpe
+from infer.formats import hf_layout
+from infer.formats.gguf_read import GGUFError, open_reader, read_metadata, read_tensor
 
 # GGUF token types (llama.cpp's llama_token_type): 1 normal, 6 byte are plain BPE tokens; the
 # others (unknown, control, user-defined, unused) are matched whole, as tiktoken specials.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from infer import cli_args
+from infer.cli import args as cli_args
 
 
 def add_subcommand(subparsers) -> None:
@@ -24,7 +24,7 @@ def add_subcommand(subparsers) -> None:
 
 
 def run(args) -> int:
-    from infer import engine
+    from infer.runtime import engine
 
     sampling = cli_args.sampling_kwargs(args)
     model = cli_args.load_model(args.model)

@@ -62,7 +62,7 @@ def gguf_pre_for_pattern(pattern: str) -> str | None:
     """The llama.cpp pre-tokenizer name whose split equals `pattern`, or None."""
     canonical = {GPT2_PATTERN: "gpt2", DIGITS_GPT2_PATTERN: "smollm", LLAMA3_PATTERN: "llama-bpe"}
     try:  # the twofiles tokenizer's pattern is GPT-4's split spelled with possessive quantifiers
-        from train.tokenizer import PATTERN as TWOFILES_PATTERN
+        from infer.formats.tokenizer_file import PATTERN as TWOFILES_PATTERN
 
         canonical[TWOFILES_PATTERN] = "llama-bpe"
     except ImportError:
@@ -73,7 +73,7 @@ def gguf_pre_for_pattern(pattern: str) -> str | None:
 def byte_to_char() -> dict[int, str]:
     """GPT-2's reversible map from bytes to printable unicode characters (one copy, in
     train.tokenizer, shared by the trainer and the converters here)."""
-    from train.tokenizer import byte_to_unicode
+    from infer.formats.tokenizer_file import byte_to_unicode
 
     return byte_to_unicode()
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 import model
-from infer import hf_bpe, hf_layout
-from infer.hf_bpe import TokenizerError
+from infer.formats import hf_bpe
+from infer.formats import hf_layout
+from infer.formats.hf_bpe import TokenizerError
 
 
 class HFError(ValueError):
@@ -96,7 +97,7 @@ def _load_safetensors(path: Path, load_file) -> dict[str, np.ndarray]:
 
 def read_tokenizer(directory: Path):
     """(tiktoken.Encoding, chat_template, bos_id, eos_ids, add_bos) from the tokenizer files."""
-    from infer.hf_tokenizer import read_tokenizer_json
+    from infer.formats.hf_tokenizer import read_tokenizer_json
 
     path = directory / "tokenizer.json"
     if not path.exists():

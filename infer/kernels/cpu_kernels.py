@@ -23,7 +23,7 @@ from pathlib import Path
 
 import jax
 
-KERNELS = Path(__file__).parent / "kernels"
+KERNELS = Path(__file__).parent
 FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-std=c++17", "-shared", "-fPIC", "-w"]
 
 

@@ -9,8 +9,8 @@ import os
 import shutil
 from pathlib import Path
 
-from infer import hf_layout
-from infer.hf_tokenizer import write_tokenizer_json
+from infer.formats import hf_layout
+from infer.formats.hf_tokenizer import write_tokenizer_json
 
 
 def hf_config(cfg, bos_id, eos_ids) -> dict:

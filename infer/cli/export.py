@@ -25,7 +25,7 @@ def add_subcommand(subparsers) -> None:
 
 def run(args) -> int:
     import infer
-    from infer.export import export
+    from infer.formats.export import export
 
     try:
         m = infer.load(args.model)

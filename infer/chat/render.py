@@ -21,7 +21,7 @@ text, never a control token.
 
 from __future__ import annotations
 
-from train.tokenizer import bos_id, encode_text, special_id
+from infer.formats.tokenizer_file import bos_id, encode_text, special_id
 
 ROLES = ("system", "user", "assistant", "tool")
 # role -> (start token, end token); a tool message is the output the tool returned

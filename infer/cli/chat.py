@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from infer import cli_args
+from infer.cli import args as cli_args
 
 HELP = ("commands: /reset  /system TEXT  /temperature T  /help  /quit  "
         "(anything else is your message)")
@@ -67,7 +67,7 @@ class Session:
         return True
 
     def reply(self, user: str) -> str:
-        from infer import engine
+        from infer.runtime import engine
 
         cfg = self.model.config
         messages = self.messages(user)

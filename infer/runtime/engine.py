@@ -15,7 +15,7 @@ How it works (and why):
   stop strings the whole generation is one device call (no host round trip per token). Streaming
   runs the same compiled loop one step at a time; stop strings, which need text, are checked on
   the host between chunks of `STOP_STRING_CHUNK` steps.
-- Sampling is `infer.sampling.sample`; temperature and top_p are traced values, so changing them
+- Sampling is `infer.runtime.sampling.sample`; temperature and top_p are traced values, so changing them
   does not recompile.
 """
 
@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import model as model_lib
-from infer import decode_model
-from infer.sampling import SamplingParams, sample
+from infer.runtime import decode_model
+from infer.runtime.sampling import SamplingParams, sample
 
 STOP_STRING_CHUNK = 16  # decode steps between host checks for stop strings (when not streaming)
 _MIN_BUCKET = 16
@@ -391,7 +391,7 @@ def generate(params, cfg, prompt_ids_batch: Sequence[Sequence[int]], *,
 def prompt_ids(model, prompt, *, chat: bool = False, system: str | None = None) -> list[int]:
     """Token ids for a prompt: plain text (BOS first when the model wants it), or with `chat`
     a user message (or a list of messages) rendered by the model's chat template."""
-    from infer import chat_template
+    from infer.chat import template as chat_template
 
     enc = model.tokenizer
     if chat:
@@ -416,7 +416,7 @@ def _token_text(enc, token_id) -> str:
 
 def stop_ids_for(model, *, chat: bool) -> list[int]:
     """End-of-sequence ids, plus the end-of-turn tokens of the chat template when chatting."""
-    from infer import chat_template
+    from infer.chat import template as chat_template
 
     eos = [int(i) for i in (model.eos_ids or [])]
     if not chat:

@@ -3,7 +3,7 @@ directory, or the two files (a flat params file and the C runner).
 
 Every format carries the tokenizer and the chat template: a model loaded from a GGUF or HF
 directory keeps its own Jinja template; a twofiles model gets TWOFILES_CHAT_TEMPLATE, the Jinja
-spelling of `train.chat.render` (tests check both give the same ids).
+spelling of `infer.chat.render` (tests check both give the same ids).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 FORMATS = ("gguf", "safetensors", "twofiles")
 
-# train.chat.render as Jinja: <|bos|>, then each message between its role's delimiters; an
+# infer.chat.render as Jinja: <|bos|>, then each message between its role's delimiters; an
 # assistant's tool call between <|tool_call_start|> and <|tool_call_end|> before its end token.
 TWOFILES_CHAT_TEMPLATE = (
     "{{ '<|bos|>' }}"
@@ -65,12 +65,12 @@ def export(m, fmt: str, out, *, dtype: str = "f16", force: bool = False) -> list
         raise ExportError(f"{out.parent} is not a directory")
     template = chat_template_for(m)
     if fmt == "gguf":
-        from infer import export_gguf
+        from infer.formats import export_gguf
 
         export_gguf.write_gguf(m, out, dtype=dtype, chat_template=template)
         return [out]
     if fmt == "safetensors":
-        from infer.export_safetensors import write_safetensors_dir
+        from infer.formats.export_safetensors import write_safetensors_dir
 
         write_safetensors_dir(m, out, chat_template=template)
         return sorted(out.iterdir())
@@ -78,8 +78,8 @@ def export(m, fmt: str, out, *, dtype: str = "f16", force: bool = False) -> list
 
 
 def write_two_files(m, out_dir) -> list[Path]:
-    """OUT/model.bin (infer/twofiles_format.py documents it) and OUT/run.c (its runner)."""
-    from infer import twofiles_format
+    """OUT/model.bin (infer/formats/twofiles_format.py documents it) and OUT/run.c (its runner)."""
+    from infer.formats import twofiles_format
 
     out_dir = Path(out_dir)
     out_dir.mkdir(exist_ok=True)
