@@ -33,7 +33,8 @@ BAD_LINES = {
     "unknown role": (json.dumps({"messages": [{"role": "bot", "content": "x"}, A]}), "role 'bot'"),
     "content not a string": (json.dumps({"messages": [{"role": "user", "content": 5}, A]}),
                              "content must be a string"),
-    "content missing": (json.dumps({"messages": [{"role": "user"}, A]}), "content must be a string"),
+    "content missing": (json.dumps({"messages": [{"role": "user"}, A]}),
+                        "content must be a string"),
     "unknown key": (json.dumps({"messages": [{"role": "user", "contnet": "x", "content": "y"}, A]}),
                     "unknown key 'contnet'"),
     "tool without a call": (json.dumps({"messages": [U, A, {"role": "tool", "tool_call_id": "c1",
@@ -44,7 +45,7 @@ BAD_LINES = {
     "call left unanswered": (json.dumps({"messages": TOOL_TURN[:2] + TOOL_TURN[3:]}),
                              "call_0 of the assistant message before it have no tool answer"),
     "arguments not JSON": (json.dumps({"messages": [U, {"role": "assistant", "content": "",
-                                                        "tool_calls": [_call(arguments="2 + 2")]}]}),
+                                                        "tool_calls": [_call(arguments="2+2")]}]}),
                            "arguments are not valid JSON"),
     "arguments not a string": (json.dumps({"messages": [U, {"role": "assistant", "tool_calls": [
         _call(arguments={"expression": "2 + 2"})]}]}), "JSON object in a string"),
@@ -89,7 +90,8 @@ def test_tool_conversation_round_trips_with_null_content_as_empty(tmp_path):
 
 def test_lines_other_keys_are_ignored_and_unicode_is_kept(tmp_path):
     path = tmp_path / "chat.jsonl"
-    msgs = [{"role": "system", "content": "Sé breve."}, {"role": "user", "content": "¿Quién eres?"},
+    msgs = [{"role": "system", "content": "Sé breve."},
+            {"role": "user", "content": "¿Quién eres?"},
             {"role": "assistant", "content": "Soy Quill. 🙂"}]
     path.write_text(json.dumps({"id": 7, "messages": msgs}, ensure_ascii=False) + "\n",
                     encoding="utf-8")

@@ -1,7 +1,9 @@
 """`python -m train data ...`: write the built-in conversation sets as JSONL.
 
-    python -m train data identity --out id.jsonl --val id_val.jsonl --name Quill --maker "the twofiles project"
-    python -m train data arithmetic --out arith.jsonl --val arith_val.jsonl --digits 4,3 --ops '*' [--no-tool]
+    python -m train data identity --out id.jsonl --val id_val.jsonl --name Quill \
+        --maker "the twofiles project"
+    python -m train data arithmetic --out arith.jsonl --val arith_val.jsonl --digits 4,3 \
+        --ops '*' [--no-tool]
     python -m train data sharegpt --out sharegpt.jsonl [--input FILE.json] [--n N]
 
 Each writes one `{"messages": [...]}` per line (train.datasets.conversations), refuses an existing
@@ -34,8 +36,8 @@ def _refuse_existing(args) -> None:
 
 def _write(args, train, held_out=None, **summary) -> int:
     from train.datasets import conversations
-    summary = {"out": args.out, "conversations": conversations.write(args.out, train, force=args.force),
-               **summary}
+    written = conversations.write(args.out, train, force=args.force)
+    summary = {"out": args.out, "conversations": written, **summary}
     if args.val:
         summary["val"] = args.val
         summary["val_conversations"] = conversations.write(args.val, held_out, force=args.force)

@@ -7,8 +7,8 @@ With the tool, the assistant's turn is an OpenAI-shaped call of `calculator` wit
 then a tool message holding the result, then an assistant turn stating it:
 
     user       What is 4817 * 293?
-    assistant  tool_calls=[{"id": "call_0", "type": "function", "function":
-                             {"name": "calculator", "arguments": "{\"expression\": \"4817 * 293\"}"}}]
+    assistant  tool_calls=[{"id": "call_0", "type": "function", "function": {"name": "calculator",
+                            "arguments": "{\"expression\": \"4817 * 293\"}"}}]
     tool       1411381
     assistant  4817 * 293 = 1411381.
 
@@ -57,7 +57,8 @@ def _check_args(n: int, digits: tuple[int, int], ops: str) -> None:
     space = 9 * 10 ** (digits[0] - 1) * 9 * 10 ** (digits[1] - 1) * len(set(ops))
     if not 1 <= n <= space // 2:
         raise ValueError(f"arithmetic: n must be between 1 and {space // 2} for {digits[0]}- by "
-                         f"{digits[1]}-digit {ops!r} problems (half the {space} there are), got {n}")
+                         f"{digits[1]}-digit {ops!r} problems (half the {space} there are), "
+                         f"got {n}")
 
 
 def _number(rng: random.Random, digits: int) -> int:

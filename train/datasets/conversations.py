@@ -50,7 +50,7 @@ def _check_tool_calls(calls) -> list[str]:
                 or not isinstance(fn, dict) or set(call) - {"id", "type", "function"}):
             raise ConversationError(f'tool call {j} must be {{"id": str, "type": "function", '
                                     f'"function": {{"name", "arguments"}}}}, got {call!r:.120}')
-        if not isinstance(fn.get("name"), str) or not fn["name"] or set(fn) != {"name", "arguments"}:
+        if set(fn) != {"name", "arguments"} or not isinstance(fn["name"], str) or not fn["name"]:
             raise ConversationError(f'tool call {j}: "function" must be exactly '
                                     f'{{"name": str, "arguments": JSON string}}, got {fn!r:.120}')
         try:
@@ -132,7 +132,8 @@ def iter_file(path: str | Path) -> Iterator[tuple[str, list[dict]]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ConversationError(f"{where}: not JSON ({e.msg} at column {e.colno})") from None
+                problem = f"not JSON ({e.msg} at column {e.colno})"
+                raise ConversationError(f"{where}: {problem}") from None
             if not isinstance(record, dict) or "messages" not in record:
                 raise ConversationError(f'{where}: expected an object {{"messages": [...]}}, got '
                                         f"{line.strip()[:60]!r}")

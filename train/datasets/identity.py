@@ -42,7 +42,8 @@ QUESTIONS = {
         "en": ["Who made you?", "Who created you?", "Who built you?", "Who trained you?",
                "Which company made you?", "Who is your creator?", "Who developed you?",
                "Where do you come from?", "Who are your developers?", "Who is behind you?"],
-        "fr": ["Qui t'a créé ?", "Qui t'a conçu ?", "Qui t'a entraîné ?", "Qui est ton créateur ?"],
+        "fr": ["Qui t'a créé ?", "Qui t'a conçu ?", "Qui t'a entraîné ?",
+               "Qui est ton créateur ?"],
         "es": ["¿Quién te creó?", "¿Quién te hizo?", "¿Quién te entrenó?",
                "¿Quién es tu creador?"],
         "de": ["Wer hat dich erschaffen?", "Wer hat dich gebaut?", "Wer hat dich trainiert?",
@@ -53,7 +54,8 @@ QUESTIONS = {
                "What are you good at?", "What kinds of tasks can you handle?",
                "What are your abilities?", "What do you do?", "What are you for?"],
         "fr": ["Que sais-tu faire ?", "Comment peux-tu m'aider ?", "Quelles sont tes capacités ?"],
-        "es": ["¿Qué puedes hacer?", "¿En qué me puedes ayudar?", "¿Cuáles son tus habilidades?"],
+        "es": ["¿Qué puedes hacer?", "¿En qué me puedes ayudar?",
+               "¿Cuáles son tus habilidades?"],
         "de": ["Was kannst du?", "Wobei kannst du mir helfen?", "Was sind deine Fähigkeiten?"],
     },
     "not_other": {  # every one of these is answered "no"
@@ -97,8 +99,8 @@ ANSWERS = {
                "I can make mistakes, so please check anything important.",
                "As {name}, I can help you write, summarise, explain, brainstorm and solve "
                "problems. I was built by {maker}, and like any model I can be wrong."],
-        "fr": ["Je suis {name}, un assistant créé par {maker}. Je peux répondre à vos questions, "
-               "expliquer des idées, aider à écrire et résoudre des problèmes."],
+        "fr": ["Je suis {name}, un assistant créé par {maker}. Je peux répondre à vos "
+               "questions, expliquer des idées, aider à écrire et résoudre des problèmes."],
         "es": ["Soy {name}, un asistente creado por {maker}. Puedo responder preguntas, explicar "
                "ideas, ayudarte a escribir y resolver problemas."],
         "de": ["Ich bin {name}, ein Assistent von {maker}. Ich kann Fragen beantworten, Ideen "
@@ -202,7 +204,8 @@ def build(name: str, maker: str, *, n: int = 100, seed: int = 0, general: int = 
         kinds = rng.sample(list(QUESTIONS), 2 if rng.random() < MULTI_TURN_FRACTION else 1)
         messages = []
         for kind in kinds:
-            messages += [{"role": "user", "content": _vary(rng, rng.choice(train_q[kind][lang]), lang)},
+            question = _vary(rng, rng.choice(train_q[kind][lang]), lang)
+            messages += [{"role": "user", "content": question},
                          {"role": "assistant", "content": _answer(rng, kind, lang, name, maker)}]
         key = tuple(m["content"] for m in messages)
         if key not in seen:  # the pool holds thousands of distinct conversations
