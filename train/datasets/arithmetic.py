@@ -66,10 +66,11 @@ def _number(rng: random.Random, digits: int) -> int:
 
 
 def problems(n: int, *, seed: int = 0, digits: tuple[int, int] = (4, 3), ops: str = "+-*",
-             exclude: frozenset[Problem] = frozenset()) -> list[Problem]:
-    """`n` distinct problems, none in `exclude`; a has digits[0] digits, b digits[1]."""
+             exclude: frozenset[Problem] = frozenset(), stream: str = "") -> list[Problem]:
+    """`n` distinct problems, none in `exclude`; a has digits[0] digits, b digits[1].
+    Each (seed, stream) is its own random sequence."""
     _check_args(n, tuple(digits), ops)
-    rng = random.Random(f"arithmetic-{seed}-{digits[0]}-{digits[1]}-{ops}")
+    rng = random.Random(f"arithmetic-{stream}-{seed}-{digits[0]}-{digits[1]}-{ops}")
     out, seen = [], set(exclude)
     while len(out) < n:
         p = Problem(_number(rng, digits[0]), rng.choice(ops), _number(rng, digits[1]))
@@ -83,9 +84,10 @@ def split(n_train: int, n_held_out: int, *, seed: int = 0, digits: tuple[int, in
           ops: str = "+-*") -> tuple[list[Problem], list[Problem]]:
     """(train, held_out) problems with no (a, op, b) in common; held_out does not depend on
     n_train, so a larger training set is evaluated on the same problems."""
-    held_out = problems(n_held_out, seed=seed, digits=digits, ops=ops)
+    held_out = problems(n_held_out, seed=seed, digits=digits, ops=ops, stream="held_out")
     _check_args(n_train + n_held_out, tuple(digits), ops)
-    train = problems(n_train, seed=seed + 1, digits=digits, ops=ops, exclude=frozenset(held_out))
+    train = problems(n_train, seed=seed, digits=digits, ops=ops, exclude=frozenset(held_out),
+                     stream="train")
     return train, held_out
 
 
