@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from typing import Any, Iterable
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -82,20 +84,40 @@ class ModelConfig:
 
 
 def parse_value(text: str, like: Any, where: str) -> Any:
-    """Parses a command-line value into the type of `like` (the field's current value)."""
-    if isinstance(like, bool):
-        lowered = text.strip().lower()
+    """Parses a command-line value into the type `like` (a type, or a value of that type).
+
+    Strict, so a typo never becomes a different number: an integer field takes only integer
+    digits ("2.5e0" is refused, not truncated to 2; "1e3" is refused with a hint to write 1000);
+    a float field takes only finite numbers (no inf or nan)."""
+    kind = like if isinstance(like, type) else type(like)
+    text = text.strip()
+    if issubclass(kind, bool):
+        lowered = text.lower()
         if lowered in ("true", "1", "yes", "on"):
             return True
         if lowered in ("false", "0", "no", "off"):
             return False
         raise ConfigError(f"{where} expects true or false, got {text!r}")
-    for kind in (int, float):
-        if isinstance(like, kind):
-            try:
-                return kind(float(text)) if kind is int and "e" in text.lower() else kind(text)
-            except ValueError:
-                raise ConfigError(f"{where} expects {kind.__name__}, got {text!r}") from None
+    if issubclass(kind, int):
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            as_float = float(text)
+        except ValueError:
+            raise ConfigError(f"{where} expects an integer, got {text!r}") from None
+        hint = (f"; write {int(as_float)}" if math.isfinite(as_float) and as_float.is_integer()
+                else "")
+        raise ConfigError(f"{where} expects an integer, got {text!r}{hint}")
+    if issubclass(kind, float):
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"{where} expects a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} expects a finite number, got {text!r}")
+        return value
     return text
 
 
@@ -106,14 +128,16 @@ def split_override(item: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def apply_overrides(config: ModelConfig, overrides: Iterable[str]) -> ModelConfig:
-    """Returns `config` with `field=value` overrides applied (as given to `--set`)."""
-    fields = {f.name for f in dataclasses.fields(config)}
+def apply_overrides(config: ModelConfig, overrides: Iterable[str], prefix: str = ""
+                    ) -> ModelConfig:
+    """Returns `config` with `field=value` overrides applied (as given to `--set`); errors
+    name a field as `--set {prefix}{field}` (the training config's prefix is "model.")."""
+    kinds = typing.get_type_hints(type(config))  # the declared types, whatever a value holds
     changes = {}
     for item in overrides:
         key, value = split_override(item)
-        if key not in fields:
-            raise ConfigError(f"--set {key}: ModelConfig has no field {key!r}; "
-                              f"fields: {', '.join(sorted(fields))}")
-        changes[key] = parse_value(value, getattr(config, key), f"--set {key}")
+        if key not in kinds:
+            raise ConfigError(f"--set {prefix}{key}: ModelConfig has no field {key!r}; "
+                              f"fields: {', '.join(sorted(kinds))}")
+        changes[key] = parse_value(value, kinds[key], f"--set {prefix}{key}")
     return dataclasses.replace(config, **changes)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import typing
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -17,6 +19,46 @@ from model.config import ConfigError, parse_value, split_override
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 SCHEDULES = ("cosine", "wsd", "constant")
+_EXPECTED = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+
+
+def _described(value) -> str:
+    if isinstance(value, str):
+        return f"the string {value!r}" + (" (write the number without quotes)"
+                                          if _is_number(value) else "")
+    return repr(value)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def checked(value, kind: type, where: str):
+    """`value` as the declared `kind` (an int where a float is declared becomes that float);
+    raises ConfigError naming `where`, the value and the type expected. Booleans are not
+    integers, and an integer-valued float is not an integer either (it says what to write)."""
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if math.isfinite(value):
+            return float(value)
+    elif kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif kind in (bool, str) and isinstance(value, kind):
+        return value
+    hint = ""
+    if kind is int and isinstance(value, float) and value.is_integer():
+        hint = f"; write {int(value)}"
+    raise ConfigError(f"{where} must be {_EXPECTED[kind]}, got {_described(value)}{hint}")
+
+
+def _check_fields(obj, prefix: str) -> None:
+    """Type-checks a config dataclass's scalar fields in place (frozen: object.__setattr__)."""
+    for name, kind in typing.get_type_hints(type(obj)).items():
+        if kind in _EXPECTED:
+            object.__setattr__(obj, name, checked(getattr(obj, name), kind, prefix + name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,12 +73,15 @@ class DataConfig:
     seq_len: int = 0  # 0 means the model's context, model.max_seq_len
     eval_batches: int = 8  # validation batches (of batch_size sequences) per evaluation
 
+    def __post_init__(self):
+        _check_fields(self, "data.")
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
     lr: float = 3e-3  # peak learning rate
     schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay) | constant (after warmup)
-    warmup_steps: int = 100
+    warmup_steps: int = 10  # linear from 0; overriding steps alone scales it (apply_overrides)
     min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio
     decay_fraction: float = 0.2  # wsd: the last fraction of steps decays linearly
     weight_decay: float = 0.1  # decoupled (AdamW)
@@ -46,12 +91,18 @@ class OptimConfig:
     eps: float = 1e-8
     clip_norm: float = 1.0  # global gradient norm; 0 disables clipping
 
+    def __post_init__(self):
+        _check_fields(self, "optim.")
+
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
     data: int = -1  # -1: all devices not used by the other axes
     fsdp: int = 1
     tensor: int = 1
+
+    def __post_init__(self):
+        _check_fields(self, "mesh.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +120,13 @@ class TrainConfig:
     async_checkpointing: bool = True
     peak_flops: float = 0.0  # per device, for MFU; 0: the stated table in train.metrics
 
+    def __post_init__(self):
+        for name, cls in _SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(f"{name} must be a {cls.__name__}, got "
+                                  f"{_described(getattr(self, name))}")
+        _check_fields(self, "")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -81,30 +139,54 @@ _SECTIONS = {"model": model.ModelConfig, "data": DataConfig, "optim": OptimConfi
              "mesh": MeshConfig}
 
 
-def _section(cls, d: dict, where: str):
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
+def _fields(cls, d, section: str = "") -> dict:
+    """The fields of `section` ("" for the top level) from its JSON value, checked: an object,
+    known names, the declared types."""
+    label, prefix = (section, section + ".") if section else ("the config", "")
+    if not isinstance(d, dict):
+        raise ConfigError(f"{label} must be an object of {cls.__name__} fields, e.g. "
+                          f'{{"{dataclasses.fields(cls)[0].name}": ...}}, got {_described(d)}')
+    kinds = typing.get_type_hints(cls)
+    unknown = sorted(set(d) - set(kinds))
     if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
-    return cls(**d)
+        raise ConfigError(f"unknown {section + ' ' if section else ''}field(s) {unknown}; "
+                          f"known: {sorted(kinds)}")
+    return {k: checked(v, kinds[k], prefix + k) if kinds[k] in _EXPECTED else v
+            for k, v in d.items()}
+
+
+def _model(d) -> model.ModelConfig:
+    """The model section: a preset name ("demo"), or fields over an optional preset
+    ({"preset": "demo", "n_layers": 6} is the demo preset with six layers)."""
+    if isinstance(d, str):
+        d = {"preset": d}
+    if isinstance(d, dict) and "preset" in d:
+        d = dict(d)
+        name = d.pop("preset")
+        if not isinstance(name, str):
+            raise ConfigError(f"model.preset must be a preset name, got {_described(name)}; "
+                              f"presets: {', '.join(model.preset_names())}")
+        d = {**model.preset(name).to_dict(), **d}
+    return model.ModelConfig.from_dict(_fields(model.ModelConfig, d, "model"))
+
+
+def _section(name: str, value):
+    if name == "model":
+        return _model(value)
+    cls = _SECTIONS[name]
+    return cls(**_fields(cls, value, name))
 
 
 def from_dict(d: dict[str, Any], where: str = "config") -> TrainConfig:
-    """A TrainConfig from a (possibly partial) dict. `model` may name a preset:
-    {"preset": "demo", "n_layers": 6} is the demo preset with six layers."""
-    d = dict(d)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
-    if "model" in d:
-        m = dict(d["model"])
-        base = model.preset(m.pop("preset")).to_dict() if "preset" in m else {}
-        d["model"] = model.ModelConfig.from_dict({**base, **m})
-    for name, cls in _SECTIONS.items():
-        if name != "model" and name in d:
-            d[name] = _section(cls, d[name], f"{where}.{name}")
-    return TrainConfig(**d)
+    """A TrainConfig from a (possibly partial) dict, as a JSON config holds it. Every field is
+    type-checked against its declaration (`"steps": 1e3` is refused, not truncated to an int).
+    `model` may name a preset: "demo" is the demo preset, {"preset": "demo", "n_layers": 6}
+    the demo preset with six layers."""
+    try:
+        top = _fields(TrainConfig, d)
+        return TrainConfig(**{k: _section(k, v) if k in _SECTIONS else v for k, v in top.items()})
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def names() -> list[str]:
@@ -127,33 +209,55 @@ def load(name_or_file: str) -> TrainConfig:
 
 
 def apply_overrides(cfg: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
-    """`cfg` with `a.b=value` overrides applied, e.g. ["steps=10", "model.n_layers=2"]."""
+    """`cfg` with `a.b=value` overrides applied, e.g. ["steps=10", "model.n_layers=2"].
+
+    Values are parsed strictly by the field's declared type (model.config.parse_value).
+    Overriding `steps` without `optim.warmup_steps` keeps the warmup the same fraction of the
+    run (rounded, and shorter than the run): the demo's 50 of 3600 steps become 1 of 50.
+    """
     overrides = list(overrides)
+    keys = [split_override(item)[0] for item in overrides]
     # Model fields change together (n_heads=6 with n_kv_heads=6 may be invalid one at a time).
     model_items = [item[len("model."):] for item in overrides if item.startswith("model.")]
+    new = cfg
     if model_items:
-        cfg = dataclasses.replace(cfg, model=model.apply_overrides(cfg.model, model_items))
+        changed = model.apply_overrides(new.model, model_items, prefix="model.")
+        new = dataclasses.replace(new, model=changed)
     for item in overrides:
         key, value = split_override(item)
         head, _, rest = key.partition(".")
         if head == "model" and rest:
             continue
         if head in _SECTIONS and rest:
-            section = getattr(cfg, head)
-            fields = {f.name for f in dataclasses.fields(section)}
-            if rest not in fields:
+            section = getattr(new, head)
+            kinds = typing.get_type_hints(type(section))
+            if rest not in kinds:
                 raise ConfigError(f"--set {key}: {head} has no field {rest!r}; "
-                                  f"fields: {', '.join(sorted(fields))}")
-            new = dataclasses.replace(
-                section, **{rest: parse_value(value, getattr(section, rest), f"--set {key}")})
-            cfg = dataclasses.replace(cfg, **{head: new})
+                                  f"fields: {', '.join(sorted(kinds))}")
+            section = dataclasses.replace(
+                section, **{rest: parse_value(value, kinds[rest], f"--set {key}")})
+            new = dataclasses.replace(new, **{head: section})
             continue
-        fields = {f.name for f in dataclasses.fields(cfg)} - set(_SECTIONS)
-        if key not in fields:
+        kinds = {k: v for k, v in typing.get_type_hints(TrainConfig).items()
+                 if k not in _SECTIONS}
+        if key not in kinds:
             raise ConfigError(f"--set {key}: no such field; top-level fields: "
-                              f"{', '.join(sorted(fields))}; sections: {', '.join(_SECTIONS)}")
-        cfg = dataclasses.replace(cfg, **{key: parse_value(value, getattr(cfg, key), f"--set {key}")})
-    return cfg
+                              f"{', '.join(sorted(kinds))}; sections: {', '.join(_SECTIONS)}")
+        new = dataclasses.replace(new, **{key: parse_value(value, kinds[key], f"--set {key}")})
+    if "steps" in keys and "optim.warmup_steps" not in keys:
+        new = dataclasses.replace(new, optim=dataclasses.replace(
+            new.optim, warmup_steps=scaled_warmup(cfg.optim.warmup_steps, cfg.steps, new.steps)))
+    return new
+
+
+def scaled_warmup(warmup_steps: int, steps: int, new_steps: int) -> int:
+    """The warmup of a run of `new_steps` that keeps `warmup_steps / steps` (nanochat's and
+    MaxText's warmup is a fraction of the run), rounded, and shorter than the run when the
+    original was."""
+    if steps <= 0 or new_steps <= 0:
+        return warmup_steps  # nonsense steps: validate() names them
+    warmup = round(warmup_steps * new_steps / steps)
+    return min(warmup, new_steps - 1) if warmup_steps < steps else warmup
 
 
 def validate(cfg: TrainConfig, n_devices: int | None = None) -> None:
@@ -180,13 +284,16 @@ def validate(cfg: TrainConfig, n_devices: int | None = None) -> None:
     if cfg.seq_len > cfg.model.max_seq_len:
         raise ConfigError(f"data.seq_len={cfg.seq_len} exceeds the model's context "
                           f"model.max_seq_len={cfg.model.max_seq_len}")
-    if not o.lr > 0 or o.lr != o.lr:
-        raise ConfigError(f"optim.lr must be > 0, got {o.lr!r}")
+    if not 0 < o.lr < math.inf:
+        raise ConfigError(f"optim.lr must be a finite number > 0, got {o.lr!r}")
     if o.schedule not in SCHEDULES:
         raise ConfigError(f"optim.schedule must be one of {SCHEDULES}, got {o.schedule!r}")
     positive("optim.warmup_steps", o.warmup_steps, allow_zero=True)
     if o.warmup_steps >= cfg.steps and o.schedule != "constant":
-        raise ConfigError(f"optim.warmup_steps={o.warmup_steps} must be < steps={cfg.steps}")
+        raise ConfigError(
+            f"optim.warmup_steps={o.warmup_steps} must be < steps={cfg.steps} (the {o.schedule} "
+            f"schedule decays after the warmup); set e.g. optim.warmup_steps="
+            f"{max(0, cfg.steps // 10)}, or schedule constant")
     for name in ("min_lr_ratio", "weight_decay", "clip_norm"):
         positive(f"optim.{name}", getattr(o, name), allow_zero=True)
     if o.min_lr_ratio > 1:
