@@ -5,7 +5,9 @@ import functools
 import pytest
 import tiktoken
 
+from infer.chat import render as chat
 from infer.chat import template as chat_template
+from infer.chat.messages import ChatError
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is 2+2?"}],
@@ -50,35 +52,39 @@ def test_message_text_is_never_markup():
     enc = chatml_encoding()
     template = smollm2_template()
     messages = CONVERSATIONS[2]
-    ids = chat_template.render(enc, messages, template=template)
+    ids = chat.prompt_ids(enc, messages, template=template)
     im_start = enc.encode_single_token("<|im_start|>")
     # Markup: system, user, generation prompt. The user's typed "<|im_start|>" stays bytes.
+    assert enc.encode(messages[0]["content"], allowed_special="all").count(im_start) == 1
     assert ids.count(im_start) == 3
     assert enc.decode(ids) == chat_template.render_text(template, messages)
-    plain = chat_template.render(enc, CONVERSATIONS[1], template=template)
+    plain = chat.prompt_ids(enc, CONVERSATIONS[1], template=template)
     assert plain == enc.encode(chat_template.render_text(template, CONVERSATIONS[1]),
                                allowed_special="all")
 
 
-def test_twofiles_tokenizers_use_the_one_renderer():
-    from infer.chat import render as chat
+def test_twofiles_tokenizers_render_the_twofiles_template():
+    from infer.chat import twofiles
     from train import tokenizer as tok
 
     ranks, pattern = tok.train_tokenizer(["hello there, how are you today?"] * 20, 280)
     enc = tok.encoding(ranks, pattern)
     messages = CONVERSATIONS[1]
-    expected, _ = chat.render(enc, messages, add_generation_prompt=True)
-    assert chat_template.render(enc, messages) == list(expected)
+    text = chat_template.render_text(twofiles.TEMPLATE, messages)
+    assert text.startswith("<|bos|><|system_start|>Be brief.<|system_end|><|user_start|>Hi")
+    assert chat.prompt_ids(enc, messages) == enc.encode(text, allowed_special="all")
     end = enc.encode_single_token("<|assistant_end|>")
     assert end in chat_template.turn_end_ids(enc)
 
 
 def test_bad_input_is_named():
-    with pytest.raises(chat_template.ChatTemplateError, match="message 0"):
+    with pytest.raises(ChatError, match="message 0"):
         chat_template.render_text("{{ messages }}", [{"role": "user"}])
     with pytest.raises(chat_template.ChatTemplateError, match="not valid Jinja"):
         chat_template.render_text("{% for %}", CONVERSATIONS[0])
     with pytest.raises(chat_template.ChatTemplateError, match="refused"):
         chat_template.render_text("{{ raise_exception('no system role') }}", CONVERSATIONS[0])
+    with pytest.raises(chat_template.ChatTemplateError, match="failed on this conversation"):
+        chat_template.render_text("{{ messages[0]['content'] + 1 }}", CONVERSATIONS[0])
     with pytest.raises(chat_template.ChatTemplateError, match="no chat template"):
-        chat_template.render(chatml_encoding(), CONVERSATIONS[0], template=None)
+        chat.prompt_ids(chatml_encoding(), CONVERSATIONS[0])

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import infer
-from infer.chat import template as chat_template
+from infer.chat import render as chat_render
 from infer.runtime import engine
 from tests.test_export_common import greedy_ids, tiny_twofiles_model
 
@@ -35,7 +35,7 @@ def _run(*args, stdin=None):
 
 
 def _greedy_reply(m, messages, n):
-    ids = chat_template.render(m.tokenizer, messages, template=m.chat_template)
+    ids = chat_render.prompt_ids(m, messages)
     return m.decode(greedy_ids(m, ids, n, stop_ids=engine.stop_ids_for(m, chat=True)))
 
 

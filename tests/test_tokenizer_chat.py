@@ -1,8 +1,10 @@
-"""infer.chat.render: the conversation layout, the loss mask, and plain-text user input."""
+"""infer.chat.render with a twofiles tokenizer: the layout, the loss mask, plain-text user input."""
 
 import pytest
 
 from infer.chat import render as chat
+from infer.chat.messages import ChatError
+from infer.chat.template import turn_end_ids
 from train import tokenizer as tk
 
 TEXT = ["The quick brown fox jumps over the lazy dog. " * 20, "print('hello, world')\n" * 10,
@@ -41,22 +43,25 @@ def test_generation_prompt(enc):
     ids, mask = chat.render(enc, [{"role": "user", "content": "hi"}], add_generation_prompt=True)
     assert ids[-1] == enc.encode_single_token("<|assistant_start|>") and mask[-1] == 0
     assert sum(mask) == 0
-    assert chat.stop_ids(enc) == [enc.encode_single_token("<|assistant_end|>")]
+    assert turn_end_ids(enc) == [enc.encode_single_token("<|assistant_end|>")]
 
 
 def test_tool_call_and_output(enc):
     messages = [{"role": "user", "content": "6*7?"},
-                {"role": "assistant", "content": "Let me compute.", "tool_call": "calc(6*7)"},
-                {"role": "tool", "content": "42"},
+                {"role": "assistant", "content": "Let me compute.", "tool_calls": [
+                    {"id": "c1", "type": "function",
+                     "function": {"name": "calc", "arguments": '{"x": "6*7"}'}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "42"},
                 {"role": "assistant", "content": "It is 42."}]
     ids, mask = chat.render(enc, messages)
     assert enc.decode(ids).endswith(
-        "<|assistant_start|>Let me compute.<|tool_call_start|>calc(6*7)<|tool_call_end|>"
+        '<|assistant_start|>Let me compute.<|tool_call_start|>{"name": "calc", "arguments": '
+        '{"x": "6*7"}}<|tool_call_end|>'
         "<|assistant_end|><|tool_output_start|>42<|tool_output_end|>"
         "<|assistant_start|>It is 42.<|assistant_end|>")
-    assert _learned(enc, ids, mask) == ("Let me compute.<|tool_call_start|>calc(6*7)"
-                                        "<|tool_call_end|><|assistant_end|>It is 42."
-                                        "<|assistant_end|>")
+    assert _learned(enc, ids, mask) == ('Let me compute.<|tool_call_start|>{"name": "calc", '
+                                        '"arguments": {"x": "6*7"}}<|tool_call_end|>'
+                                        "<|assistant_end|>It is 42.<|assistant_end|>")
 
 
 def test_typed_special_strings_are_plain_text(enc):
@@ -69,9 +74,9 @@ def test_typed_special_strings_are_plain_text(enc):
 
 
 def test_bad_conversations_are_refused(enc):
-    with pytest.raises(chat.ChatError, match="role 'robot'"):
+    with pytest.raises(ChatError, match="role 'robot'"):
         chat.render(enc, [{"role": "robot", "content": "x"}])
-    with pytest.raises(chat.ChatError, match="system message may only come first"):
+    with pytest.raises(ChatError, match="system message may only come first"):
         chat.render(enc, [{"role": "user", "content": "x"}, {"role": "system", "content": "y"}])
-    with pytest.raises(chat.ChatError, match="content must be str"):
+    with pytest.raises(ChatError, match="content must be a str"):
         chat.render(enc, [{"role": "user", "content": 3}])

@@ -2,8 +2,8 @@
 directory, or the two files (a flat params file and the C runner).
 
 Every format carries the tokenizer and the chat template: a model loaded from a GGUF or HF
-directory keeps its own Jinja template; a twofiles model gets TWOFILES_CHAT_TEMPLATE, the Jinja
-spelling of `infer.chat.render` (tests check both give the same ids).
+directory keeps its own Jinja template; a twofiles model gets TWOFILES_CHAT_TEMPLATE, the
+template `infer.chat.render` itself renders twofiles chats with.
 """
 
 from __future__ import annotations
@@ -11,31 +11,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-FORMATS = ("gguf", "safetensors", "twofiles")
+from infer.chat.twofiles import TEMPLATE as TWOFILES_CHAT_TEMPLATE  # the one twofiles layout
 
-# infer.chat.render as Jinja: <|bos|>, then each message between its role's delimiters; an
-# assistant's tool call between <|tool_call_start|> and <|tool_call_end|> before its end token.
-TWOFILES_CHAT_TEMPLATE = (
-    "{{ '<|bos|>' }}"
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}"
-    "{{ '<|system_start|>' + message['content'] + '<|system_end|>' }}"
-    "{% elif message['role'] == 'user' %}"
-    "{{ '<|user_start|>' + message['content'] + '<|user_end|>' }}"
-    "{% elif message['role'] == 'assistant' %}"
-    "{{ '<|assistant_start|>' + message['content'] }}"
-    "{% if message['tool_call'] is defined %}"
-    "{{ '<|tool_call_start|>' + message['tool_call'] + '<|tool_call_end|>' }}"
-    "{% endif %}"
-    "{{ '<|assistant_end|>' }}"
-    "{% elif message['role'] == 'tool' %}"
-    "{{ '<|tool_output_start|>' + message['content'] + '<|tool_output_end|>' }}"
-    "{% else %}"
-    "{{ raise_exception('unknown role: ' + message['role']) }}"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant_start|>' }}{% endif %}"
-)
+FORMATS = ("gguf", "safetensors", "twofiles")
 
 
 class ExportError(ValueError):

@@ -391,7 +391,7 @@ def generate(params, cfg, prompt_ids_batch: Sequence[Sequence[int]], *,
 def prompt_ids(model, prompt, *, chat: bool = False, system: str | None = None) -> list[int]:
     """Token ids for a prompt: plain text (BOS first when the model wants it), or with `chat`
     a user message (or a list of messages) rendered by the model's chat template."""
-    from infer.chat import template as chat_template
+    from infer.chat import render as chat_render
 
     enc = model.tokenizer
     if chat:
@@ -399,19 +399,13 @@ def prompt_ids(model, prompt, *, chat: bool = False, system: str | None = None) 
             prompt)
         if system is not None:
             messages = [{"role": "system", "content": system}] + messages
-        return chat_template.render(enc, messages, template=model.chat_template,
-                                    bos_token=_token_text(enc, model.bos_id),
-                                    eos_token=_token_text(enc, (model.eos_ids or [None])[0]))
+        return chat_render.prompt_ids(model, messages)
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a string without chat=True, got {type(prompt).__name__}")
     ids = enc.encode_ordinary(prompt)  # user text: special-token strings stay plain text
     if getattr(model, "add_bos", False) and model.bos_id is not None:
         ids = [int(model.bos_id)] + ids
     return ids
-
-
-def _token_text(enc, token_id) -> str:
-    return "" if token_id is None else enc.decode([int(token_id)])
 
 
 def stop_ids_for(model, *, chat: bool) -> list[int]:
