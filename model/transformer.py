@@ -134,13 +134,16 @@ def _unrolled(body, x_BTD: jax.Array, layers: dict, n_layers: int) -> jax.Array:
 
 
 def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict | None = None,
-            positions_BT: jax.Array | None = None, valid_BT: jax.Array | None = None):
+            positions_BT: jax.Array | None = None, valid_BT: jax.Array | None = None,
+            segment_ids_BT: jax.Array | None = None):
     """Logits for every position of `tokens_BT`, and the updated cache (None without one).
 
     Without a cache the T tokens attend causally to each other at positions 0..T-1. With a
     cache they are written to slots index..index+T-1; each attends to the filled, valid slots
     up to its own. `valid_BT` marks real tokens (False for padding); `positions_BT` are the
-    rotary positions (default: the slot numbers).
+    rotary positions (default: the slot numbers). `segment_ids_BT` (no cache) packs several
+    documents in a row: a token attends only to earlier tokens of its own segment, and the
+    caller gives each segment positions from 0 (MaxText's decoder_segment_ids/positions).
     """
     B, T = tokens_BT.shape
     x_BTD = params["embed"][tokens_BT].astype(jnp.float32)
@@ -150,8 +153,13 @@ def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict | 
         mask_BTS = jnp.broadcast_to(causal_TT, (B, T, T))
         if valid_BT is not None:
             mask_BTS = mask_BTS & valid_BT[:, None, :]
+        if segment_ids_BT is not None:
+            mask_BTS = mask_BTS & (segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :])
         kvs = None
     else:
+        if segment_ids_BT is not None:
+            raise ValueError("segment_ids_BT packs documents for training; a cache holds one "
+                             "sequence per row")
         start = cache["index"]
         valid_BS, mask_BTS = cache_mask(cache, T, valid_BT)
         kvs = (cache["k"], cache["v"])

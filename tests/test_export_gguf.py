@@ -20,11 +20,11 @@ CONVERSATIONS = [
 
 
 def _llama(path, **kwargs):
-    from llama_cpp import Llama
+    from tests import llama_cpp_peer
 
     # float32 KV cache (type 0), so that f32 weights compare at float32 precision
-    return Llama(str(path), n_ctx=128, logits_all=True, verbose=False, n_threads=2,
-                 type_k=0, type_v=0, **kwargs)
+    return llama_cpp_peer.load(path, n_ctx=128, logits_all=True, verbose=False, n_threads=2,
+                               type_k=0, type_v=0, **kwargs)
 
 
 def _llama_greedy(llm, ids, steps):
