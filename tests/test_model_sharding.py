@@ -72,3 +72,11 @@ def test_indivisible_dimension_is_replicated_not_an_error():
 def test_bad_mesh_is_refused_with_the_device_count():
     with pytest.raises(ValueError, match="8 devices"):
         sharding.make_mesh(3, 1, 1)
+
+
+def test_an_axis_without_a_rule_is_an_error_not_replicated():
+    # Why the rules are ours and not flax's logical_to_mesh_axes: that one replicates an
+    # unknown axis silently, so a typo in a parameter's axes would cost memory unnoticed.
+    mesh = sharding.make_mesh(2, 2, 2)
+    with pytest.raises(KeyError, match="'embd'"):
+        sharding.logical_to_spec(("vocab", "embd"), (256, 64), mesh)
