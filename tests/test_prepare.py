@@ -235,3 +235,19 @@ def test_full_demo_tokenizer_and_prepare(tmp_path):
     assert total_bytes > 4_000_000
     assert total_bytes / total_tokens > 3.0  # English plays with 8k merges: > 3 bytes per token
     check_meta_counts(meta, tmp_path / "demo")
+
+
+def test_cli_tokenizer_refuses_to_replace_a_file_unless_forced(tmp_path, capsys):
+    src = str(write_jsonl(tmp_path / "c.jsonl", DOCS))
+    out = tmp_path / "tok.json"
+    out.write_text("the user's own file")
+    argv = ["tokenizer", "--input", src, "--vocab-size", "300", "--out", str(out)]
+    assert _run_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out} exists" in err and "--force" in err
+    assert out.read_text() == "the user's own file"
+    assert _run_cli(["tokenizer", "--input", src, "--vocab-size", "300", "--out",
+                     str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert _run_cli([*argv, "--force"]) == 0
+    assert tk.load(out).n_vocab == 300

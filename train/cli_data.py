@@ -1,6 +1,6 @@
 """The data subcommands of `python -m train`: `tokenizer` and `prepare`.
 
-    python -m train tokenizer --input PATH... --vocab-size N --out FILE
+    python -m train tokenizer --input PATH... --vocab-size N --out FILE [--force]
     python -m train prepare --source SRC --tokenizer FILE --out DIR
 
 `train/__main__.py` wires them in with `add_subcommands(subparsers)`; each parser's `func` runs
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 MEASURE_BYTES = 64 << 20  # compression is reported on at most this much text
 
@@ -20,10 +21,22 @@ def _error(message) -> int:
     return 2
 
 
+def _check_out_file(path: Path, force: bool) -> None:
+    """Refuses to replace an existing file (unless `force`) or anything that is not a file,
+    before minutes of training are spent on it."""
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a directory; name the tokenizer file to write, "
+                         f"e.g. {path / 'tokenizer.json'}")
+    if path.exists() and not force:
+        raise ValueError(f"--out {path} exists; choose another name, or pass --force to "
+                         "replace it")
+
+
 def _tokenizer(args) -> int:
     from train import corpus, tokenizer
 
     try:
+        _check_out_file(Path(args.out), args.force)
         sources = [corpus.open_source(s, text_field=args.text_field,
                                       tfds_data_dir=args.tfds_data_dir) for s in args.input]
 
@@ -88,6 +101,7 @@ def add_subcommands(subparsers) -> None:
     p.add_argument("--vocab-size", type=int, required=True,
                    help="vocabulary size including the special tokens, e.g. 8192")
     p.add_argument("--out", required=True, help="tokenizer file to write, e.g. tokenizer.json")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
     _source_options(p)
     p.set_defaults(func=_tokenizer)
 

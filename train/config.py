@@ -63,11 +63,11 @@ def _check_fields(obj, prefix: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    # A prepared directory (holds the metadata written by train.prepare), or a source that
-    # train.prepare understands ("demo", a text/jsonl/parquet file or folder, "tfds:NAME"),
-    # prepared on first use into cache_dir and reused afterwards.
+    # A prepared directory (from `python -m train prepare`: used as it is, with its tokenizer),
+    # or a source train.prepare understands ("demo", a text/jsonl/parquet file or folder,
+    # "tfds:NAME"), prepared on first use into the cache and reused while its files are unchanged.
     source: str = "demo"
-    cache_dir: str = "data/prepared"
+    cache_dir: str = ""  # "": $TWOFILES_CACHE/data, by default ~/.cache/twofiles/data
     batch_size: int = 16  # global sequences per optimizer step
     grad_accum: int = 1  # microbatches per optimizer step; batch_size must divide evenly
     seq_len: int = 0  # 0 means the model's context, model.max_seq_len

@@ -1,13 +1,20 @@
 """The training data a config names: a prepared folder, or a source prepared on first use.
 
-A source (`demo`, files, `tfds:NAME`) is turned into a tokenizer of the model's vocabulary size
-and token shards once, under data.cache_dir, and reused by every later run naming the same
-source and vocabulary size. Only process 0 prepares; the others wait for it.
+`data.source` is either a folder written by `python -m train prepare` (used as it is: its
+tokenizer comes with it), or a source (`demo`, files, `tfds:NAME`) that is turned once into a
+tokenizer of the model's vocabulary size and token shards, in the cache, and reused by every
+later run naming the same source, unchanged, and vocabulary size. The cache is keyed by the
+source's content (`corpus.fingerprint`): after an edit to its files the next run prepares it
+anew. Only process 0 prepares; the others wait for it.
+
+The cache is one place for every working directory: `$TWOFILES_CACHE/data`, by default
+`$XDG_CACHE_HOME/twofiles/data` (`~/.cache/twofiles/data`); `data.cache_dir` names another.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 from pathlib import Path
@@ -15,6 +22,7 @@ from pathlib import Path
 import jax
 
 from model.config import ConfigError
+from train import corpus as corpus_lib
 from train import loader as loader_lib
 from train import prepare as prepare_lib
 from train import tokenizer as tokenizer_lib
@@ -23,24 +31,40 @@ from train.config import TrainConfig
 TOKENIZER_FILE = "tokenizer.json"  # the name in a prepared folder and in a run directory
 
 
-def cache_folder(source: str, vocab_size: int, cache_dir: str) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", source).strip("-")[:40] or "source"
-    digest = hashlib.sha256(source.encode()).hexdigest()[:8]
-    return Path(cache_dir) / f"{slug}-{digest}-v{vocab_size}"
+def cache_root() -> Path:
+    """Where twofiles keeps what it can remake: $TWOFILES_CACHE, else ~/.cache/twofiles."""
+    if os.environ.get("TWOFILES_CACHE"):
+        return Path(os.environ["TWOFILES_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "twofiles"
 
 
-def _prepare_source(source: str, vocab_size: int, cache_dir: str, progress: bool) -> Path:
-    from train import corpus as corpus_lib
+def cache_dir(cfg: TrainConfig) -> Path:
+    return Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else cache_root() / "data"
 
-    folder = cache_folder(source, vocab_size, cache_dir)
+
+def cache_folder(source: str, vocab_size: int, cache: Path, fingerprint: str) -> Path:
+    """The folder of one source at one content (`fingerprint`) and vocabulary size."""
+    # A path's end names it best ("corpus-jsonl", not "home-me-projects-...").
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", source).strip("-")[-40:].strip("-") or "source"
+    digest = hashlib.sha256(f"{source}\0{fingerprint}".encode()).hexdigest()[:12]
+    return Path(cache) / f"{slug}-{digest}-v{vocab_size}"
+
+
+def _prepare_source(source: str, vocab_size: int, folder: Path, progress: bool) -> Path:
+    data_dir = folder / "tokens"
+    if (data_dir / prepare_lib.META).is_file():
+        if progress:
+            print(f"data: {source}, prepared earlier in {folder}", flush=True)
+        return data_dir
     tok_path = folder / f"tokenizer-v{vocab_size}.json"
     if not tok_path.exists():
         corpus = corpus_lib.open_source(source)
         if progress:
-            print(f"training a {vocab_size}-token tokenizer on {corpus.description}", flush=True)
+            print(f"data: training a {vocab_size}-token tokenizer on {corpus.description} into "
+                  f"{folder} (the cache: TWOFILES_CACHE moves it; data.source=DIR uses a folder "
+                  "from `python -m train prepare`)", flush=True)
         ranks, pattern = tokenizer_lib.train_tokenizer(corpus.documents(), vocab_size)
         tokenizer_lib.save(tok_path, ranks, pattern)
-    data_dir = folder / "tokens"
     prepare_lib.prepare(source, tok_path, data_dir, progress=progress)
     return data_dir
 
@@ -51,9 +75,11 @@ def resolve(cfg: TrainConfig, progress: bool = True) -> tuple[str, dict]:
     if (Path(source) / prepare_lib.META).is_file():
         data_dir = Path(source)
     else:
-        data_dir = cache_folder(source, cfg.model.vocab_size, cfg.data.cache_dir) / "tokens"
+        fingerprint = corpus_lib.fingerprint(source)
+        folder = cache_folder(source, cfg.model.vocab_size, cache_dir(cfg), fingerprint)
+        data_dir = folder / "tokens"
         if jax.process_index() == 0:
-            data_dir = _prepare_source(source, cfg.model.vocab_size, cfg.data.cache_dir, progress)
+            data_dir = _prepare_source(source, cfg.model.vocab_size, folder, progress)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices("twofiles-prepare")

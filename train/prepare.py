@@ -15,7 +15,10 @@ then one in every 1/f, spread evenly and the same on every run. Documents never 
 
 Counts in meta.json per split: `documents`, `tokens` (including one bos per document) and
 `bytes` (UTF-8 bytes of the documents' text), so that bits per byte = loss_nats * tokens /
-(ln 2 * bytes) over a whole split.
+(ln 2 * bytes) over a whole split. `source_spec` is the source as given and
+`source_fingerprint` a digest of its files' names and content (`corpus.fingerprint`): a rerun
+reuses DIR only while both, the tokenizer and the options match, so edited files are never
+served from old shards.
 
 Atomic: everything is written into a hidden temporary folder beside DIR, meta.json last, and the
 folder is renamed to DIR at the end; an interrupted run leaves no DIR that looks complete.
@@ -107,8 +110,10 @@ def _batches(documents, size: int):
         yield batch
 
 
-def _existing(out_dir: Path, source: str, fp: str, options: dict, overwrite: bool):
-    """The meta of an already prepared `out_dir` to reuse, or None to (re)write it."""
+def _existing(out_dir: Path, source: str, content: str, fp: str, options: dict,
+              overwrite: bool):
+    """The meta of an already prepared `out_dir` to reuse, or None to (re)write it. `content`
+    is the source's corpus.fingerprint: shards of files edited since are not reused."""
     if not out_dir.exists():
         return None
     if not (out_dir / META).is_file():
@@ -121,8 +126,13 @@ def _existing(out_dir: Path, source: str, fp: str, options: dict, overwrite: boo
     meta = read_meta(out_dir)
     same = (meta["source_spec"] == source and meta["tokenizer_fingerprint"] == fp
             and meta["options"] == options)
-    if same:
+    if same and meta.get("source_fingerprint") == content:
         return meta
+    if same:
+        raise PrepareError(
+            f"{out_dir} holds shards of {source!r} made before its files changed (or by a "
+            "version of twofiles that did not record their content); pass --overwrite to "
+            "prepare it again, or choose another --out")
     raise PrepareError(
         f"{out_dir} already holds shards of source {meta['source_spec']!r} made with "
         f"tokenizer {meta['tokenizer_fingerprint']} and options {meta['options']}; asked "
@@ -136,8 +146,9 @@ def prepare(source: str, tokenizer_path, out_dir, *, val_fraction: float = 0.1,
             overwrite: bool = False, progress: bool = True, batch_docs: int = 16) -> dict:
     """Tokenize `source` with the tokenizer file into shards under `out_dir`; returns the meta.
 
-    Reuses `out_dir` when it already holds the same source, tokenizer and options (unless
-    `overwrite`, which always writes it anew).
+    Reuses `out_dir` when it already holds the same source, with the same content
+    (`corpus.fingerprint`), tokenizer and options; refuses it when the source's files changed
+    since (unless `overwrite`, which always writes it anew).
     """
     if not 0.0 <= val_fraction < 1.0:
         raise PrepareError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -147,17 +158,18 @@ def prepare(source: str, tokenizer_path, out_dir, *, val_fraction: float = 0.1,
     fp = tokenizer_lib.fingerprint(enc)
     out_dir = Path(out_dir)
     options = {"val_fraction": val_fraction, "max_docs": max_docs, "text_field": text_field}
-    meta = _existing(out_dir, str(source), fp, options, overwrite)
+    corpus = corpus_lib.open_source(source, text_field=text_field, tfds_data_dir=tfds_data_dir)
+    content = corpus_lib.fingerprint(source, text_field=text_field, tfds_data_dir=tfds_data_dir)
+    meta = _existing(out_dir, str(source), content, fp, options, overwrite)
     if meta is not None:
         return meta
-    corpus = corpus_lib.open_source(source, text_field=text_field, tfds_data_dir=tfds_data_dir)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         meta = _write(corpus, enc, fp, tmp, val_fraction=val_fraction, max_docs=max_docs,
                       shard_tokens=shard_tokens, progress=progress, batch_docs=batch_docs)
-        meta.update(source_spec=str(source), options=options)
+        meta.update(source_spec=str(source), source_fingerprint=content, options=options)
         shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")
         _write_json(tmp / META, meta)  # last: a folder with meta.json is complete
         if out_dir.exists():  # an empty folder, or prepared data to overwrite (checked above)
