@@ -108,11 +108,13 @@ def make_batch(cfg, seed: int = 0):
 # ---- twofiles ------------------------------------------------------------------------------
 
 class JaxVariant:
-    """twofiles' own jitted train step (train.step.make_train_step) at a compute dtype."""
+    """twofiles' own jitted train step (train.step.make_step) at a compute dtype."""
 
     def __init__(self, name, cfg, compute_dtype, params0, inputs, targets):
         import jax
 
+        from train import losses
+        from train import state as tstate
         from train import step as tstep
         from train.optim import make_optimizer
 
@@ -121,13 +123,15 @@ class JaxVariant:
             cfg, model=dataclasses.replace(cfg.model, compute_dtype=compute_dtype))
         mesh = tstep.make_mesh(self.cfg)
         optimizer = make_optimizer(self.cfg.optim, self.cfg.steps)
-        shardings = tstep.state_shardings(self.cfg, optimizer, mesh)
+        shardings = tstate.state_shardings(tstate.abstract_params(self.cfg.model, mesh),
+                                           optimizer, mesh)
         params = jax.device_put(params0, shardings["params"])
         self.state = jax.jit(
             lambda p: {"params": p, "opt_state": optimizer.init(p),
                        "step": jax.numpy.zeros((), jax.numpy.int32)},
             out_shardings=shardings)(params)
-        self.train_step = tstep.make_train_step(self.cfg, mesh, optimizer)
+        self.train_step = tstep.make_step(losses.next_token_loss(self.cfg.model), optimizer,
+                                          shardings, mesh, grad_accum=self.cfg.data.grad_accum)
         from model import sharding
         b_shard = sharding.batch_sharding(mesh)
         self.batch = {"inputs": jax.device_put(inputs, b_shard),
@@ -141,9 +145,9 @@ class JaxVariant:
 def jax_loss(cfg, params, inputs, targets) -> float:
     import jax
 
-    from train import step as tstep
+    from train.losses import token_losses
 
-    losses = jax.jit(lambda p, x, y: tstep.token_losses(p, x, y, cfg.model))(
+    losses = jax.jit(lambda p, x, y: token_losses(p, x, y, cfg.model))(
         params, inputs, targets)
     return float(losses.mean())
 

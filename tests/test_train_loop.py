@@ -14,10 +14,12 @@ from jax.sharding import AxisType, Mesh
 from model.config import ConfigError
 from tests.train_helpers import config_dict, prepare_small_demo
 from infer.formats import run_checkpoint
-from train import checkpoint, metrics, pretrain
+from train import checkpoint, metrics, pretrain, run_dir
 from train import config as train_config
+from train import state as state_lib
 from train.optim import decay_mask, schedule
-from train.step import init_state, make_train_step
+from train.losses import next_token_loss
+from train.step import make_step
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +110,7 @@ def test_different_config_is_refused_and_nothing_written(run):
     with pytest.raises(ConfigError, match=r"different config.*optim\.lr.*--force"):
         pretrain.run(changed, out, progress=False)
     assert snapshot(out) == before
-    assert pretrain.check_out_dir(changed, out, force=True) is True
+    assert run_dir.plan(out, changed, force=True).clear is True
 
 
 @pytest.mark.parametrize("override, message", [
@@ -154,8 +156,13 @@ def test_grad_accumulation_4x4_equals_batch_16(data_dir):
                for _ in range(2)]
     results = []
     for cfg in (full, accum):
-        state = init_state(cfg, optax.adamw(1e-3), mesh, jax.random.key(0))
-        step = make_train_step(cfg, mesh, optax.adamw(1e-3), donate=False)
+        optimizer = optax.adamw(1e-3)
+        abstract = state_lib.abstract_params(cfg.model, mesh)
+        state = state_lib.fresh(state_lib.random_params(cfg.model, mesh, jax.random.key(0)),
+                                optimizer, abstract, mesh)
+        step = make_step(next_token_loss(cfg.model), optimizer,
+                         state_lib.state_shardings(abstract, optimizer, mesh), mesh,
+                         grad_accum=cfg.data.grad_accum, donate=False)
         losses = []
         for batch in batches:
             state, m = step(state, batch)

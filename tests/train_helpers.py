@@ -82,3 +82,13 @@ def run_cli(config: Path, out: Path, *extra: str, devices: int = 2, check: bool 
 def losses(run_dir: Path) -> dict[int, float]:
     from train import metrics
     return {r["step"]: r["loss"] for r in metrics.read(run_dir) if "loss" in r}
+
+
+def one_device_mesh():
+    """A (data, fsdp, tensor) mesh of the first device alone: in-process step tests."""
+    import jax
+    import numpy as np
+    from jax.sharding import AxisType, Mesh
+
+    return Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"),
+                axis_types=(AxisType.Auto,) * 3)

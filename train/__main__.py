@@ -22,7 +22,8 @@ def _pretrain_args(sub) -> None:
                    help="override a config field, e.g. steps=100 or model.n_layers=2 (repeatable)")
     p.add_argument("--force", action="store_true",
                    help="train into --out even if it holds a run with a different config "
-                        "(that run's checkpoints and metrics are deleted)")
+                        "(that run's own files are deleted; a directory holding any other "
+                        "file is refused even so)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--coordinator", help="HOST:PORT of process 0, for multi-process runs")
     p.add_argument("--num-processes", type=int)
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
 
     from model.config import ConfigError
     from train import config as train_config
-    from train import corpus, loader, prepare, pretrain, tokenizer
+    from train import corpus, loader, loop, prepare, pretrain, tokenizer
     # Errors about the user's input: one line naming it, no traceback.
     input_errors = (ConfigError, FileNotFoundError, corpus.CorpusError, prepare.PrepareError,
                     loader.LoaderError, tokenizer.TokenizerError)
@@ -58,9 +59,16 @@ def main(argv=None) -> int:
     except input_errors as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except pretrain.NonFiniteLossError as e:
+    except loop.NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except loop.Interrupted as e:
+        print(str(e), file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C
+        print("interrupted; rerun the same command to resume from the latest checkpoint",
+              file=sys.stderr)
+        return 130
     import jax
     if jax.process_index() == 0:
         print(json.dumps(summary, indent=2))

@@ -1,9 +1,17 @@
-"""The training step: one optimizer update over a global batch, jitted over sharded state.
+"""The training step: one optimizer update from a loss function, jitted over sharded state.
 
-State is a dict {"params", "opt_state", "step"}; its buffers are donated, so an update reuses the
-memory of the state it replaces. A step with grad_accum = A splits the batch into A microbatches
-and sums token losses and gradients over them before one update, so it computes the same update
-as one batch of the full size (up to float summation order).
+    step = make_step(loss_fn, optimizer, shardings, mesh, grad_accum=4)
+    state, metrics = step(state, batch, frozen)
+
+`loss_fn(params, batch, frozen) -> (loss_sum, count, metrics)` is pure and returns sums (see
+train.losses). The step divides the loss, its gradient and each metric by max(count, 1), so a
+batch with nothing to count (an all-zero loss mask) gives loss 0 and a zero gradient, not NaN.
+
+State is a dict {"params", "opt_state", "step"} (train.state builds it); its buffers are donated,
+so an update reuses the memory of the state it replaces. With grad_accum = A the batch is split
+into A microbatches whose sums are added before one update: the same update as one batch of
+the full size (up to float summation order). With a `trainable` mask (a tree of bools shaped
+like the params), only those leaves are updated; the others come out bit for bit unchanged.
 """
 
 from __future__ import annotations
@@ -15,30 +23,10 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-import model
 from model import sharding
 from train.config import TrainConfig
-from train.optim import make_optimizer, schedule
 
 BATCH_AXES = ("data", "fsdp")
-
-
-def token_losses(params, inputs_BT, targets_BT, mcfg: model.ModelConfig):
-    """Per-token negative log-likelihood in float32, [B, T]."""
-    logits_BTV, _ = model.forward(params, inputs_BT, mcfg)
-    return optax.softmax_cross_entropy_with_integer_labels(
-        logits_BTV.astype(jnp.float32), targets_BT)
-
-
-def _mask(batch) -> jax.Array:
-    # Optional per-token loss weights (later stages mask prompts); pretraining counts every token.
-    if "mask" in batch:
-        return batch["mask"].astype(jnp.float32)
-    return jnp.ones(batch["targets"].shape, jnp.float32)
-
-
-def _loss_sum(params, inputs_BT, targets_BT, mask_BT, mcfg):
-    return (token_losses(params, inputs_BT, targets_BT, mcfg) * mask_BT).sum()
 
 
 def make_mesh(cfg: TrainConfig):
@@ -47,91 +35,102 @@ def make_mesh(cfg: TrainConfig):
     return sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
 
 
-def state_shardings(cfg: TrainConfig, optimizer: optax.GradientTransformation, mesh):
-    """NamedShardings for the train state: optimizer moments follow their parameters."""
-    p_shard = sharding.param_shardings(cfg.model, mesh)
-    replicated = NamedSharding(mesh, P())
-    p_shape = jax.eval_shape(lambda: model.init(cfg.model, jax.random.key(0)))
-    opt_shape = jax.eval_shape(optimizer.init, p_shape)
-    opt_shard = optax.tree_map_params(
-        optimizer, lambda _, s: s, opt_shape, p_shard,
-        transform_non_params=lambda _: replicated)
-    return {"params": p_shard, "opt_state": opt_shard, "step": replicated}
+def batch_sharding(mesh) -> NamedSharding:
+    """Any batch leaf [B, ...]: rows split over the data axes, other dimensions whole."""
+    return NamedSharding(mesh, P(BATCH_AXES))
 
 
-def init_state(cfg: TrainConfig, optimizer, mesh, key: jax.Array):
-    """A fresh train state, created already sharded (no full copy on one device)."""
-    shardings = state_shardings(cfg, optimizer, mesh)
-
-    def init(key):
-        params = model.init(cfg.model, key)
-        return {"params": params, "opt_state": optimizer.init(params),
-                "step": jnp.zeros((), jnp.int32)}
-
-    return jax.jit(init, out_shardings=shardings)(key)
+def _split_microbatches(batch, accum: int, mesh):
+    # Row r of microbatch a is global row r * accum + a: every device keeps its own rows.
+    def split(x):
+        B = x.shape[0]
+        x_A = x.reshape(B // accum, accum, *x.shape[1:]).swapaxes(0, 1)
+        return jax.lax.with_sharding_constraint(x_A, NamedSharding(mesh, P(None, BATCH_AXES)))
+    return jax.tree.map(split, batch)
 
 
-def make_train_step(cfg: TrainConfig, mesh, optimizer: optax.GradientTransformation | None = None,
-                    *, donate: bool = True) -> Callable:
-    """Returns jitted `step(state, batch) -> (state, metrics)`; batch holds int32 [B, T] `inputs`
-    and `targets` sharded over the data axes. metrics: loss, grad_norm, lr (float32 scalars)."""
-    optimizer = optimizer or make_optimizer(cfg.optim, cfg.steps)
-    lr_at = schedule(cfg.optim, cfg.steps)
-    mcfg, accum = cfg.model, cfg.data.grad_accum
-    grad_fn = jax.value_and_grad(_loss_sum)
+def summed_grads(loss_fn: Callable, params, batch, frozen, accum: int, mesh):
+    """(loss_sum, count, metric sums, gradient of loss_sum) over the whole batch."""
+    def value_and_grad(params, batch):
+        def loss(params):
+            loss_sum, count, metrics = loss_fn(params, batch, frozen)
+            return loss_sum, (count, metrics)
+        (loss_sum, (count, metrics)), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        return (loss_sum, jnp.asarray(count, jnp.float32), metrics), grads
 
-    def accumulate(params, batch):
-        mask_BT = _mask(batch)
-        if accum == 1:
-            loss_sum, grads = grad_fn(params, batch["inputs"], batch["targets"], mask_BT, mcfg)
-            return loss_sum, grads, mask_BT.sum()
+    if accum == 1:
+        return value_and_grad(params, batch)
+    micro = _split_microbatches(batch, accum, mesh)
 
-        # Row r of microbatch a is global row r * accum + a: every device keeps its own rows.
-        def split(x_BT):
-            B, T = x_BT.shape
-            x_ABT = x_BT.reshape(B // accum, accum, T).swapaxes(0, 1)
-            return jax.lax.with_sharding_constraint(x_ABT, NamedSharding(mesh, P(None, BATCH_AXES)))
+    def body(carry, mb):
+        sums, grads = value_and_grad(params, mb)
+        return jax.tree.map(jnp.add, carry, (sums, grads)), None
 
-        micro = (split(batch["inputs"]), split(batch["targets"]), split(mask_BT))
+    first = jax.tree.map(lambda x: x[0], micro)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                         jax.eval_shape(value_and_grad, params, first))
+    total, _ = jax.lax.scan(body, zeros, micro)
+    return total
 
-        def body(carry, xs):
-            loss_acc, grads_acc = carry
-            loss_sum, grads = grad_fn(params, *xs, mcfg)
-            return (loss_acc + loss_sum, jax.tree.map(jnp.add, grads_acc, grads)), None
 
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        (loss_sum, grads), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros), micro)
-        return loss_sum, grads, mask_BT.sum()
+def _apply(params, updates, trainable):
+    if trainable is None:
+        return optax.apply_updates(params, updates)
+    # A frozen leaf is returned as is (p + 0 would turn -0.0 into +0.0).
+    return jax.tree.map(lambda t, p, u: (p + u).astype(p.dtype) if t else p,
+                        trainable, params, updates)
 
-    def step(state, batch):
+
+def _trainable_norm(grads, trainable) -> jax.Array:
+    if trainable is None:
+        return optax.global_norm(grads)
+    leaves = [g for g, t in zip(jax.tree.leaves(grads), jax.tree.leaves(trainable)) if t]
+    return optax.global_norm(leaves)
+
+
+def make_step(loss_fn: Callable, optimizer: optax.GradientTransformation, state_shardings,
+              mesh, *, lr_at: Callable | None = None, grad_accum: int = 1, trainable=None,
+              donate: bool = True) -> Callable:
+    """Returns jitted `step(state, batch, frozen=None) -> (state, metrics)`.
+
+    batch: a dict of arrays [B, ...] sharded over the data axes; frozen: any tree the loss reads
+    but never trains (a reference model, LoRA's base), placed where it already is. metrics
+    (float32 scalars): loss, count, grad_norm (over trainable leaves), lr when `lr_at` is given,
+    and the loss function's metrics, each divided by max(count, 1).
+    """
+    def step(state, batch, frozen):
         params = state["params"]
-        loss_sum, grads, count = accumulate(params, batch)
-        grads = jax.tree.map(lambda g: g / count, grads)
+        (loss_sum, count, metric_sums), grads = summed_grads(
+            loss_fn, params, batch, frozen, grad_accum, mesh)
+        denom = jnp.maximum(count, 1.0)
+        grads = jax.tree.map(lambda g: g / denom, grads)
         updates, opt_state = optimizer.update(grads, state["opt_state"], params)
-        new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state,
+        new_state = {"params": _apply(params, updates, trainable), "opt_state": opt_state,
                      "step": state["step"] + 1}
-        metrics = {"loss": loss_sum / count, "grad_norm": optax.global_norm(grads),
-                   "lr": jnp.asarray(lr_at(state["step"]), jnp.float32)}
+        metrics = {k: v / denom for k, v in metric_sums.items()}
+        metrics.update(loss=loss_sum / denom, count=count,
+                       grad_norm=_trainable_norm(grads, trainable))
+        if lr_at is not None:
+            metrics["lr"] = jnp.asarray(lr_at(state["step"]), jnp.float32)
         return new_state, metrics
 
-    s_shard = state_shardings(cfg, optimizer, mesh)
-    b_shard = sharding.batch_sharding(mesh)
     replicated = NamedSharding(mesh, P())
-    return jax.jit(step, in_shardings=(s_shard, b_shard), out_shardings=(s_shard, replicated),
-                   donate_argnums=(0,) if donate else ())
+    jitted = jax.jit(step, in_shardings=(state_shardings, batch_sharding(mesh), None),
+                     out_shardings=(state_shardings, replicated),
+                     donate_argnums=(0,) if donate else ())
+    return lambda state, batch, frozen=None: jitted(state, batch, frozen)
 
 
-def make_eval_step(cfg: TrainConfig, mesh) -> Callable:
-    """Returns jitted `eval_step(params, batch) -> (summed token loss, token count)`."""
-    mcfg = cfg.model
+def make_eval_step(loss_fn: Callable, param_shardings, mesh) -> Callable:
+    """Returns jitted `eval_step(params, batch, frozen=None) -> (loss_sum, count, metrics)`:
+    the loss function's sums, for an evaluation to add up over its batches."""
+    def eval_step(params, batch, frozen):
+        loss_sum, count, metrics = loss_fn(params, batch, frozen)
+        return loss_sum, jnp.asarray(count, jnp.float32), metrics
 
-    def eval_step(params, batch):
-        mask_BT = _mask(batch)
-        return _loss_sum(params, batch["inputs"], batch["targets"], mask_BT, mcfg), mask_BT.sum()
-
-    p_shard = sharding.param_shardings(cfg.model, mesh)
-    return jax.jit(eval_step, in_shardings=(p_shard, sharding.batch_sharding(mesh)),
-                   out_shardings=NamedSharding(mesh, P()))
+    jitted = jax.jit(eval_step, in_shardings=(param_shardings, batch_sharding(mesh), None),
+                     out_shardings=NamedSharding(mesh, P()))
+    return lambda params, batch, frozen=None: jitted(params, batch, frozen)
 
 
 @jax.jit
