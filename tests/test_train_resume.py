@@ -1,8 +1,10 @@
-"""Runs of the CLI in subprocesses: a run killed with SIGKILL and rerun ends bitwise identical to
-one never interrupted; two processes with one CPU device each match one process with two."""
+"""Runs of the CLI in subprocesses: a run killed with SIGKILL, or stopped with Ctrl-C, and rerun
+ends bitwise identical to one never interrupted; two processes with one CPU device each match one
+process with two."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -82,6 +84,44 @@ def test_resume_after_sigkill_is_bitwise_identical(setup, reference):
     assert losses(out) == losses(reference)
     assert json.loads((out / "summary.json").read_text())["val_loss"] == json.loads(
         (reference / "summary.json").read_text())["val_loss"]
+
+
+def _assert_same_params(a, b) -> None:
+    _, params_a, _, _ = run_checkpoint.load_params(a)
+    _, params_b, _, _ = run_checkpoint.load_params(b)
+    leaves_a, leaves_b = jax.tree.leaves(params_a), jax.tree.leaves(params_b)
+    assert len(leaves_a) == len(leaves_b)
+    for x, y in zip(leaves_a, leaves_b):
+        assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_ctrl_c_stops_cleanly_saves_and_rerun_resumes_bitwise(setup, reference):
+    root, config = setup
+    out = root / "ctrl-c"
+    proc = subprocess.Popen(pretrain_cmd(config, out), env=cli_env(2), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = _wait_for_step(out, 23, proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    match = re.fullmatch(r"interrupted at step (\d+); rerun the same command to resume from "
+                         r"step (\d+)", last)
+    assert match, err[-3000:]
+    stopped, resume = int(match.group(1)), int(match.group(2))
+    # The step it stopped at was saved (not only the last checkpoint_every=10 one): no work lost.
+    assert seen <= stopped == resume < 40
+    from train import checkpoint
+    assert checkpoint.manager(out, read_only=True).latest_step() == resume
+
+    rerun = run_cli(config, out, devices=2)
+    assert f"resuming {out} from step {resume}" in rerun.stdout
+    _assert_same_params(reference, out)
+    assert losses(out) == losses(reference)
 
 
 def _free_port() -> int:
