@@ -17,9 +17,12 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("--format", required=True, choices=("gguf", "safetensors", "twofiles"))
     p.add_argument("--out", required=True,
                    help="output path: a .gguf file, or a directory for safetensors/twofiles")
-    p.add_argument("--dtype", default="f16", choices=("f32", "f16", "q8_0"),
-                   help="GGUF weight type (default f16; norms stay f32); other formats are f32")
-    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--dtype", default=None, choices=("f32", "f16", "q8_0"),
+                   help="GGUF weight type (default f16; norms stay f32); safetensors and "
+                        "twofiles are always f32, so --dtype is refused there")
+    p.add_argument("--force", action="store_true",
+                   help="replace an earlier export at --out (only its own files; a directory "
+                        "holding other files is refused)")
     p.set_defaults(func=run)
 
 

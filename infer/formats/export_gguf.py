@@ -8,13 +8,11 @@ permuted into llama.cpp's interleaved-rotary order. The tokenizer goes in as byt
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from infer.formats import hf_bpe
 from infer.formats import hf_layout
-from infer.formats.export import ExportError
+from infer.formats.out_files import ExportError
 
 DTYPES = ("f32", "f16", "q8_0")
 # GGUF token types
@@ -56,17 +54,25 @@ def tokenizer_fields(enc, vocab_size: int, where: str):
     return tokens, types, [f"{a} {b}" for a, b in merges], pre
 
 
+def check_exportable(m, dtype: str, where: str) -> None:
+    """Raises ExportError if `m` cannot be written as a GGUF of `dtype` (before any write)."""
+    if dtype not in DTYPES:
+        raise ExportError(f"GGUF dtype {dtype!r} is not supported; choose one of {DTYPES}")
+    tokenizer_fields(m.tokenizer, m.config.vocab_size, where)
+
+
 def write_gguf(m, path, dtype: str = "f16", chat_template: str | None = None,
-               name: str = "twofiles") -> None:
-    """Writes `m` (an infer.Model) to `path` atomically."""
+               name: str = "twofiles", sampling: dict | None = None) -> None:
+    """Writes `m` (an infer.Model) to `path`, in place: infer.formats.export writes it under a
+    temporary name and renames it when whole. `sampling` (temperature, top_k, top_p) goes in
+    as the general.sampling.* keys llama.cpp reads as defaults."""
     import gguf
 
     if dtype not in DTYPES:
         raise ExportError(f"GGUF dtype {dtype!r} is not supported; choose one of {DTYPES}")
     cfg = m.config
     tokens, types, merges, pre = tokenizer_fields(m.tokenizer, cfg.vocab_size, str(path))
-    tmp = f"{path}.tmp{os.getpid()}"
-    writer = gguf.GGUFWriter(tmp, "llama")
+    writer = gguf.GGUFWriter(str(path), "llama")
     try:
         writer.add_name(name)
         writer.add_context_length(cfg.max_seq_len)
@@ -95,6 +101,11 @@ def write_gguf(m, path, dtype: str = "f16", chat_template: str | None = None,
         writer.add_add_eos_token(False)
         if chat_template:
             writer.add_chat_template(chat_template)
+        if sampling:
+            keys = gguf.Keys.General
+            writer.add_float32(keys.SAMPLING_TEMP, float(sampling["temperature"]))
+            writer.add_float32(keys.SAMPLING_TOP_P, float(sampling["top_p"]))
+            writer.add_int32(keys.SAMPLING_TOP_K, int(sampling["top_k"]))
         for hf_name, array in hf_layout.hf_from_params(m.params, cfg).items():
             if hf_name.endswith("q_proj.weight"):
                 array = hf_layout.gguf_permute(array, cfg.n_heads)
@@ -104,11 +115,8 @@ def write_gguf(m, path, dtype: str = "f16", chat_template: str | None = None,
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
-        writer.close()
-        os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        writer.close()
 
 
 def _add_tensor(writer, name: str, array: np.ndarray, dtype: str) -> None:

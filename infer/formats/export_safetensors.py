@@ -5,8 +5,6 @@ generation_config.json, tokenizer.json and tokenizer_config.json (with the chat 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 from infer.formats import hf_layout
@@ -38,39 +36,40 @@ def hf_config(cfg, bos_id, eos_ids) -> dict:
     }
 
 
+def generation_sampling(sampling: dict) -> dict:
+    """transformers' spelling of sampler settings (temperature 0 is do_sample false)."""
+    if sampling["temperature"] == 0:
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": sampling["temperature"],
+            "top_k": sampling["top_k"], "top_p": sampling["top_p"]}
+
+
 def _token(enc, token_id):
     return None if token_id is None else enc.decode([int(token_id)])
 
 
-def write_safetensors_dir(m, out_dir, chat_template: str | None = None) -> None:
-    """Writes the directory under a temporary name, then renames it into place."""
+def write_safetensors_dir(m, paths: dict, chat_template: str | None = None,
+                          sampling: dict | None = None) -> None:
+    """Writes each file of the directory to paths[name] (infer.formats.export stages them
+    under temporary names in the directory and renames them when all are whole). `sampling`
+    (temperature, top_k, top_p) goes into generation_config.json."""
     from safetensors.numpy import save_file
 
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f"{out_dir.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        tensors = hf_layout.hf_from_params(m.params, m.config)
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        _write_json(tmp / "config.json", hf_config(m.config, m.bos_id, m.eos_ids))
-        _write_json(tmp / "generation_config.json", {
-            "bos_token_id": m.bos_id, "eos_token_id": m.eos_ids or None})
-        bos = _token(m.tokenizer, m.bos_id)
-        write_tokenizer_json(m.tokenizer, tmp / "tokenizer.json",
-                             bos=bos if m.add_bos else None)
-        tok_cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": bos,
-                   "eos_token": _token(m.tokenizer, m.eos_ids[0] if m.eos_ids else None),
-                   "add_bos_token": bool(m.add_bos), "model_max_length": m.config.max_seq_len,
-                   "clean_up_tokenization_spaces": False}
-        if chat_template:
-            tok_cfg["chat_template"] = chat_template
-        _write_json(tmp / "tokenizer_config.json", tok_cfg)
-        if out_dir.exists():  # the caller has checked that replacing it was asked for
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    tensors = hf_layout.hf_from_params(m.params, m.config)
+    save_file(tensors, str(paths["model.safetensors"]), metadata={"format": "pt"})
+    _write_json(paths["config.json"], hf_config(m.config, m.bos_id, m.eos_ids))
+    _write_json(paths["generation_config.json"], {
+        "bos_token_id": m.bos_id, "eos_token_id": m.eos_ids or None,
+        **(generation_sampling(sampling) if sampling else {})})
+    bos = _token(m.tokenizer, m.bos_id)
+    write_tokenizer_json(m.tokenizer, paths["tokenizer.json"], bos=bos if m.add_bos else None)
+    tok_cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": bos,
+               "eos_token": _token(m.tokenizer, m.eos_ids[0] if m.eos_ids else None),
+               "add_bos_token": bool(m.add_bos), "model_max_length": m.config.max_seq_len,
+               "clean_up_tokenization_spaces": False}
+    if chat_template:
+        tok_cfg["chat_template"] = chat_template
+    _write_json(paths["tokenizer_config.json"], tok_cfg)
 
 
 def _write_json(path: Path, obj) -> None:

@@ -127,6 +127,10 @@ def _post_processor(bos: str | None, enc) -> dict | None:
 
 def _atomic_write_text(path, text: str) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:  # a failed write leaves no temporary file
+        if os.path.exists(tmp):
+            os.remove(tmp)

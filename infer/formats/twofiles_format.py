@@ -41,7 +41,6 @@ head), RMSNorm is x / sqrt(mean(x^2) + eps) * gain, the MLP is w_down(silu(w_gat
 
 from __future__ import annotations
 
-import os
 import struct
 from pathlib import Path
 
@@ -98,7 +97,8 @@ def tokenizer_bytes(enc: tiktoken.Encoding) -> bytes:
 
 def write(path, cfg: model.ModelConfig, params: dict, enc: tiktoken.Encoding, *,
           bos_id: int | None, eos_id: int | None, add_bos: bool) -> None:
-    """Writes the params file atomically (temp name, then rename)."""
+    """Writes the params file to `path`, in place (infer.formats.export writes it under a
+    temporary name and renames it when whole)."""
     arrays = weight_arrays(params, cfg)
     n_weight_bytes = sum(a.nbytes for a in arrays)
     header = _HEADER.pack(
@@ -107,13 +107,11 @@ def write(path, cfg: model.ModelConfig, params: dict, enc: tiktoken.Encoding, *,
         float(cfg.norm_eps), -1 if bos_id is None else int(bos_id),
         -1 if eos_id is None else int(eos_id), int(add_bos), 0, HEADER_BYTES,
         HEADER_BYTES + n_weight_bytes)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with open(path, "wb") as f:
         f.write(header.ljust(HEADER_BYTES, b"\0"))
         for a in arrays:
             f.write(a.tobytes())
         f.write(tokenizer_bytes(enc))
-    os.replace(tmp, path)
 
 
 def read(path) -> dict:
