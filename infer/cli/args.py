@@ -13,13 +13,17 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_sampling_args(parser: argparse.ArgumentParser, *, max_new_tokens: int,
-                      temperature: float) -> None:
+                      default_note: str) -> None:
+    """Sampling flags; temperature, top-k and top-p default to None ("not given"), so that
+    `sampling_kwargs` can tell the user's choice from the model's recommendation."""
     parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens,
                         help=f"most tokens to generate (default {max_new_tokens})")
-    parser.add_argument("--temperature", type=float, default=temperature,
-                        help=f"0 = greedy (default {temperature})")
-    parser.add_argument("--top-k", type=int, default=0, help="keep the k likeliest (0 = off)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (1 = off)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help=f"0 = greedy (default: {default_note})")
+    parser.add_argument("--top-k", type=int, default=None,
+                        help=f"keep the k likeliest, 0 = off (default: {default_note})")
+    parser.add_argument("--top-p", type=float, default=None,
+                        help=f"nucleus mass, 1 = off (default: {default_note})")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--stop", action="append", default=[], metavar="TEXT",
                         help="stop when this text appears (repeatable)")
@@ -29,18 +33,48 @@ def add_sampling_args(parser: argparse.ArgumentParser, *, max_new_tokens: int,
                              "~2.5x faster decoding on CPUs")
 
 
-def sampling_kwargs(args) -> dict:
+def check_sampling_flags(args) -> None:
+    """Refuses bad flags with one line, before the model is loaded."""
     from infer.runtime.sampling import SamplingParams
 
-    try:  # validate here so a bad flag is an argparse-style message, not a traceback
-        SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
+    given = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p")
+             if getattr(args, k) is not None}
+    try:
+        SamplingParams(**given, seed=args.seed)
     except ValueError as e:
         fail(f"--{str(e).split()[0].replace('_', '-')}: {e}")
     if args.max_new_tokens < 1:
         fail(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop_strings=args.stop,
-                weights=args.weights)
+
+
+def sampling_kwargs(args, model, *, chat: bool) -> tuple[dict, str]:
+    """(engine keyword arguments, where the settings come from). Flags the user gave win; the
+    rest come from the model's recommendation for chat (infer.runtime.sampling_defaults) and
+    are greedy for a plain completion."""
+    from infer.runtime import sampling_defaults
+
+    check_sampling_flags(args)
+    base = (sampling_defaults.for_model(model) if chat else
+            sampling_defaults.Recommended(0.0, 0, 1.0, "greedy, the default for a completion"))
+    given = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p")
+             if getattr(args, k) is not None}
+    settings = {**base.settings(), **given}
+    source = base.source if not given else (
+        f"{', '.join('--' + k.replace('_', '-') for k in given)} as given"
+        + ("" if len(given) == 3 else f"; the rest from {base.source}"))
+    return dict(max_new_tokens=args.max_new_tokens, **settings, seed=args.seed,
+                stop_strings=args.stop, weights=args.weights), source
+
+
+def describe_sampling(sampling: dict, source: str) -> str:
+    """One line for a banner: the settings a reply is sampled with, and their source."""
+    if sampling["temperature"] == 0:
+        shown = "greedy"
+    else:
+        shown = (f"temperature {sampling['temperature']:g}, "
+                 f"top-p {'off' if sampling['top_p'] == 1 else format(sampling['top_p'], 'g')}, "
+                 f"top-k {sampling['top_k'] or 'off'}, seed {sampling['seed']}")
+    return f"{shown} ({source})"
 
 
 def fail(message: str) -> None:

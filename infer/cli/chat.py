@@ -19,7 +19,9 @@ def add_subcommand(subparsers) -> None:
                               description="Chat with a model. " + HELP)
     cli_args.add_model_args(p)
     p.add_argument("--system", default=None, help="initial system message")
-    cli_args.add_sampling_args(p, max_new_tokens=256, temperature=0.7)
+    cli_args.add_sampling_args(p, max_new_tokens=256,
+                               default_note="the model's recommended setting, shown in the "
+                                            "banner")
     p.set_defaults(func=run)
 
 
@@ -105,10 +107,12 @@ def say(text: str) -> None:
 
 
 def run(args) -> int:
-    sampling = cli_args.sampling_kwargs(args)
+    cli_args.check_sampling_flags(args)
     model = cli_args.load_model(args.model)
+    sampling, source = cli_args.sampling_kwargs(args, model, chat=True)
     session = Session(model, sampling, args.system)
-    say(f"chatting with {args.model}; {HELP}")
+    say(f"chatting with {args.model}: {cli_args.describe_sampling(sampling, source)}")
+    say(HELP)
     while True:
         try:
             line = input("> ").strip()

@@ -16,18 +16,24 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("--chat", action="store_true",
                    help="treat the prompt as a user message in the model's chat template")
     p.add_argument("--system", default=None, help="system message (with --chat)")
-    cli_args.add_sampling_args(p, max_new_tokens=64, temperature=0.0)
+    cli_args.add_sampling_args(p, max_new_tokens=64,
+                               default_note="greedy; with --chat, the model's recommended "
+                                            "setting")
     p.add_argument("--json", action="store_true",
-                   help="print one JSON object: text, token_ids, prefill_tokens_per_sec, "
-                        "decode_tokens_per_sec")
+                   help="print one JSON object: text, token_ids, finish_reason, "
+                        "prompt_tokens, prefill_tokens_per_sec, decode_tokens_per_sec, "
+                        "sampling (the settings used and their source)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from infer.runtime import engine
 
-    sampling = cli_args.sampling_kwargs(args)
+    if args.system is not None and not args.chat:
+        cli_args.fail("--system needs --chat: a plain completion has no system message")
+    cli_args.check_sampling_flags(args)
     model = cli_args.load_model(args.model)
+    sampling, source = cli_args.sampling_kwargs(args, model, chat=args.chat)
 
     def show(event):
         sys.stdout.write(event.text)
@@ -45,10 +51,13 @@ def run(args) -> int:
             "prompt_tokens": gen.prefill_tokens,
             "prefill_tokens_per_sec": round(gen.prefill_tokens_per_sec, 2),
             "decode_tokens_per_sec": round(gen.decode_tokens_per_sec, 2),
+            "sampling": {**{k: sampling[k] for k in ("temperature", "top_k", "top_p", "seed")},
+                         "source": source},
         }, ensure_ascii=False))
     else:
         print()
         print(f"[{gen.prefill_tokens} prompt tokens at {gen.prefill_tokens_per_sec:.1f} tok/s, "
               f"{len(out.token_ids)} new at {gen.decode_tokens_per_sec:.1f} tok/s, "
-              f"{out.finish_reason}]", file=sys.stderr)
+              f"{out.finish_reason}; {cli_args.describe_sampling(sampling, source)}]",
+              file=sys.stderr)
     return 0

@@ -149,5 +149,10 @@ def load_hf_dir(directory) -> dict:
     if hf_bpe.vocab_size(enc) > cfg.vocab_size:
         raise HFError(f"{directory}: tokenizer has {hf_bpe.vocab_size(enc)} tokens, config vocab_size "
                       f"is {cfg.vocab_size}")
+    gen_path = directory / "generation_config.json"
+    # Kept for infer.runtime.sampling_defaults: the model's recommended sampling settings.
+    metadata = {"generation_config": _read_json(gen_path) if gen_path.exists() else {},
+                "directory_name": directory.resolve().name}
     return dict(config=cfg, params=hf_layout.params_from_hf(tensors, cfg), tokenizer=enc,
-                chat_template=template, bos_id=bos, eos_ids=eos_ids, add_bos=add_bos)
+                chat_template=template, bos_id=bos, eos_ids=eos_ids, add_bos=add_bos,
+                metadata=metadata)
