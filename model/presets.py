@@ -5,12 +5,13 @@ from __future__ import annotations
 from model.config import ConfigError, ModelConfig
 
 _PRESETS: dict[str, dict] = {
-    # Tests: compiles in a second or two on a laptop CPU.
-    "tiny": dict(vocab_size=256, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=192,
+    # Tests: compiles in a second or two on a laptop CPU. The vocabulary is one a trained
+    # twofiles tokenizer can have (at least 256 bytes + its special tokens + a merge).
+    "tiny": dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=192,
                  max_seq_len=128),
-    # The `make demo` model: trains on 2 CPU cores in minutes.
-    "demo": dict(vocab_size=4096, d_model=256, n_layers=4, n_heads=4, n_kv_heads=4, d_ff=768,
-                 max_seq_len=256),
+    # The `make demo` model, exactly train/configs/demo.json's: trains on 2 CPU cores in minutes.
+    "demo": dict(vocab_size=2048, d_model=128, n_layers=1, n_heads=4, n_kv_heads=4, d_ff=384,
+                 max_seq_len=128),
     # The throughput benchmark model (~14M parameters).
     "bench": dict(vocab_size=8192, d_model=384, n_layers=6, n_heads=6, n_kv_heads=6, d_ff=1024,
                   max_seq_len=256),

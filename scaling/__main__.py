@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
 
 def _fit(args) -> int:
     from scaling import analysis, records
+    _check_outputs_are_not_inputs(args)
     rename = dict(_column(c) for c in args.column)
     runs = [r for path in args.csv for r in records.read(path, rename=rename)]
     t = time.time()
@@ -37,6 +39,14 @@ def _fit(args) -> int:
         print(analysis.holdout_text(out["holdout"]))
     print(f"wrote {args.json}" + (f" and {args.plot}" if args.plot else ""))
     return 0
+
+
+def _check_outputs_are_not_inputs(args) -> None:
+    inputs = {os.path.realpath(p) for p in args.csv}
+    for flag, out in (("--json", args.json), ("--plot", args.plot)):
+        if out and os.path.realpath(out) in inputs:
+            raise ValueError(f"{flag} {out} is one of the run files being fitted; writing there "
+                             "would replace the runs: choose another path")
 
 
 def _plan(args) -> int:

@@ -121,8 +121,11 @@ def read(path: str, *, rename: dict | None = None) -> list[RunRecord]:
 
 def _atomic_write(path: str, write) -> None:
     d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    except OSError as e:  # name the user's path, not the temporary one
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "w", newline="") as f:
             write(f)
@@ -169,6 +172,15 @@ def arrays(records: Iterable[RunRecord], *, min_points: int = 5):
     n = np.array([r.params for r in records], np.float64)
     d = np.array([r.tokens for r in records], np.float64)
     loss = np.array([r.loss for r in records], np.float64)
+    for values, what, term in ((n, "model size N", "A/N^alpha"), (d, "token count D",
+                                                                 "B/D^beta")):
+        if len(np.unique(values)) < 2:
+            # The term's coefficient and exponent are then free: any value fits equally, and
+            # the optimiser reports one of them as converged, with zero-width intervals.
+            raise RecordError(
+                f"all {len(records)} runs have the same {what} ({values[0]:.6g}), so {term} "
+                f"cannot be fitted; add runs of at least two (better: several) {what}s, e.g. "
+                "an IsoFLOP sweep (python -m scaling sweep)")
     return n, d, loss
 
 

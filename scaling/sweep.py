@@ -95,6 +95,17 @@ def _check_plan(path: Path, runs: list[PlannedRun]) -> None:
         rec.write_json(str(path), {"runs": new})
 
 
+def _check_out(out: Path) -> None:
+    """A sweep writes records.csv, records.json and more into --out: only a new or empty
+    directory, or one an earlier call of the same sweep wrote (it holds plan.json)."""
+    if out.exists() and not out.is_dir():
+        raise SweepError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / "plan.json").is_file():
+        raise SweepError(f"--out {out} holds files but no plan.json, so it is not a sweep "
+                         "directory and its files could be overwritten; use a new or empty "
+                         "--out directory")
+
+
 def _identities(runs: list[dict]) -> list[tuple]:
     return [(r["name"], r["overrides"]) for r in runs]
 
@@ -114,6 +125,7 @@ def run_sweep(out_dir, budgets, *, config: str = "tiny", overrides=(), runs_per_
             f"D={r.tokens:>10,d}  C={r.flops:.3g}  lr={lr:.3g}")
     if dry_run:
         return []
+    _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_plan(out / "plan.json", runs)
     from train import pretrain

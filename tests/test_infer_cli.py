@@ -48,6 +48,17 @@ def test_generate_json_is_the_greedy_continuation(tiny_file):
     assert out["token_ids"] == expected
     assert out["text"] == m.decode(expected)
     assert out["prefill_tokens_per_sec"] > 0 and out["decode_tokens_per_sec"] > 0
+    assert out["sampling"] == {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0,
+                               "source": "greedy, the default for a completion"}
+
+
+def test_an_export_directory_is_a_model_source(tiny_file):
+    """`--model DIR` of a `--format twofiles` export reads DIR/model.bin."""
+    path, m = tiny_file
+    prompt = "The quick brown"
+    out = json.loads(_run("generate", "--model", os.path.dirname(path), "--prompt", prompt,
+                          "--max-new-tokens", "6", "--json"))
+    assert out["token_ids"] == greedy_ids(m, m.encode(prompt), 6, stop_ids=m.eos_ids)
 
 
 def test_chat_repl_keeps_history_and_obeys_commands(tiny_file):
@@ -63,6 +74,9 @@ def test_chat_repl_keeps_history_and_obeys_commands(tiny_file):
     system_bye = _greedy_reply(m, [{"role": "system", "content": "Be brief."},
                                    {"role": "user", "content": "bye"}], n)
     assert first and second and system_bye  # real replies, not immediate stops
+    banner = out.splitlines()[0]
+    assert banner == (f"chatting with {path}: greedy (--temperature as given; the rest from "
+                      "the default for models that recommend no settings)")
     pieces = [first, second, "(temperature 0.0)", "(system message set; conversation cleared)",
               system_bye, "(conversation cleared)", system_bye]
     at = 0
@@ -76,7 +90,9 @@ def test_bad_flags_get_one_line_errors(tiny_file):
     path, _ = tiny_file
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
     for args, expected in [(["--model", "/no/such.gguf"], "could not load --model"),
-                           (["--model", path, "--top-p", "0"], "top_p")]:
+                           (["--model", path, "--top-p", "0"], "top_p"),
+                           (["--model", path, "--system", "Be brief."],
+                            "--system needs --chat")]:
         proc = subprocess.run([sys.executable, "-m", "infer", "generate", "--prompt", "x",
                                *args], capture_output=True, text=True, cwd=ROOT, env=env,
                               timeout=300)

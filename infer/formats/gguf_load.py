@@ -103,6 +103,12 @@ def load_gguf(path) -> dict:
     reader = open_reader(path)
     meta = read_metadata(reader, path)
     tensors = {t.name: t for t in reader.tensors}
+    if "rope_freqs.weight" in tensors:
+        # Llama 3.1+ scales each rotary frequency by this tensor; our rotary embeddings do
+        # not, so loading it would give wrong logits without any error.
+        raise GGUFError(f"{path}: tensor 'rope_freqs.weight' (Llama 3 rope scaling: a factor "
+                        "per rotary frequency) is not supported; only plain rotary "
+                        "embeddings are, as for Hugging Face models with rope_scaling")
     if "token_embd.weight" not in tensors:
         raise GGUFError(f"{path}: tensor 'token_embd.weight' is missing")
     vocab_size = int(tensors["token_embd.weight"].shape[-1])
@@ -117,7 +123,7 @@ def load_gguf(path) -> dict:
         raise GGUFError(f"{path}: llama.block_count is {cfg.n_layers} but the file has tensors "
                         f"for {len(blocks)} blocks")
     names = hf_layout.gguf_to_hf_names(cfg.n_layers)
-    unknown = sorted(set(tensors) - set(names) - {"rope_freqs.weight"})
+    unknown = sorted(set(tensors) - set(names))
     if unknown:
         raise GGUFError(f"{path}: unexpected tensor(s) {unknown[:5]} for a llama model")
     hf = {}
