@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -164,12 +163,13 @@ def write(path: str | Path, conversations: Iterable[list[dict]], *, force: bool 
         except ConversationError as e:
             raise ConversationError(f"conversation {i} for {path}: {e}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # A sibling temp file opened normally, so the result gets the user's usual permissions.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with tmp.open("w", encoding="utf-8") as f:
             f.writelines(lines)
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
     return len(lines)
