@@ -105,3 +105,37 @@ def test_prepare_refuses_to_reuse_shards_of_edited_files(tmp_path):
         prepare.prepare(str(src), tok, out, progress=False)
     prepare.prepare(str(src), tok, out, overwrite=True, progress=False)
     assert "A new last document." in decoded(out)
+
+
+def test_pretrain_trains_on_a_folder_from_train_prepare(tmp_path):
+    """The README's pipeline connects: `train prepare --out DIR`, then `train pretrain
+    --set data.source=DIR` trains on those shards with their tokenizer, preparing nothing."""
+    import subprocess
+    import sys
+
+    from infer.formats import run_checkpoint
+    from tests.train_helpers import REPO, cli_env
+
+    env = {**cli_env(devices=1), "TWOFILES_CACHE": str(tmp_path / "cache")}
+    src = write_corpus(tmp_path / "corpus.jsonl", DOCS * 10)
+    data = tmp_path / "data"
+
+    def train(*argv):
+        proc = subprocess.run([sys.executable, "-m", "train", *argv], env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    train("tokenizer", "--input", str(src), "--vocab-size", "300", "--out", str(tmp_path / "t.json"))
+    train("prepare", "--source", str(src), "--tokenizer", str(tmp_path / "t.json"), "--out",
+          str(data), "--no-progress")
+    out = tmp_path / "run"
+    train("pretrain", "--config", "tiny", "--out", str(out), "--no-progress",
+          "--set", f"data.source={data}", "--set", "model.vocab_size=300",
+          "--set", "data.seq_len=32", "--set", "steps=2", "--set", "eval_every=0",
+          "--set", "data.eval_batches=1", "--set", "async_checkpointing=false")
+    _, _, tokenizer_doc, meta = run_checkpoint.load_params(out)
+    fingerprint = tk.fingerprint(tk.load(tmp_path / "t.json"))
+    assert meta["tokenizer_fingerprint"] == prepare.read_meta(data)["tokenizer_fingerprint"]
+    assert meta["tokenizer_fingerprint"] == fingerprint
+    assert tk.fingerprint(tk.load(out / "tokenizer.json")) == fingerprint
+    assert not (tmp_path / "cache").exists()
