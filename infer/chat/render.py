@@ -48,49 +48,57 @@ def render(source, messages, *, add_generation_prompt: bool = False, template: s
     """Token ids of a conversation and its loss mask (same length; 1 = train on this token).
 
     source: a loaded model (`infer.load`: its tokenizer, chat template, BOS and EOS) or a
-    tokenizer (tiktoken.Encoding) with `template` (None: the twofiles template, for twofiles
-    tokenizers). messages: OpenAI-style, see infer.chat.messages. With
-    `add_generation_prompt`, the assistant's header follows (mask 0) for the model to answer.
+    tokenizer (tiktoken.Encoding). template: Jinja text that replaces the model's; with
+    neither, twofiles tokenizers use infer.chat.twofiles.TEMPLATE. messages: OpenAI-style (see
+    infer.chat.messages). With `add_generation_prompt`, the assistant's header follows (mask 0)
+    for the model to answer.
     """
     src = _source(source, template)
     messages = check(messages)
     sentinels: dict[str, str] = {}
     folded = "tool_calls" not in src.template
     marked = [_with_sentinels(m, sentinels, folded) for m in messages]
-    kwargs = dict(bos_token=src.bos_token, eos_token=src.eos_token)
-    text = render_raw(src.template, marked, add_generation_prompt=add_generation_prompt, **kwargs)
+
+    def text_of(msgs, generation_prompt: bool) -> str:
+        return render_raw(src.template, msgs, add_generation_prompt=generation_prompt,
+                          bos_token=src.bos_token, eos_token=src.eos_token)
+
+    text = text_of(marked, add_generation_prompt)
     real = [_fold(m) for m in messages] if folded else messages
-    if _put_back(text, sentinels) != render_raw(src.template, real,
-                                                add_generation_prompt=add_generation_prompt,
-                                                **kwargs):
+    if _put_back(text, sentinels) != text_of(real, add_generation_prompt):
         raise ChatTemplateError(
             "the chat template changes message text (strips, splits or escapes it), so its "
             "markup cannot be told from content; render this model's prompts as plain text")
-    turns = []  # (message index, start offset, end offset) of each assistant turn, in `text`
-    for i, m in enumerate(messages):
-        if m["role"] == "assistant":
-            start = render_raw(src.template, marked[:i], add_generation_prompt=True, **kwargs)
-            whole = render_raw(src.template, marked[:i + 1], add_generation_prompt=False,
-                               **kwargs)
-            for prefix in (start, whole):
-                if not text.startswith(prefix):
-                    raise ChatTemplateError(
-                        f"message {i}: the chat template renders the conversation up to this "
-                        "message differently from its beginning in the whole conversation (not "
-                        "prefix-stable), so the assistant's tokens cannot be located")
-            turns.append((i, len(start), len(whole)))
-    cuts = {offset for _, a, b in turns for offset in (a, b)}
-    ids, token_at = _encode(src.enc, text, sentinels, cuts)
+    turns = [(i, _prefix_length(i, text, text_of(marked[:i], True)),
+              _prefix_length(i, text, text_of(marked[:i + 1], False)))
+             for i, m in enumerate(messages) if m["role"] == "assistant"]
+    ids, token_at = _encode(src.enc, text, sentinels, {c for _, a, b in turns for c in (a, b)})
     mask = [0] * len(ids)
     for i, a, b in turns:
-        start, limit = token_at[a], token_at[b]
-        end = next((k for k in range(start, limit) if ids[k] in src.end_ids), None)
-        if end is None:
-            raise ChatTemplateError(
-                f"message {i}: the chat template writes no end-of-turn token "
-                f"({sorted(src.end_ids)}) after this assistant message; cannot mask it")
+        start, end = token_at[a], _turn_end(i, ids, token_at[a], token_at[b], src.end_ids)
         mask[start:end + 1] = [1] * (end + 1 - start)
     return ids, mask
+
+
+def _prefix_length(i: int, text: str, prefix: str) -> int:
+    """len(prefix), once sure that `text` starts with it: the conversation up to message i
+    renders as the beginning of the whole conversation."""
+    if not text.startswith(prefix):
+        raise ChatTemplateError(
+            f"message {i}: the chat template renders the conversation up to this message "
+            "differently from its beginning in the whole conversation (not prefix-stable), so "
+            "the assistant's tokens cannot be located")
+    return len(prefix)
+
+
+def _turn_end(i: int, ids: list[int], start: int, limit: int, end_ids) -> int:
+    """Index of the end-of-turn token that closes assistant message i (in ids[start:limit])."""
+    end = next((k for k in range(start, limit) if ids[k] in end_ids), None)
+    if end is None:
+        raise ChatTemplateError(
+            f"message {i}: the chat template writes no end-of-turn token ({sorted(end_ids)}) "
+            "after this assistant message; cannot mask it")
+    return end
 
 
 def prompt_ids(source, messages, *, template: str | None = None) -> list[int]:
@@ -101,8 +109,8 @@ def prompt_ids(source, messages, *, template: str | None = None) -> list[int]:
 def _source(source, template) -> _Source:
     enc = getattr(source, "tokenizer", source)
     eos_ids, bos_token, eos_token = [], "", ""
-    if enc is not source:  # a loaded model
-        template = source.chat_template
+    if enc is not source:  # a loaded model: its own template unless one is given
+        template = source.chat_template if template is None else template
         eos_ids = [int(i) for i in (source.eos_ids or [])]
         if source.bos_id is not None:
             bos_token = enc.decode([int(source.bos_id)])
@@ -130,17 +138,22 @@ def _sentinel(sentinels: dict[str, str], text: str) -> str:
 
 
 def _with_sentinels(m: dict, sentinels: dict[str, str], folded: bool) -> dict:
-    out = dict(m)
-    if "content" in m:
-        out["content"] = _sentinel(sentinels, m["content"])
+    """The message with every string a user or tool supplies replaced by a sentinel."""
+    out = {k: _sentinel(sentinels, v) if k in ("content", "name", "tool_call_id") else v
+           for k, v in m.items()}
     if "tool_calls" in m:
-        calls = [{**c, "function": {**c["function"],
-                                    "name": _sentinel(sentinels, c["function"]["name"]),
-                                    "arguments": _sentinel(sentinels, c["function"]["arguments"])}}
-                 for c in m["tool_calls"]]
-        out["tool_calls"] = calls
+        out["tool_calls"] = [_call_with_sentinels(c, sentinels) for c in m["tool_calls"]]
         if folded:
-            out = _fold({**out, "tool_calls": calls})
+            out = _fold(out)
+    return out
+
+
+def _call_with_sentinels(call: dict, sentinels: dict[str, str]) -> dict:
+    fn = call["function"]
+    out = {**call, "function": {**fn, "name": _sentinel(sentinels, fn["name"]),
+                                "arguments": _sentinel(sentinels, fn["arguments"])}}
+    if "id" in call:
+        out["id"] = _sentinel(sentinels, call["id"])
     return out
 
 
