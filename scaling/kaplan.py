@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 
 import jax.numpy as jnp
 import numpy as np
@@ -39,8 +38,11 @@ class KaplanLaw:
 
     @classmethod
     def from_x(cls, x) -> "KaplanLaw":
-        return cls(N_c=math.exp(x[0]), D_c=math.exp(x[1]), alpha_N=float(x[2]),
-                   alpha_D=float(x[3]))
+        # A bootstrap replica of a poorly identified fit can run off to log N_c ~ 1e3: that
+        # is an infinite scale (and a wide interval), not a crash.
+        with np.errstate(over="ignore"):
+            n_c, d_c = (float(np.exp(np.float64(v))) for v in x[:2])
+        return cls(N_c=n_c, D_c=d_c, alpha_N=float(x[2]), alpha_D=float(x[3]))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -50,3 +50,10 @@ def test_sweep_refuses_a_directory_that_is_not_a_sweep(tmp_path):
     with pytest.raises(sweep.SweepError, match="holds files but no plan.json"):
         sweep.run_sweep(out, [1e11], config="tiny", runs_per_budget=3, log=lambda *a: None)
     assert sorted(p.name for p in out.iterdir()) == ["records.csv"]
+
+
+def test_a_bootstrap_replica_that_runs_off_is_an_interval_not_a_crash():
+    from scaling.kaplan import KaplanLaw
+
+    law = KaplanLaw.from_x([1e4, 5.0, 0.1, 0.2])  # exp(1e4) overflows a float
+    assert law.N_c == float("inf") and law.D_c > 0
