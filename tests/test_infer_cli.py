@@ -49,7 +49,7 @@ def test_generate_json_is_the_greedy_continuation(tiny_file):
     assert out["text"] == m.decode(expected)
     assert out["prefill_tokens_per_sec"] > 0 and out["decode_tokens_per_sec"] > 0
     assert out["sampling"] == {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0,
-                               "source": "greedy, the default for a completion"}
+                               "source": "the default for a completion"}
 
 
 def test_an_export_directory_is_a_model_source(tiny_file):

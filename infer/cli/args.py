@@ -55,7 +55,7 @@ def sampling_kwargs(args, model, *, chat: bool) -> tuple[dict, str]:
 
     check_sampling_flags(args)
     base = (sampling_defaults.for_model(model) if chat else
-            sampling_defaults.Recommended(0.0, 0, 1.0, "greedy, the default for a completion"))
+            sampling_defaults.Recommended(0.0, 0, 1.0, "the default for a completion"))
     given = {k: getattr(args, k) for k in ("temperature", "top_k", "top_p")
              if getattr(args, k) is not None}
     settings = {**base.settings(), **given}
