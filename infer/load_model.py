@@ -168,22 +168,42 @@ def load(source) -> Model:
         fields = twofiles_format.load_model_fields(path)
     else:
         fields = _load_twofiles_run(path)
-        kind = "twofiles"
+        kind = fields.pop("kind", "twofiles")
     fields["params"] = _to_device(fields["params"])
     return Model(source=str(path), kind=kind.split("_")[0], **fields)
 
 
 def _load_twofiles_run(path: Path) -> dict:
     """A run's parameters with the tokenizer saved inside their checkpoint (the one they were
-    trained with), never a copy beside it that may have been replaced."""
+    trained with), never a copy beside it that may have been replaced. A fine-tuning run
+    (meta "base") of a model with another tokenizer takes the base's tokenizer and chat
+    conventions; one with LoRA adapters (meta "lora") merges them into the base's parameters."""
     from infer.formats import run_checkpoint, tokenizer_file
 
     try:
-        cfg, params, tokenizer_doc, _ = run_checkpoint.load_params(path)
+        cfg, params, tokenizer_doc, meta = run_checkpoint.load_params(path)
     except FileNotFoundError as e:
         raise LoadError(f"{path}: {e}") from None
+    if meta.get("lora") or (meta.get("base") and not tokenizer_doc):
+        return _fine_tuned_fields(path, params, meta)
     enc = tokenizer_file.from_doc(tokenizer_doc, f"{path} (the checkpoint's tokenizer)")
     return twofiles_fields(cfg, params, enc)
+
+
+def _fine_tuned_fields(path: Path, params, meta: dict) -> dict:
+    from model import lora
+
+    try:
+        base = load(meta["base"])
+    except LoadError as e:
+        raise LoadError(f"{path} was fine-tuned from {meta['base']}, which is needed to load it "
+                        f"and cannot be loaded: {e}") from None
+    if meta.get("lora"):
+        params = lora.merge(base.params, params, meta["lora"]["alpha"])
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(Model)
+              if f.name not in ("source", "kind")}
+    fields["metadata"] = {**base.metadata, "base": meta["base"]}
+    return {**fields, "params": params, "kind": base.kind}
 
 
 def twofiles_fields(cfg, params, enc) -> dict:

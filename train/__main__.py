@@ -34,9 +34,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _pretrain_args(sub)
-    from train import cli_data  # tokenizer, prepare (light: imports on use)
+    from train import cli_data, cli_datasets, cli_sft  # light: each imports on use
     cli_data.add_subcommands(sub)
+    cli_datasets.add_subcommands(sub)
+    cli_sft.add_subcommands(sub)
     args = parser.parse_args(argv)
+    if args.command == "sft":
+        return _guarded(lambda: args.func(args))
     if args.command != "pretrain":
         return args.func(args)
 
@@ -47,16 +51,29 @@ def main(argv=None) -> int:
     except ValueError as e:
         parser.error(str(e))
 
-    from model.config import ConfigError
-    from train import config as train_config
-    from train import corpus, loader, loop, prepare, pretrain, tokenizer
-    # Errors about the user's input: one line naming it, no traceback.
-    input_errors = (ConfigError, FileNotFoundError, corpus.CorpusError, prepare.PrepareError,
-                    loader.LoaderError, tokenizer.TokenizerError)
-    try:
+    def pretrain():
+        from train import config as train_config
+        from train import pretrain
+
         cfg = train_config.apply_overrides(train_config.load(args.config), args.overrides)
-        summary = pretrain.run(cfg, args.out, force=args.force, progress=not args.no_progress)
-    except input_errors as e:
+        return pretrain.run(cfg, args.out, force=args.force, progress=not args.no_progress)
+
+    return _guarded(pretrain)
+
+
+def _guarded(train) -> int:
+    """Runs a stage's `train()`, printing its summary; errors about the user's input are one
+    line naming it, no traceback (exit 2); divergence exits 3, Ctrl-C 130."""
+    from model.config import ConfigError
+    from train import corpus, loader, loop, prepare, tokenizer
+    from train.datasets import conversations
+    input_errors = (ConfigError, FileNotFoundError, corpus.CorpusError, prepare.PrepareError,
+                    loader.LoaderError, tokenizer.TokenizerError,
+                    conversations.ConversationError)
+    try:
+        import infer
+        summary = train()
+    except (*input_errors, infer.LoadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except loop.NonFiniteLossError as e:

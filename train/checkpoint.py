@@ -28,7 +28,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state, loader_state: dict, meta
         state=ocp.args.StandardSave(state),
         loader=ocp.args.JsonSave(loader_state),
         meta=ocp.args.JsonSave(meta),
-        tokenizer=ocp.args.JsonSave(tokenizer_doc)), force=True)
+        tokenizer=ocp.args.JsonSave(tokenizer_doc or {})), force=True)
 
 
 def abstract_like(shapes, shardings):

@@ -106,11 +106,37 @@ class MeshConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SFTConfig:
+    """Supervised fine-tuning's inputs (train.sft); unused by pretraining."""
+    base: str = ""  # anything infer.load reads: a run, a GGUF, a Hugging Face directory, smollm2
+    data: str = ""  # conversations, OpenAI-style JSONL
+    val: str = ""  # held-out conversations: validation loss on assistant tokens
+    epochs: int = 3  # passes over the data when steps is 0
+    truncate: bool = False  # cut conversations longer than a row (counted) instead of refusing
+
+    def __post_init__(self):
+        _check_fields(self, "sft.")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+    """Low-rank adapters (model.lora); rank 0 trains every parameter."""
+    rank: int = 0
+    alpha: float = 16.0  # the adapters' product is scaled by alpha / rank
+    targets: str = "wq,wk,wv,wo,w_gate,w_up,w_down"  # comma-separated matrices
+
+    def __post_init__(self):
+        _check_fields(self, "lora.")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     model: model.ModelConfig = dataclasses.field(default_factory=model.ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    sft: SFTConfig = dataclasses.field(default_factory=SFTConfig)
+    lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
     steps: int = 100  # optimizer updates
     eval_every: int = 50  # 0: only at the end
     checkpoint_every: int = 50  # 0: only at the end
@@ -136,7 +162,7 @@ class TrainConfig:
 
 
 _SECTIONS = {"model": model.ModelConfig, "data": DataConfig, "optim": OptimConfig,
-             "mesh": MeshConfig}
+             "mesh": MeshConfig, "sft": SFTConfig, "lora": LoraConfig}
 
 
 def _fields(cls, d, section: str = "") -> dict:

@@ -15,9 +15,12 @@ import optax
 import model
 
 
-def token_losses(params, inputs_BT, targets_BT, mcfg: model.ModelConfig) -> jax.Array:
-    """Per-token negative log-likelihood in float32, [B, T]."""
-    logits_BTV, _ = model.forward(params, inputs_BT, mcfg)
+def token_losses(params, inputs_BT, targets_BT, mcfg: model.ModelConfig, *,
+                 positions_BT=None, segment_ids_BT=None) -> jax.Array:
+    """Per-token negative log-likelihood in float32, [B, T]; packed rows pass their segments
+    and positions (train.packing)."""
+    logits_BTV, _ = model.forward(params, inputs_BT, mcfg, positions_BT=positions_BT,
+                                  segment_ids_BT=segment_ids_BT)
     return optax.softmax_cross_entropy_with_integer_labels(
         logits_BTV.astype(jnp.float32), targets_BT)
 
@@ -26,7 +29,7 @@ def masked_next_token_loss(params, batch: dict, frozen, cfg: model.ModelConfig):
     """Next-token loss over the targets where batch["loss_mask"] is non-zero.
 
     batch: int32 "inputs" and "targets" [B, T] and "loss_mask" [B, T] (bool, int or float
-    weights). A masked target never enters the computation (it is replaced by token 0 before
+    weights); packed conversations add "segment_ids" and "positions" (train.packing). A masked target never enters the computation (it is replaced by token 0 before
     the loss and multiplied by zero after), so padding or prompt tokens there, whatever their
     value, leave the loss and its gradient bit for bit unchanged. `frozen` is unused: the
     signature is the loop's. Returns (summed loss, summed mask, {}).
@@ -34,7 +37,9 @@ def masked_next_token_loss(params, batch: dict, frozen, cfg: model.ModelConfig):
     del frozen
     mask_BT = batch["loss_mask"].astype(jnp.float32)
     targets_BT = jnp.where(mask_BT != 0, batch["targets"], 0)
-    nll_BT = token_losses(params, batch["inputs"], targets_BT, cfg)
+    nll_BT = token_losses(params, batch["inputs"], targets_BT, cfg,
+                          positions_BT=batch.get("positions"),
+                          segment_ids_BT=batch.get("segment_ids"))
     loss_sum = jnp.where(mask_BT != 0, nll_BT * mask_BT, 0.0).sum()
     return loss_sum, mask_BT.sum(), {}
 

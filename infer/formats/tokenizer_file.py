@@ -118,17 +118,27 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def to_doc(enc_or_ranks, pattern: str = PATTERN) -> dict:
+    """The tokenizer file's JSON document (format in the module docstring) of an Encoding made
+    by `encoding`/`load`, or of mergeable ranks and a pattern."""
+    if isinstance(enc_or_ranks, tiktoken.Encoding):
+        ranks, pattern = enc_or_ranks._mergeable_ranks, enc_or_ranks._pat_str
+    else:
+        ranks = enc_or_ranks
+    specials = special_ids(len(ranks))
+    ordered = sorted(ranks, key=ranks.__getitem__)
+    return {"format": FORMAT, "version": VERSION,
+            "fingerprint": _fingerprint_parts(ranks, pattern, specials),
+            "vocab_size": len(ranks) + len(specials), "pattern": pattern,
+            "special_tokens": specials,
+            "ranks": [base64.b64encode(t).decode("ascii") for t in ordered]}
+
+
 def save(path, ranks: dict[bytes, int], pattern: str = PATTERN) -> str:
     """Write the tokenizer file (format in the module docstring); returns its fingerprint."""
-    specials = special_ids(len(ranks))
-    fp = _fingerprint_parts(ranks, pattern, specials)
-    ordered = sorted(ranks, key=ranks.__getitem__)
-    doc = {"format": FORMAT, "version": VERSION, "fingerprint": fp,
-           "vocab_size": len(ranks) + len(specials), "pattern": pattern,
-           "special_tokens": specials,
-           "ranks": [base64.b64encode(t).decode("ascii") for t in ordered]}
+    doc = to_doc(ranks, pattern)
     _atomic_write_text(Path(path), json.dumps(doc, ensure_ascii=False, indent=0) + "\n")
-    return fp
+    return doc["fingerprint"]
 
 
 def load(path) -> tiktoken.Encoding:
