@@ -139,3 +139,10 @@ def test_pretrain_trains_on_a_folder_from_train_prepare(tmp_path):
     assert meta["tokenizer_fingerprint"] == fingerprint
     assert tk.fingerprint(tk.load(out / "tokenizer.json")) == fingerprint
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_missing_source_says_what_data_source_takes(cache):
+    with pytest.raises(FileNotFoundError, match=r"data\.source: .*'data/demoo' not found.*"
+                                                r"train prepare --out DIR"):
+        data_source.resolve(config("data/demoo"))
+    assert not cache.exists()

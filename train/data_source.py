@@ -75,7 +75,11 @@ def resolve(cfg: TrainConfig, progress: bool = True) -> tuple[str, dict]:
     if (Path(source) / prepare_lib.META).is_file():
         data_dir = Path(source)
     else:
-        fingerprint = corpus_lib.fingerprint(source)
+        try:
+            fingerprint = corpus_lib.fingerprint(source)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"data.source: {e}; or name a folder made by `python -m "
+                                    "train prepare --out DIR`") from None
         folder = cache_folder(source, cfg.model.vocab_size, cache_dir(cfg), fingerprint)
         data_dir = folder / "tokens"
         if jax.process_index() == 0:
