@@ -30,7 +30,7 @@ GENERIC = Recommended(0.7, 0, 0.9, "the default for models that recommend no set
 # FALLBACK ONLY, for files that carry no recommendation: model cards' settings, matched against
 # a GGUF's general.basename / general.name or a Hugging Face directory's name.
 FALLBACK = {
-    "smollm2": Recommended(0.2, 0, 0.9, "SmolLM2's model card (the file recommends none)"),
+    "smollm2": Recommended(0.2, 0, 0.9, "SmolLM2's model card; the file recommends none"),
 }
 
 _GGUF_KEYS = {"temperature": "general.sampling.temp", "top_k": "general.sampling.top_k",
