@@ -123,10 +123,7 @@ def resolve(cfg: TrainConfig, base_config: model.ModelConfig, n_batches: int) ->
     mcfg = dataclasses.replace(base_config, **{f: getattr(user, f) for f in TRAINING_MODEL_FIELDS})
     cfg = dataclasses.replace(cfg, model=mcfg)
     if cfg.steps == 0:
-        steps = max(1, cfg.sft.epochs * n_batches)
-        warmup = min(cfg.optim.warmup_steps, steps - 1) if cfg.optim.warmup_steps else 0
-        cfg = dataclasses.replace(cfg, steps=steps,
-                                  optim=dataclasses.replace(cfg.optim, warmup_steps=warmup))
+        cfg = dataclasses.replace(cfg, steps=max(1, cfg.sft.epochs * n_batches))
     return cfg
 
 
