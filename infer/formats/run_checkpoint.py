@@ -21,6 +21,19 @@ import model
 ITEMS = ("state", "loader", "meta", "tokenizer")
 
 
+class _QuietAbsl:
+    """Orbax warns through absl about what a read-only manager or a partial restore leaves out
+    (items not asked for); a reader asks for exactly what it needs, so those are noise."""
+
+    def __enter__(self):
+        self.logger = logging.getLogger("absl")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)
+
+
 def manager(out_dir: str | os.PathLike, keep: int = 3, async_save: bool = True,
             read_only: bool = False) -> ocp.CheckpointManager:
     """The run's CheckpointManager; read_only for readers (inference), which never write."""
@@ -31,14 +44,9 @@ def manager(out_dir: str | os.PathLike, keep: int = 3, async_save: bool = True,
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, cleanup_tmp_directories=True,
             enable_async_checkpointing=async_save)
-    absl_logger = logging.getLogger("absl")
-    level = absl_logger.level
-    absl_logger.setLevel(logging.ERROR)  # read-only managers warn that they are read-only
-    try:
+    with _QuietAbsl():  # read-only managers warn that they are read-only
         return ocp.CheckpointManager(Path(out_dir).absolute() / "checkpoints", item_names=ITEMS,
                                      options=options)
-    finally:
-        absl_logger.setLevel(level)
 
 
 def locate(run_dir_or_ckpt: str | os.PathLike) -> tuple[Path, int | None]:
@@ -56,7 +64,8 @@ def locate(run_dir_or_ckpt: str | os.PathLike) -> tuple[Path, int | None]:
 
 
 def _restore_item(mngr, step: int, name: str, args):
-    return mngr.restore(step, args=ocp.args.Composite(**{name: args}))[name]
+    with _QuietAbsl():
+        return mngr.restore(step, args=ocp.args.Composite(**{name: args}))[name]
 
 
 def load_params(run_dir_or_ckpt: str | os.PathLike):
@@ -74,7 +83,8 @@ def load_params(run_dir_or_ckpt: str | os.PathLike):
         meta = _restore_item(mngr, step, "meta", ocp.args.JsonRestore())
         cfg = model.ModelConfig.from_dict(meta["config"]["model"])
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        saved = mngr.item_metadata(step)["state"]
+        with _QuietAbsl():
+            saved = mngr.item_metadata(step)["state"]
         target = jax.tree.map(
             lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved,
             is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
