@@ -61,6 +61,15 @@ def test_raising_steps_continues_a_finished_run(finished, data_dir, tmp_path):
     assert 12 in [int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit()]
 
 
+def test_set_steps_on_the_command_line_continues_a_finished_run(finished, data_dir):
+    """`--set steps=N` alone also scales the warmup (train.config): still the same run."""
+    cfg = train_config.apply_overrides(tiny(data_dir), ["steps=16"])
+    assert cfg.optim.warmup_steps == 4  # 2 of 8 steps became 4 of 16
+    plan = run_dir.plan(finished, cfg)
+    assert plan.start_step == 8 and not plan.clear
+    assert sorted(d.split(":")[0] for d in plan.extended) == ["optim.warmup_steps", "steps"]
+
+
 def test_lowering_steps_is_a_different_run(finished, data_dir):
     with pytest.raises(ConfigError, match=r"steps: 8 -> 4 \(a run can be continued, not "
                                           r"shortened\)"):

@@ -34,8 +34,11 @@ RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "tb", "summary.json"
 # Fields a rerun may change without becoming another run: they decide how long it trains
 # (steps, only upwards: the learning-rate schedule then spans the new length) and how often it
 # reports and saves, never what a step computes.
-EXTENDING_FIELDS = ("steps", "eval_every", "checkpoint_every", "keep_checkpoints", "log_every",
-                    "async_checkpointing", "peak_flops")
+# `optim.warmup_steps` and `data.cache_dir` too: `--set steps=N` alone scales the warmup with the
+# run (train.config.apply_overrides), and the cache is a location, not a setting.
+EXTENDING_FIELDS = ("steps", "optim.warmup_steps", "eval_every", "checkpoint_every",
+                    "keep_checkpoints", "log_every", "async_checkpointing", "peak_flops",
+                    "data.cache_dir")
 
 
 class RunDirError(ConfigError):
