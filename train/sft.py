@@ -26,14 +26,14 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import model
+from infer.chat.template import is_twofiles_tokenizer
+from infer.formats import tokenizer_file
 from model import lora
 from model.config import ConfigError
 from train import losses, loop, packing, run_dir
 from train import config as train_config
 from train import state as state_lib
 from train.config import TrainConfig
-from infer.chat.template import is_twofiles_tokenizer
-from infer.formats import tokenizer_file
 from train.datasets import conversations
 from train.step import batch_sharding, make_eval_step, make_mesh
 
