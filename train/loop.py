@@ -155,7 +155,7 @@ def run(cfg: TrainConfig, plan: Plan, stage: Stage, mesh, *, progress: bool = Tr
                         trainable=stage.trainable)
     tokens_per_step = stage.tokens_per_step or cfg.data.batch_size * cfg.seq_len
     flops_per_token = model.flops_per_token(cfg.model, seq_len=cfg.seq_len, training=True)
-    peak, peak_note = peak_flops_per_device(cfg.peak_flops)
+    peak, peak_note = peak_flops_per_device(cfg.peak_flops, cfg.model.compute_dtype)
     peak_total = peak * jax.device_count()
     wall_before = float((plan.saved_meta or {}).get("wall_s", 0.0)) if start else 0.0
     ckpt_meta = {"config": cfg.to_dict(), "tokenizer_file": run_dir.TOKENIZER_FILE,

@@ -13,13 +13,11 @@ from pathlib import Path
 
 import jax
 
-# Stated peak FLOP/s per device, dense matmuls, in the dtype named. MFU is reported against
-# these (or TrainConfig.peak_flops when set).
-#  - CPU: the whole host is one JAX device. AVX2 with two 256-bit FMA units gives
-#    2 units x 8 float32 lanes x 2 flops = 32 flop/cycle/core; at 2.45 GHz (this machine's
-#    AMD EPYC) that is 78.4 GFLOP/s per core.
+# Peak FLOP/s per device, dense matmuls. MFU is reported against these (or
+# TrainConfig.peak_flops when set).
+#  - CPU: the whole host is one JAX device; its peak is derived from /proc/cpuinfo
+#    (train/cpu_peak.py: vector width, FMA units, bf16 dot support, clock).
 #  - GPU/TPU: vendor bfloat16 dense peaks.
-CPU_FLOPS_PER_CORE = 32 * 2.45e9
 ACCELERATOR_PEAKS = {
     "H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
     "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
@@ -27,16 +25,17 @@ ACCELERATOR_PEAKS = {
 }
 
 
-def peak_flops_per_device(override: float = 0.0) -> tuple[float, str]:
-    """(peak FLOP/s of one device, how it was obtained)."""
+def peak_flops_per_device(override: float = 0.0, dtype: str = "float32") -> tuple[float, str]:
+    """(peak FLOP/s of one device for `dtype` matmuls, how it was obtained)."""
     if override > 0:
         return override, "config peak_flops"
     device = jax.devices()[0]
     if device.platform == "cpu":
-        cores = os.cpu_count() or 1
+        from train.cpu_peak import host_peak
+
+        peak, note = host_peak(dtype)
         # Simulated devices (xla_force_host_platform_device_count) share the same cores.
-        return (CPU_FLOPS_PER_CORE * cores / jax.local_device_count(),
-                f"cpu: {cores} cores x 78.4 GFLOP/s (AVX2 float32 FMA)")
+        return peak / jax.local_device_count(), note
     kind = device.device_kind
     for name, peak in ACCELERATOR_PEAKS.items():
         if name.lower() in kind.lower():
