@@ -135,8 +135,10 @@ def _unrolled(body, x_BTD: jax.Array, layers: dict, n_layers: int) -> jax.Array:
 
 def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict | None = None,
             positions_BT: jax.Array | None = None, valid_BT: jax.Array | None = None,
-            segment_ids_BT: jax.Array | None = None):
+            segment_ids_BT: jax.Array | None = None, return_hidden: bool = False):
     """Logits for every position of `tokens_BT`, and the updated cache (None without one).
+    With `return_hidden`, the final-normed hidden states [B, T, D] in float32 instead of the
+    logits (what a scalar head such as a reward model's reads).
 
     Without a cache the T tokens attend causally to each other at positions 0..T-1. With a
     cache they are written to slots index..index+T-1; each attends to the filled, valid slots
@@ -178,9 +180,12 @@ def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict | 
         x_BTD, new_kvs = jax.lax.scan(body, x_BTD, (params["layers"], kvs))
 
     x_BTD = rms_norm(x_BTD, params["final_norm"], cfg.norm_eps)
-    unembed_DV = params["embed"].T if cfg.tie_embeddings else params["unembed"]
-    logits_BTV = _dot("btd,dv->btv", x_BTD, unembed_DV, cfg)
+    if return_hidden:
+        out = x_BTD
+    else:
+        unembed_DV = params["embed"].T if cfg.tie_embeddings else params["unembed"]
+        out = _dot("btd,dv->btv", x_BTD, unembed_DV, cfg)  # logits_BTV
     if cache is None:
-        return logits_BTV, None
+        return out, None
     new_cache = {"k": new_kvs[0], "v": new_kvs[1], "valid": valid_BS, "index": start + T}
-    return logits_BTV, new_cache
+    return out, new_cache
