@@ -17,6 +17,14 @@ How it works (and why):
   the host between chunks of `STOP_STRING_CHUNK` steps.
 - Sampling is `infer.runtime.sampling.sample`; temperature and top_p are traced values, so changing them
   does not recompile.
+- Tools (`tools=`, e.g. `infer.tools.session.ToolRunner`) run between steps. The loop returns to
+  the host after any step in which a row sampled one of the runner's `pause_ids` (such as
+  `<|tool_call_end|>`); the runner reads the row and may answer with ids to force. Forced ids are
+  written into the row's future output columns (`force_BN`, a fixed-size buffer, so nothing
+  recompiles) and go through the same decode step as sampled ones, one per step, replacing what
+  was sampled there; they are marked `sampled=False`, never stop a row and never pause it. No
+  step runs while the host answers, so every other row sees the same steps and keys as without
+  the call: its tokens are unchanged.
 """
 
 from __future__ import annotations
@@ -46,6 +54,10 @@ class Completion:
     text: str | None
     finish_reason: str  # "stop" (stop id or stop string) or "length"
     logits: np.ndarray | None = None  # [n, V] float32, with output_logits=True
+    # Per token: True where the model sampled it, False where a tool's output was forced in
+    # (training losses and RL must not learn those).
+    sampled: list[bool] = dataclasses.field(default_factory=list)
+    tool_calls: list[dict] = dataclasses.field(default_factory=list)  # filled by tool runners
 
 
 @dataclasses.dataclass
@@ -85,14 +97,15 @@ class TokenEvent:
     row: int
     token_id: int
     text: str
+    sampled: bool = True  # False for a token a tool forced into the row
 
 
 # ---------------------------------------------------------------------------------------------
 # Device functions (pure; compiled once per static configuration and shape bucket)
 
 
-def _prefill(params, tokens_BP, valid_BP, cache, key, temperature, top_p, stop_S, max_new, *,
-             cfg, forward_fn, top_k, use_top_p, n_out, output_logits):
+def _prefill(params, tokens_BP, valid_BP, cache, key, temperature, top_p, stop_S, pause_S,
+             max_new, *, cfg, forward_fn, top_k, use_top_p, n_out, output_logits):
     """Runs the prompts through the cache and samples each row's first new token."""
     positions_BP = jnp.maximum(jnp.cumsum(valid_BP, axis=1) - 1, 0)
     # The decode layout can skip projecting all but the last position to the vocabulary, and
@@ -112,6 +125,9 @@ def _prefill(params, tokens_BP, valid_BP, cache, key, temperature, top_p, stop_S
         "out_BN": jnp.zeros((B, n_out), jnp.int32).at[:, 0].set(token_B),
         "count_B": jnp.ones((B,), jnp.int32),
         "done_B": jnp.isin(token_B, stop_S) | (max_new <= 1),
+        "pause_B": jnp.isin(token_B, pause_S),
+        "force_BN": jnp.zeros((B, n_out), jnp.int32),
+        "forced_BN": jnp.zeros((B, n_out), bool),
         "step": jnp.ones((), jnp.int32),
         "key": key,
     }
@@ -121,12 +137,14 @@ def _prefill(params, tokens_BP, valid_BP, cache, key, temperature, top_p, stop_S
     return state
 
 
-def _decode(params, state, until_step, temperature, top_p, stop_S, max_new, *,
+def _decode(params, state, until_step, temperature, top_p, stop_S, pause_S, max_new, *,
             cfg, forward_fn, top_k, use_top_p):
-    """Generates one token per live row per step until `until_step`, `max_new` or all done."""
+    """Generates one token per live row per step until `until_step`, `max_new`, all done, or
+    a row sampling a pause id (the host then runs its tool)."""
 
     def cond(s):
-        return (s["step"] < jnp.minimum(until_step, max_new)) & ~jnp.all(s["done_B"])
+        return ((s["step"] < jnp.minimum(until_step, max_new)) & ~jnp.all(s["done_B"])
+                & ~jnp.any(s["pause_B"]))
 
     def body(s):
         logits_B1V, cache = forward_fn(params, s["token_B"][:, None], cfg, cache=s["cache"],
@@ -135,14 +153,19 @@ def _decode(params, state, until_step, temperature, top_p, stop_S, max_new, *,
         token_B = sample(logits_BV, jax.random.fold_in(s["key"], s["step"]), temperature, top_k,
                          top_p if use_top_p else 1.0)
         live_B = ~s["done_B"]
+        forced_B = s["forced_BN"][:, s["step"]]
+        token_B = jnp.where(forced_B, s["force_BN"][:, s["step"]], token_B)
         token_B = jnp.where(live_B, token_B, 0)
+        sampled_B = live_B & ~forced_B
         new = dict(s)
         new["cache"] = cache
         new["token_B"] = token_B
         new["next_position_B"] = s["next_position_B"] + 1
         new["out_BN"] = jax.lax.dynamic_update_index_in_dim(s["out_BN"], token_B, s["step"], 1)
         new["count_B"] = s["count_B"] + live_B
-        new["done_B"] = s["done_B"] | jnp.isin(token_B, stop_S) | (s["step"] + 1 >= max_new)
+        new["done_B"] = (s["done_B"] | (sampled_B & jnp.isin(token_B, stop_S))
+                         | (s["step"] + 1 >= max_new))
+        new["pause_B"] = sampled_B & jnp.isin(token_B, pause_S)
         new["step"] = s["step"] + 1
         if "logits_BNV" in s:
             new["logits_BNV"] = jax.lax.dynamic_update_index_in_dim(
@@ -184,6 +207,14 @@ def _compiled(fn, static: dict, donate: tuple, *args):
 
 def _bucket(n: int) -> int:
     return max(_MIN_BUCKET, 1 << (max(n, 1) - 1).bit_length())
+
+
+def _id_set(ids: Sequence[int], bucket) -> np.ndarray:
+    """Sorted unique ids padded with -1 to a bucketed length (few shapes, few compilations)."""
+    unique = sorted({int(i) for i in ids})
+    out = np.full((bucket(len(unique)),), -1, np.int32)
+    out[:len(unique)] = unique
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,10 +291,12 @@ def stream_generate(params, cfg, prompt_ids_batch: Sequence[Sequence[int]], *,
                     top_p: float = 1.0, seed: int = 0, stop_ids: Sequence[int] = (),
                     stop_strings: Sequence[str] = (), decode_fn: Callable | None = None,
                     stream: bool = True, output_logits: bool = False,
-                    forward_fn: Callable | None = None) -> Iterator[TokenEvent]:
+                    forward_fn: Callable | None = None, tools=None) -> Iterator[TokenEvent]:
     """Yields a TokenEvent per generated token (when `stream`); returns the Generation.
 
     Use `gen = yield from stream_generate(...)` or `generate(..., stream=callback)`.
+    `tools`: an object with `pause_ids` (ids after which it wants to look at a row) and
+    `after(row, token_ids) -> ids to force into the row next` (empty for none).
     """
     prompts = [[int(t) for t in p] for p in prompt_ids_batch]
     _validate(cfg, prompts, max_new_tokens)
@@ -283,13 +316,13 @@ def stream_generate(params, cfg, prompt_ids_batch: Sequence[Sequence[int]], *,
         tokens_BP[b, P - len(p):] = p
         valid_BP[b, P - len(p):] = True
     stops = sorted({int(s) for s in stop_ids})
-    stop_S = np.full((max(4, -(-len(stops) // 4) * 4),), -1, np.int32)
-    stop_S[:len(stops)] = stops
+    stop_S = _id_set(stops, lambda n: max(4, -(-n // 4) * 4))
+    pause_S = _id_set(tools.pause_ids if tools is not None else (), lambda n: max(4, _bucket(n)))
     if forward_fn is decode_model.forward:
         cache = decode_model.init_cache(cfg, B, P + n_out, decode_model.cache_dtype(params))
     else:
         cache = model_lib.init_cache(cfg, B, P + n_out)
-    scalars = (np.float32(sp.temperature), np.float32(sp.top_p), stop_S,
+    scalars = (np.float32(sp.temperature), np.float32(sp.top_p), stop_S, pause_S,
                np.int32(max_new_tokens))
     static = dict(cfg=cfg, forward_fn=forward_fn, top_k=sp.top_k, use_top_p=sp.top_p < 1.0)
     key = jax.random.key(sp.seed)
@@ -304,6 +337,7 @@ def stream_generate(params, cfg, prompt_ids_batch: Sequence[Sequence[int]], *,
 
     rows = [_RowText(decode_fn, stop_strings) for _ in range(B)]
     token_lists: list[list[int]] = [[] for _ in range(B)]
+    forced_BN = np.zeros((B, n_out), bool)  # the host's copy of which columns are forced
     seen = 1  # steps already delivered to the host
     chunk = 1 if stream else (STOP_STRING_CHUNK if stop_strings else n_out)
 
@@ -313,16 +347,33 @@ def stream_generate(params, cfg, prompt_ids_batch: Sequence[Sequence[int]], *,
                 if rows[b].stop_at is not None:
                     break
                 token_lists[b].append(int(out_BN[b, j]))
-                if token_lists[b][-1] in stops:
+                if token_lists[b][-1] in stops and not forced_BN[b, j]:
                     continue
                 text = rows[b].update(token_lists[b])
                 if stream:
-                    yield TokenEvent(b, token_lists[b][-1], text)
+                    yield TokenEvent(b, token_lists[b][-1], text, not forced_BN[b, j])
+
+    def run_tools(state):
+        """Asks the runner about each paused row; writes what it forces into the buffers."""
+        pause_B = np.asarray(state["pause_B"])
+        if not pause_B.any():
+            return state
+        force_BN = np.asarray(state["force_BN"]).copy()
+        for b in np.flatnonzero(pause_B):
+            if rows[b].stop_at is not None:
+                continue
+            ids = [int(t) for t in tools.after(int(b), list(token_lists[b]))][:n_out - seen]
+            force_BN[b, seen:seen + len(ids)] = ids
+            forced_BN[b, seen:seen + len(ids)] = True
+        return dict(state, pause_B=jnp.zeros_like(state["pause_B"]),
+                    force_BN=jnp.asarray(force_BN), forced_BN=jnp.asarray(forced_BN))
 
     yield from deliver(first_B[:, None], np.ones(B), 1)
     decode = None
     decode_seconds = 0.0
     while True:
+        if tools is not None:
+            state = run_tools(state)
         done_B = np.asarray(state["done_B"])
         stopped = np.array([r.stop_at is not None for r in rows])
         if (done_B | stopped).all() or seen >= max_new_tokens:
@@ -356,7 +407,8 @@ def stream_generate(params, cfg, prompt_ids_batch: Sequence[Sequence[int]], *,
             if row.stop_at is not None:
                 text = text[:row.stop_at]
         logits = logits_BNV[b, :len(ids)] if logits_BNV is not None else None
-        completions.append(Completion(ids, text, reason, logits))
+        sampled = [not f for f in forced_BN[b, :len(ids)].tolist()]
+        completions.append(Completion(ids, text, reason, logits, sampled))
         if stream and text and len(text) > row.shown:  # held back as possibly incomplete
             yield TokenEvent(b, -1, text[row.shown:])
     decode_tokens = sum(max(len(t) - 1, 0) for t in token_lists)
@@ -395,17 +447,21 @@ def prompt_ids(model, prompt, *, chat: bool = False, system: str | None = None) 
 
     enc = model.tokenizer
     if chat:
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(
-            prompt)
-        if system is not None:
-            messages = [{"role": "system", "content": system}] + messages
-        return chat_render.prompt_ids(model, messages)
+        return chat_render.prompt_ids(model, chat_messages(prompt, system))
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a string without chat=True, got {type(prompt).__name__}")
     ids = enc.encode_ordinary(prompt)  # user text: special-token strings stay plain text
     if getattr(model, "add_bos", False) and model.bos_id is not None:
         ids = [int(model.bos_id)] + ids
     return ids
+
+
+def chat_messages(prompt, system: str | None = None) -> list[dict]:
+    """A conversation from a user message (a string) or a list of messages, system first."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    if system is not None:
+        messages = [{"role": "system", "content": system}] + messages
+    return messages
 
 
 def stop_ids_for(model, *, chat: bool) -> list[int]:
@@ -433,19 +489,32 @@ def decode_params(model, weights: str = "float32"):
 
 def generate_text(model, prompts, *, chat: bool = False, system: str | None = None,
                   stop_ids: Sequence[int] | None = None, weights: str = "float32",
-                  **kwargs) -> Generation:
+                  tools: Sequence[str] = (), **kwargs) -> Generation:
     """Generates from text prompt(s) (a string, or a list for a batch) with a loaded model.
 
     Stops at EOS (and, with `chat`, at the template's end of turn); `weights` is "float32" or
-    "int8" (faster decoding, ~1% weight rounding); other keyword arguments are those of
+    "int8" (faster decoding, ~1% weight rounding); `tools` names tools the model may call
+    (`infer.tools.TOOLS`; needs `chat`), whose outputs are forced into the completion
+    (`sampled` False there) and recorded in `tool_calls`; other keyword arguments are those of
     `generate` (max_new_tokens, temperature, top_k, top_p, seed, stop_strings, stream, ...).
     Returns the Generation; `gen[0].text` is the first completion.
     """
     batch = [prompts] if isinstance(prompts, str) or (
         prompts and isinstance(prompts[0], dict)) else list(prompts)
+    if tools and not chat:
+        raise ValueError("tools need chat: a tool's output is forced in as a chat message")
     ids = [prompt_ids(model, p, chat=chat, system=system) for p in batch]
+    runner = None
+    if tools:
+        from infer.tools.session import ToolRunner
+
+        runner = ToolRunner(model, [chat_messages(p, system) for p in batch], tools)
     if stop_ids is None:
         stop_ids = stop_ids_for(model, chat=chat)
     kwargs.setdefault("decode_fn", model.tokenizer.decode)
-    return generate(decode_params(model, weights), model.config, ids, stop_ids=stop_ids,
-                    **kwargs)
+    gen = generate(decode_params(model, weights), model.config, ids, stop_ids=stop_ids,
+                   tools=runner, **kwargs)
+    if runner is not None:
+        for completion, calls in zip(gen, runner.calls):
+            completion.tool_calls = calls
+    return gen
