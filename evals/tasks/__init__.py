@@ -38,6 +38,7 @@ class Item:
 class Task(Protocol):
     name: str
     kind: str  # "generate" or "choice"
+    max_new_tokens: int  # the default generation budget for one answer
 
     def items(self, n: int | None, seed: int = 0) -> list[Item]:
         """n problems from `seed` (None: all of a file's problems)."""

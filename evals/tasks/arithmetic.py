@@ -123,6 +123,7 @@ class ArithmeticTask:
     tool: bool = False
     name: str = "arithmetic"
     kind: str = "generate"
+    max_new_tokens: int = 64  # room for the answer (and a tool round trip)
 
     def __post_init__(self):
         object.__setattr__(self, "digits", tuple(self.digits))

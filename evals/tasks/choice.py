@@ -54,6 +54,7 @@ class ChoiceTask:
     path: str | None = None
     name: str = "choice"
     kind: str = "choice"
+    max_new_tokens: int = 0  # nothing is generated
 
     def items(self, n: int | None, seed: int = 0) -> list[Item]:
         """The file's examples; with n, a sample of n of them drawn by `seed`."""

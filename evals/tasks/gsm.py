@@ -42,6 +42,7 @@ def _worked(solution: str) -> str:
 class GsmTask:
     name: str = "gsm"
     kind: str = "generate"
+    max_new_tokens: int = 512  # room for the reasoning and the final line
 
     def items(self, n: int | None, seed: int = 0) -> list[Item]:
         if n is None or n < 1:

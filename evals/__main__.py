@@ -1,0 +1,25 @@
+"""`python -m evals run ...` (see `python -m evals run --help`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from evals import cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m evals",
+                                     description="Measure models on tasks, with intervals.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    cli.add_run(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
