@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Each subcommand lives in its own module with `add_subcommand(subparsers)`.
-_SUBCOMMANDS = ("infer.cli.generate", "infer.cli.chat", "infer.cli.export")
+_SUBCOMMANDS = ("infer.cli.generate", "infer.cli.chat", "infer.cli.export", "infer.cli.serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
