@@ -82,12 +82,15 @@ class Worker:
             self._thread.join()
 
     def queued(self) -> int:
+        """How many requests are waiting (not counting those whose client has gone)."""
         with self._wake:
-            return len(self._pending)
+            return sum(not job.cancelled.is_set() for job in self._pending)
 
     def submit(self, job: Job) -> None:
         """Queues the job, or raises QueueFull when `max_queue` jobs are already waiting."""
         with self._wake:
+            self._pending = collections.deque(j for j in self._pending
+                                              if not j.cancelled.is_set())
             if len(self._pending) >= self.max_queue:
                 raise QueueFull(f"{len(self._pending)} requests are waiting")
             self._pending.append(job)
