@@ -109,10 +109,11 @@ def _expressions():
 
 
 def _python(expression: str) -> str | None:
-    """Python's own answer, or None where Python raises or leaves the real numbers."""
+    """Python's own answer, or None where Python raises or leaves the real numbers (a complex
+    intermediate stays complex, or makes // and % raise TypeError)."""
     try:
         value = eval(expression, {"__builtins__": {}}, {})  # the reference, in the test only
-    except (ZeroDivisionError, OverflowError):
+    except (ZeroDivisionError, OverflowError, TypeError):
         return None
     return None if isinstance(value, complex) else repr(value)
 
