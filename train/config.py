@@ -130,6 +130,55 @@ class LoraConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DPOConfig:
+    """Direct preference optimisation's inputs and settings (train.dpo)."""
+    base: str = ""  # anything infer.load reads; also the reference model
+    pairs: str = ""  # preference pairs, JSONL {"prompt", "chosen", "rejected"}
+    val: str = ""  # held-out pairs: preference accuracy before and after
+    epochs: int = 1  # passes over the pairs when steps is 0
+    beta: float = 0.1  # strength of the pull towards the reference (DPO's beta)
+    label_smoothing: float = 0.0  # conservative DPO: the chance a label is flipped, < 0.5
+    reference: str = "precomputed"  # precomputed once before training, or "frozen": a copy
+
+    def __post_init__(self):
+        _check_fields(self, "dpo.")
+
+
+@dataclasses.dataclass(frozen=True)
+class RMConfig:
+    """Reward-model training's inputs (train.rm)."""
+    base: str = ""  # anything infer.load reads; the reward head is added to it
+    pairs: str = ""  # preference pairs, JSONL {"prompt", "chosen", "rejected"}
+    val: str = ""  # held-out pairs: pair accuracy before and after
+    epochs: int = 1  # passes over the pairs when steps is 0
+
+    def __post_init__(self):
+        _check_fields(self, "rm.")
+
+
+@dataclasses.dataclass(frozen=True)
+class RLConfig:
+    """Reinforcement learning with a task's grader as the reward (train.rl): GRPO-family."""
+    base: str = ""  # anything infer.load reads; also the reference for the KL
+    task: str = ""  # an evals task: arithmetic, gsm
+    task_options: str = ""  # JSON object of the task's options, e.g. {"digits": [2, 2]}
+    problems: int = 1000  # training problems drawn from the task (seed rl.problem_seed)
+    problem_seed: int = 1  # evaluation uses the task's seed 0; duplicates of it are dropped
+    eval_problems: int = 64  # held-out problems for greedy pass@1 at each evaluation; 0: none
+    group_size: int = 8  # completions sampled per prompt (G)
+    prompts_per_step: int = 4  # prompts per rollout batch (rows: prompts x G)
+    max_new_tokens: int = 32
+    temperature: float = 1.0  # the sampler's; log-probabilities are taken at the same one
+    beta_kl: float = 0.0  # weight of the k3 KL penalty to the reference (always logged)
+    eps_clip: float = 0.2  # PPO clip of the importance ratio
+    updates_per_batch: int = 1  # optimizer steps on each rollout batch (>1: the clip acts)
+    scale_by_std: bool = True  # divide advantages by the group's std (False: Dr. GRPO)
+
+    def __post_init__(self):
+        _check_fields(self, "rl.")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     model: model.ModelConfig = dataclasses.field(default_factory=model.ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -137,6 +186,9 @@ class TrainConfig:
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     sft: SFTConfig = dataclasses.field(default_factory=SFTConfig)
     lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
+    rl: RLConfig = dataclasses.field(default_factory=RLConfig)
+    dpo: DPOConfig = dataclasses.field(default_factory=DPOConfig)
+    rm: RMConfig = dataclasses.field(default_factory=RMConfig)
     steps: int = 100  # optimizer updates
     eval_every: int = 50  # 0: only at the end
     checkpoint_every: int = 50  # 0: only at the end
@@ -162,7 +214,8 @@ class TrainConfig:
 
 
 _SECTIONS = {"model": model.ModelConfig, "data": DataConfig, "optim": OptimConfig,
-             "mesh": MeshConfig, "sft": SFTConfig, "lora": LoraConfig}
+             "mesh": MeshConfig, "sft": SFTConfig, "lora": LoraConfig,
+             "dpo": DPOConfig, "rm": RMConfig, "rl": RLConfig}
 
 
 def _fields(cls, d, section: str = "") -> dict:

@@ -1,0 +1,199 @@
+"""DPO and reward-model drivers (train.dpo, train.rm) on a tiny model: they learn the held-out
+preference, refuse bad pairs with their line, resume exactly after SIGKILL, and load as models."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import infer
+import model
+from infer.formats import run_checkpoint
+from model.config import ConfigError
+from tests.train_helpers import REPO, cli_env
+from train import config as train_config
+from train import dpo, rm
+from train.datasets import conversations, preferences
+
+NAMES = ["Ann", "Bob", "Cy", "Dee", "Eve", "Fay", "Gus", "Hal", "Ivy", "Jo", "Kim", "Lou"]
+QUESTIONS = ["who are you?", "what is your name?", "name?", "tell me who you are",
+             "hello, who is this?", "introduce yourself", "your name please", "who am I talking to?"]
+HELD_OUT = ["what should I call you?", "and you are?", "who is there?", "say your name"]
+
+
+def _pairs(questions, offset):
+    """The chosen answer is always "I am Quill."; the rejected one names someone else."""
+    user = lambda q: [{"role": "user", "content": q}]  # noqa: E731
+    answer = lambda text: {"role": "assistant", "content": text}  # noqa: E731
+    return [(user(q), answer("I am Quill."), answer(f"I am {NAMES[(i + offset) % len(NAMES)]}."))
+            for i, q in enumerate(questions)]
+
+
+TRAIN = _pairs(QUESTIONS * 2, 0)
+VAL = _pairs(HELD_OUT * 2, 5)
+SETTINGS = {"data": {"batch_size": 8}, "steps": 16, "eval_every": 8, "checkpoint_every": 4,
+            "log_every": 1, "optim": {"lr": 3e-3, "warmup_steps": 0, "weight_decay": 0.0}}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A tiny twofiles base (random weights, exported as the two files) and pair files."""
+    from infer.formats.export import export
+    from infer.load_model import Model, twofiles_fields
+    from tests.test_export_common import CORPUS
+    from train import tokenizer as tok
+
+    root = tmp_path_factory.mktemp("dpo")
+    ranks, pattern = tok.train_tokenizer(CORPUS * 4 + [json.dumps(TRAIN + VAL)] * 4, 400)
+    enc = tok.encoding(ranks, pattern)
+    cfg = model.apply_overrides(model.preset("tiny"), [f"vocab_size={enc.n_vocab}",
+                                                       "max_seq_len=64"])
+    base = Model(source="tiny", kind="twofiles",
+                 **twofiles_fields(cfg, model.init(cfg, jax.random.key(0)), enc))
+    export(base, "twofiles", root / "base")
+    preferences.write(root / "train.jsonl", TRAIN)
+    preferences.write(root / "val.jsonl", VAL)
+    return root
+
+
+def config(files, section="dpo", **sets):
+    d = json.loads(json.dumps(SETTINGS))
+    d[section] = {"base": str(files / "base"), "pairs": str(files / "train.jsonl"),
+                  "val": str(files / "val.jsonl")}
+    return train_config.apply_overrides(train_config.from_dict(d),
+                                        [f"{k}={v}" for k, v in sets.items()])
+
+
+@pytest.fixture(scope="module")
+def dpo_run(files):
+    out = files / "dpo"
+    return out, dpo.run(config(files), out, progress=False)
+
+
+def test_dpo_raises_held_out_preference_accuracy(dpo_run):
+    out, s = dpo_run
+    print(f"held-out policy accuracy {s['base_val_policy_accuracy']:.3f} -> "
+          f"{s['val_policy_accuracy']:.3f}, reward accuracy {s['base_val_accuracy']:.3f} -> "
+          f"{s['val_accuracy']:.3f}, margin {s['val_margin']:.3f}")
+    assert abs(s["base_val_loss"] - np.log(2)) < 1e-6 and s["base_val_margin"] == 0.0
+    assert s["base_val_accuracy"] == 0.5
+    assert s["val_accuracy"] >= 0.9 and s["val_margin"] > 0
+    assert s["val_policy_accuracy"] >= 0.9 > s["base_val_policy_accuracy"]
+    assert s["val_loss"] < np.log(2) - 0.1
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    trained = [r for r in logged if "reward_chosen" in r]
+    assert len(trained) == 16 and {"margin", "accuracy", "reward_rejected"} <= set(trained[0])
+
+
+def test_a_dpo_run_loads_as_a_model(files, dpo_run):
+    """infer.load reads the run with its trained parameters, and it now answers as Quill
+    more likely than the base does."""
+    out, _ = dpo_run
+    tuned, base = infer.load(out), infer.load(files / "base")
+    _, params, _, meta = run_checkpoint.load_params(out)
+    assert meta["stage"] == "dpo" and meta["base"] == str(files / "base")
+    ids = tuned.encode("who are you?")
+    expected = np.asarray(model.forward(params, np.asarray([ids]), tuned.config)[0][0])
+    np.testing.assert_allclose(tuned.logits(ids), expected, atol=1e-5)
+    assert np.abs(tuned.logits(ids) - base.logits(ids)).max() > 1e-2
+
+
+def test_frozen_reference_trains_like_the_precomputed_one(files, dpo_run):
+    """The two reference modes are one loss: the same run to float32 noise."""
+    summary = dpo.run(config(files, **{"dpo.reference": "frozen", "steps": 4,
+                                       "eval_every": 4}), files / "frozen", progress=False)
+    short = dpo.run(config(files, steps=4, eval_every=4), files / "pre4", progress=False)
+    for key in ("val_loss", "val_margin", "loss"):
+        assert abs(summary[key] - short[key]) < 1e-4, key
+
+
+def test_lora_dpo_learns_and_saves_only_adapters(files):
+    s = dpo.run(config(files, **{"lora.rank": 4, "optim.lr": 3e-2}), files / "lora",
+                progress=False)
+    _, adapters, _, meta = run_checkpoint.load_params(files / "lora")
+    assert set(adapters) == {"layers"} and meta["lora"]["rank"] == 4
+    assert s["val_accuracy"] >= 0.9
+
+
+def test_bad_pairs_are_refused_with_their_line(files):
+    good = json.dumps({"prompt": TRAIN[0][0], "chosen": TRAIN[0][1], "rejected": TRAIN[0][2]})
+    bad = [json.dumps({"prompt": TRAIN[0][0], "chosen": TRAIN[0][1]}),
+           json.dumps({"prompt": TRAIN[0][0], "chosen": {"role": "user", "content": "x"},
+                       "rejected": TRAIN[0][2]}),
+           json.dumps({"prompt": [{"role": "sysadmin", "content": "x"}],
+                       "chosen": TRAIN[0][1], "rejected": TRAIN[0][2]})]
+    for i, line in enumerate(bad):
+        path = files / f"bad{i}.jsonl"
+        path.write_text(f"{good}\n\n{line}\n")
+        with pytest.raises(conversations.ConversationError, match=rf"bad{i}.jsonl:3: "):
+            dpo.run(config(files, **{"dpo.pairs": str(path)}), files / "never", progress=False)
+    with pytest.raises(ConfigError, match="dpo.beta"):
+        dpo.run(config(files, **{"dpo.beta": 0.0}), files / "never", progress=False)
+    assert not (files / "never").exists()
+
+
+def test_earlier_assistant_turns_of_the_prompt_are_not_scored(files):
+    from train.preference_data import render_answer
+
+    base = infer.load(files / "base")
+    prompt = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello."},
+              {"role": "user", "content": "who are you?"}]
+    ids, mask = render_answer(base, prompt, {"role": "assistant", "content": "I am Quill."})
+    end = base.tokenizer.encode_single_token("<|assistant_end|>")
+    assert [t for t, m in zip(ids, mask) if m] == base.tokenizer.encode_ordinary(
+        "I am Quill.") + [end]
+
+
+def test_reward_model_learns_the_held_out_preference(files):
+    s = rm.run(config(files, section="rm"), files / "rm", progress=False)
+    print(f"reward model held-out pair accuracy {s['base_val_accuracy']:.3f} -> "
+          f"{s['val_accuracy']:.3f}")
+    assert s["base_val_accuracy"] == 0.5 and abs(s["base_val_loss"] - np.log(2)) < 1e-6
+    assert s["val_accuracy"] >= 0.9 and s["val_loss"] < np.log(2) - 0.1
+    chosen = [{"role": "user", "content": "who is there?"},
+              {"role": "assistant", "content": "I am Quill."}]
+    rejected = chosen[:1] + [{"role": "assistant", "content": "I am Bob."}]
+    r = rm.score(files / "rm", [chosen, rejected])
+    assert r[0] > r[1]
+
+
+def _dpo_cmd(files, config_file, out):
+    return [sys.executable, "-m", "train", "dpo", "--base", str(files / "base"), "--pairs",
+            str(files / "train.jsonl"), "--val", str(files / "val.jsonl"), "--config",
+            str(config_file), "--out", str(out), "--no-progress"]
+
+
+def test_sigkill_resume_is_bitwise_identical(files, dpo_run):
+    """A DPO run killed after a checkpoint and rerun ends with the uninterrupted run's params."""
+    config_file = files / "dpo.json"
+    config_file.write_text(json.dumps(SETTINGS))
+    out = files / "killed"
+    proc = subprocess.Popen(_dpo_cmd(files, config_file, out), env=cli_env(8), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            done = [int(p.name) for p in (out / "checkpoints").glob("[0-9]*")
+                    if p.name.isdigit()] if (out / "checkpoints").exists() else []
+            if any(s >= 8 for s in done):
+                break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (out / "summary.json").exists()
+    rerun = subprocess.run(_dpo_cmd(files, config_file, out), env=cli_env(8), cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resuming" in rerun.stdout
+    summary = json.loads(rerun.stdout[rerun.stdout.index("{"):])
+    assert summary["base_val_policy_accuracy"] == dpo_run[1]["base_val_policy_accuracy"]
+    _, ref, _, _ = run_checkpoint.load_params(dpo_run[0])
+    _, res, _, _ = run_checkpoint.load_params(out)
+    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(res)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
