@@ -7,8 +7,9 @@
 The rule, chosen to be hard to game rather than generous:
 - Only the text the model says counts: tool calls and tool outputs are cut out (an unterminated
   call runs to the end), so an answer that appears only inside a call or a result scores 0.
-- The answer is on the last line that has a digit. If that line has a marker ("=", "answer is",
-  "answer:", "####", or a closed "\\boxed{...}"), only what follows the last marker counts.
+- The answer is on the last line that has a digit. If that line has a marker ("=", "is",
+  "equals", "answer:", "####", or a closed "\\boxed{...}"), only what follows the last marker
+  counts ("the sum of 2 and 9 is 11").
 - That part must hold exactly one number, so hedging ("1234 or 1235"), echoing the prompt
   ("4817 * 293") or listing candidates scores 0; numbers are whole tokens, so 12345 never
   contains 1234; an unclosed "\\boxed{" gives no answer.
@@ -27,7 +28,7 @@ _HIDDEN = re.compile(
     r"|<tool_call>.*?(?:</tool_call>|$)"
     r"|<tool_response>.*?(?:</tool_response>|$)", re.DOTALL)
 _SPECIAL = re.compile(r"<\|[a-z_]+\|>")
-_MARKER = re.compile(r"=|answer is|answer:|####|\\boxed\{", re.IGNORECASE)
+_MARKER = re.compile(r"=|\bis\b|\bequals\b|answer:|####|\\boxed\{", re.IGNORECASE)
 # A whole number token: digits with optional thousands commas and decimals, never part of a
 # longer run of digits (maximal munch over [\d,.]).
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
