@@ -4,6 +4,7 @@ the row goes on from it, and the other row of the batch is untouched."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 
 import jax
@@ -46,7 +47,7 @@ def _scripted_forward(script_BL):
     def forward(params, tokens_BT, cfg, cache=None, positions_BT=None, valid_BT=None):
         logits_BTV, cache = model.forward(params, tokens_BT, cfg, cache=cache,
                                           positions_BT=positions_BT, valid_BT=valid_BT)
-        want_BT = jnp.take_along_axis(script_BL, positions_BT, axis=1)
+        want_BT = jnp.take_along_axis(script_BL[:tokens_BT.shape[0]], positions_BT, axis=1)
         one_hot_BTV = jax.nn.one_hot(jnp.maximum(want_BT, 0), cfg.vocab_size) * 1e4
         return jnp.where((want_BT >= 0)[..., None], one_hot_BTV, logits_BTV), cache
 
@@ -157,3 +158,60 @@ def test_tools_without_chat_or_unknown_tools_are_refused(tiny_chat):
         engine.generate_text(tiny_chat, "hi", tools=["calculator"], max_new_tokens=2)
     with pytest.raises(ValueError, match="unknown tool"):
         engine.generate_text(tiny_chat, "hi", chat=True, tools=["shell"], max_new_tokens=2)
+
+
+def _cli(monkeypatch, capsys, tiny_chat, script, *argv):
+    """`python -m infer generate ...` in this process, on the tiny model whose first row is
+    scripted to call the calculator."""
+    from infer.__main__ import main
+    from infer.cli import args as cli_args
+
+    monkeypatch.setattr(cli_args, "load_model", lambda source: tiny_chat)
+    monkeypatch.setattr(engine, "decode_params", lambda m, weights="float32": m.params)
+    monkeypatch.setattr(engine, "generate", functools.partial(engine.generate,
+                                                              forward_fn=script[3]))
+    assert main(["generate", "--model", "tiny", *argv]) == 0
+    return capsys.readouterr()
+
+
+def test_generate_cli_json_shows_the_tool_calls_and_results(monkeypatch, capsys, tiny_chat,
+                                                            script):
+    out = _cli(monkeypatch, capsys, tiny_chat, script, "--prompt", QUESTIONS[0], "--chat",
+               "--tools", "calculator", "--temperature", "0", "--max-new-tokens", "80", "--json")
+    result = json.loads(out.out)
+    assert result["tool_calls"] == [{"name": "calculator", "arguments": {"expression": "6*7"},
+                                     "result": "42"}]
+    assert len(result["sampled"]) == len(result["token_ids"]) == 80
+    assert result["sampled"].count(False) == 6  # the tool message's ids, forced
+    assert "<|tool_output_start|>42<|tool_output_end|>" in result["text"]
+
+
+def test_generate_cli_refuses_unknown_tools_and_tools_without_chat(monkeypatch, capsys,
+                                                                   tiny_chat, script):
+    for argv, expected in [(["--chat", "--tools", "shell"], "unknown tool shell"),
+                           (["--tools", "calculator"], "--tools needs --chat")]:
+        with pytest.raises(SystemExit) as exit_:
+            _cli(monkeypatch, capsys, tiny_chat, script, "--prompt", "hi", *argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert expected in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_chat_repl_keeps_the_tool_call_and_its_result_in_the_conversation(monkeypatch, capsys,
+                                                                          tiny_chat, script):
+    from infer.cli.chat import Session
+
+    monkeypatch.setattr(engine, "decode_params", lambda m, weights="float32": m.params)
+    monkeypatch.setattr(engine, "generate", functools.partial(engine.generate,
+                                                              forward_fn=script[3]))
+    sampling = dict(max_new_tokens=80, temperature=0.0, top_k=0, top_p=1.0, seed=0,
+                    stop_strings=[], weights="float32")
+    session = Session(tiny_chat, sampling, None, ["calculator"])
+    session.reply(QUESTIONS[0])
+    user, call, tool, answer = session.history
+    assert user == {"role": "user", "content": QUESTIONS[0]}
+    assert json.loads(call["tool_calls"][0]["function"]["arguments"]) == {"expression": "6*7"}
+    assert tool["role"] == "tool" and tool["content"] == "42"
+    # The final answer is only what the model wrote after the tool's output.
+    assert answer["role"] == "assistant" and "<|tool_output" not in answer["content"]
+    assert "42" in capsys.readouterr().out  # the user sees the tool's result as it streams

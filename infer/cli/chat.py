@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from infer.cli import args as cli_args
+from infer.cli import tools_arg
 
 HELP = ("commands: /reset  /system TEXT  /temperature T  /help  /quit  "
         "(anything else is your message)")
@@ -19,6 +20,7 @@ def add_subcommand(subparsers) -> None:
                               description="Chat with a model. " + HELP)
     cli_args.add_model_args(p)
     p.add_argument("--system", default=None, help="initial system message")
+    tools_arg.add_tools_arg(p)
     cli_args.add_sampling_args(p, max_new_tokens=256,
                                default_note="the model's recommended setting, shown in the "
                                             "banner")
@@ -28,8 +30,9 @@ def add_subcommand(subparsers) -> None:
 class Session:
     """The conversation state and the settings the commands change."""
 
-    def __init__(self, model, sampling: dict, system: str | None):
+    def __init__(self, model, sampling: dict, system: str | None, tools: list[str] = ()):
         self.model = model
+        self.tools = list(tools)
         self.sampling = dict(sampling)
         self.system = system
         self.history: list[dict] = []
@@ -91,14 +94,23 @@ class Session:
             sys.stdout.write(event.text)
             sys.stdout.flush()
 
+        runner = None
+        if self.tools:
+            from infer.tools.session import ToolRunner
+
+            runner = ToolRunner(self.model, [messages], self.tools)
         weights = sampling.pop("weights", "float32")
         gen = engine.generate(engine.decode_params(self.model, weights), cfg, [ids],
                               stream=show, stop_ids=engine.stop_ids_for(self.model, chat=True),
-                              decode_fn=self.model.tokenizer.decode, **sampling)
+                              decode_fn=self.model.tokenizer.decode, tools=runner, **sampling)
         text = gen[0].text
         sys.stdout.write("\n")
-        self.history += [{"role": "user", "content": user},
-                         {"role": "assistant", "content": text}]
+        if runner is None:
+            turn = [{"role": "user", "content": user}, {"role": "assistant", "content": text}]
+        else:  # the tool calls and their results stay in the conversation
+            whole = runner.conversation(0, gen[0].token_ids)
+            turn = whole[len(messages) - 1:]
+        self.history += turn
         return text
 
 
@@ -110,8 +122,10 @@ def run(args) -> int:
     cli_args.check_sampling_flags(args)
     model = cli_args.load_model(args.model)
     sampling, source = cli_args.sampling_kwargs(args, model, chat=True)
-    session = Session(model, sampling, args.system)
-    say(f"chatting with {args.model}: {cli_args.describe_sampling(sampling, source)}")
+    tools = tools_arg.tools_from(args)
+    session = Session(model, sampling, args.system, tools)
+    say(f"chatting with {args.model}: {cli_args.describe_sampling(sampling, source)}"
+        + (f"; tools: {', '.join(tools)}" if tools else ""))
     say(HELP)
     while True:
         try:

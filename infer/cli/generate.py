@@ -6,6 +6,7 @@ import json
 import sys
 
 from infer.cli import args as cli_args
+from infer.cli import tools_arg
 
 
 def add_subcommand(subparsers) -> None:
@@ -16,13 +17,16 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("--chat", action="store_true",
                    help="treat the prompt as a user message in the model's chat template")
     p.add_argument("--system", default=None, help="system message (with --chat)")
+    tools_arg.add_tools_arg(p)
     cli_args.add_sampling_args(p, max_new_tokens=64,
                                default_note="greedy; with --chat, the model's recommended "
                                             "setting")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: text, token_ids, finish_reason, "
                         "prompt_tokens, prefill_tokens_per_sec, decode_tokens_per_sec, "
-                        "sampling (the settings used and their source)")
+                        "sampling (the settings used and their source); with --tools also "
+                        "tool_calls (name, arguments, result) and sampled (per token: false "
+                        "where a tool's output was forced in)")
     p.set_defaults(func=run)
 
 
@@ -31,6 +35,10 @@ def run(args) -> int:
 
     if args.system is not None and not args.chat:
         cli_args.fail("--system needs --chat: a plain completion has no system message")
+    tools = tools_arg.tools_from(args)
+    if tools and not args.chat:
+        cli_args.fail("--tools needs --chat: a tool's output goes back to the model as a chat "
+                      "message")
     cli_args.check_sampling_flags(args)
     model = cli_args.load_model(args.model)
     sampling, source = cli_args.sampling_kwargs(args, model, chat=args.chat)
@@ -41,13 +49,15 @@ def run(args) -> int:
 
     try:
         gen = engine.generate_text(model, args.prompt, chat=args.chat, system=args.system,
-                                   stream=None if args.json else show, **sampling)
+                                   stream=None if args.json else show, tools=tools, **sampling)
     except ValueError as e:
         cli_args.fail(str(e))
     out = gen[0]
     if args.json:
+        extra = {"tool_calls": out.tool_calls, "sampled": out.sampled} if tools else {}
         print(json.dumps({
             "text": out.text, "token_ids": out.token_ids, "finish_reason": out.finish_reason,
+            **extra,
             "prompt_tokens": gen.prefill_tokens,
             "prefill_tokens_per_sec": round(gen.prefill_tokens_per_sec, 2),
             "decode_tokens_per_sec": round(gen.decode_tokens_per_sec, 2),
@@ -56,8 +66,9 @@ def run(args) -> int:
         }, ensure_ascii=False))
     else:
         print()
+        calls = f"{len(out.tool_calls)} tool calls, " if tools else ""
         print(f"[{gen.prefill_tokens} prompt tokens at {gen.prefill_tokens_per_sec:.1f} tok/s, "
-              f"{len(out.token_ids)} new at {gen.decode_tokens_per_sec:.1f} tok/s, "
+              f"{len(out.token_ids)} new at {gen.decode_tokens_per_sec:.1f} tok/s, {calls}"
               f"{out.finish_reason}; {cli_args.describe_sampling(sampling, source)}]",
               file=sys.stderr)
     return 0

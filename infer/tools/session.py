@@ -72,6 +72,12 @@ class ToolRunner:
         self.segment_start[row] = len(token_ids) + len(forced)
         return forced
 
+    def conversation(self, row: int, token_ids: list[int]) -> list[dict]:
+        """The row's conversation once it has finished with `token_ids` (its completion): the
+        prompt's messages, each tool call with its tool message, and the final answer."""
+        final = self.enc.decode(token_ids[self.segment_start[row]:])
+        return self.history[row] + [{"role": "assistant", "content": final}]
+
     def _twofiles_call(self, segment: list[int]) -> tuple[str, str] | None:
         if not segment or segment[-1] != self.call_end or self.call_start not in segment:
             return None
