@@ -2,7 +2,8 @@
 
 Batching, for now: when the thread is free it takes the oldest waiting request and, if it is
 greedy, every other waiting request with the same model, token limit, stop strings and kind
-(chat or completion), up to `max_batch`, into one `engine.stream_generate` call. Sampled
+(chat or completion), up to `max_batch`, into one `engine.stream_generate` call (padded to a
+power of two rows). Sampled
 requests run alone (see `Spec.batch_key`). Continuous batching (rows joining a running batch)
 belongs inside the engine and is a later step.
 
@@ -129,8 +130,12 @@ class Worker:
     def _run(self, batch: list[Job]) -> None:
         spec = batch[0].spec
         model = self.models[spec.model]
+        prompts = [job.spec.prompt_ids for job in batch]
+        # Copies of the first prompt fill the batch to a power of two: the engine compiles
+        # once per batch size, so a few sizes serve every batch.
+        prompts += [prompts[0]] * ((1 << (len(prompts) - 1).bit_length()) - len(prompts))
         events = engine.stream_generate(
-            self.params[spec.model], model.config, [job.spec.prompt_ids for job in batch],
+            self.params[spec.model], model.config, prompts,
             max_new_tokens=spec.max_new_tokens, temperature=spec.temperature, top_k=spec.top_k,
             top_p=spec.top_p, seed=spec.seed, stop_ids=engine.stop_ids_for(model, chat=spec.chat),
             stop_strings=spec.stop_strings, decode_fn=model.tokenizer.decode,
@@ -141,8 +146,8 @@ class Worker:
             except StopIteration as finished:
                 generation = finished.value
                 break
-            job = batch[event.row]
-            if job.stream and event.text and not job.cancelled.is_set():
+            job = batch[event.row] if event.row < len(batch) else None
+            if job and job.stream and event.text and not job.cancelled.is_set():
                 job.emit("delta", event.text)
             if all(j.cancelled.is_set() for j in batch):
                 events.close()  # every client has gone: free the engine for the next batch
