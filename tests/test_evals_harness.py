@@ -74,6 +74,8 @@ def test_a_tiny_models_report(tmp_path):
     assert report["accuracy"] == pytest.approx(sum(all_scores) / len(all_scores))
     assert 0 <= report["ci95"][0] <= report["accuracy"] <= report["ci95"][1] <= 1
     assert set(report["pass_at_k"]) == set(report["majority_at_k"]) == {"1", "2"}
+    # Each sample is its own draw: at temperature 1 the two samples of a problem differ.
+    assert any(len(set(it["completions"])) == 2 for it in report["items"])
     json.dumps(report)  # the report is JSON as it is
 
 

@@ -45,7 +45,8 @@ def test_adversarial_completions_score_zero(name):
 
 @pytest.mark.parametrize("completion", [
     "1200 + 34 = 1234.", "1234", "The answer is 1,234.", "#### 1234", "\\boxed{1234}",
-    "**1234**", "Answer: 1234.0", "Adding 1200 and 34 gives 1200 + 34, which is 1234.", "1200 + 34 = 1234.\nHope that helps!",
+    "**1234**", "Answer: 1234.0", "Adding 1200 and 34 gives 1200 + 34, which is 1234.",
+    "1200 + 34 = 1234.\nHope that helps!",
     "<|tool_call_start|>{\"name\": \"calculator\", \"arguments\": {\"expression\": \"1200 + 34\"}}"
     "<|tool_call_end|><|assistant_end|><|tool_output_start|>1234<|tool_output_end|>"
     "<|assistant_start|>1200 + 34 = 1234.",
