@@ -80,6 +80,11 @@ def test_arithmetic_problems_are_those_of_the_sft_data():
     kw = dict(seed=5, digits=(3, 2), ops="+-*")
     assert ([(p.a, p.op, p.b) for p in arithmetic.problems(40, **kw)]
             == [(p.a, p.op, p.b) for p in train_arithmetic.problems(40, **kw)])
+    for tool in (False, True):
+        task = tasks.get("arithmetic", digits=(3, 2), tool=tool)
+        held_out = train_arithmetic.split(1, 5, seed=2, digits=(3, 2))[1]
+        assert [it.conversation() for it in task.items(5, seed=2)] == [
+            train_arithmetic.conversation(p, tool=tool) for p in held_out]
 
 
 def test_bad_task_options_are_refused():

@@ -34,6 +34,12 @@ class Item:
     worked: list[dict] | None = None
     options: dict[str, float] = dataclasses.field(default_factory=dict)
 
+    def conversation(self) -> list[dict]:
+        """The prompt followed by the worked answer: one training conversation (SFT data)."""
+        if self.worked is None:
+            raise TaskError("this item has no worked answer to train on (a choice item)")
+        return self.prompt + self.worked
+
 
 class Task(Protocol):
     name: str
