@@ -153,3 +153,9 @@ def test_option_logprobs_are_the_sum_of_token_logprobs_by_full_forwards():
             expected += logits[ids[t]] - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
         assert got == pytest.approx(expected, abs=1e-3)
     assert choice.likeliest(m, item) == max(scores, key=scores.get)
+
+
+def test_gsm_without_reasoning_gym_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "reasoning_gym", None)  # import fails
+    with pytest.raises(tasks.TaskError, match="pip install --no-deps reasoning-gym"):
+        tasks.get("gsm")

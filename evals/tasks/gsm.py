@@ -24,13 +24,13 @@ INSTRUCTION = "End your reply with a line 'The answer is N.', N being a number."
 _FINAL = re.compile(r"\n?#### *(\S+)\s*$")
 
 
-def _dataset(n: int, seed: int):
+def _reasoning_gym():
     try:
         import reasoning_gym
     except ImportError as e:
         raise TaskError("gsm: needs the reasoning-gym package (pip install --no-deps "
                         "reasoning-gym; it works offline)") from e
-    return reasoning_gym.create_dataset("gsm_symbolic", size=n, seed=seed)
+    return reasoning_gym
 
 
 def _worked(solution: str) -> str:
@@ -44,6 +44,9 @@ class GsmTask:
     kind: str = "generate"
     max_new_tokens: int = 512  # room for the reasoning and the final line
 
+    def __post_init__(self):
+        _reasoning_gym()  # a missing package is reported before a model is loaded
+
     def items(self, n: int | None, seed: int = 0) -> list[Item]:
         if n is None or n < 1:
             raise TaskError(f"gsm: problems are generated; n must be at least 1, got {n}")
@@ -51,7 +54,7 @@ class GsmTask:
                      reference=str(x["answer"]),
                      worked=[{"role": "assistant",
                               "content": _worked(x["metadata"]["answer_cot"])}])
-                for x in _dataset(n, seed)]
+                for x in _reasoning_gym().create_dataset("gsm_symbolic", size=n, seed=seed)]
 
     def grade(self, item: Item, completion: str) -> float:
         return grade_number(completion, item.reference)
