@@ -1,11 +1,11 @@
-"""`python -m evals run ...` (see `python -m evals run --help`)."""
+"""`python -m evals {run,ratings,arena} ...` (see `python -m evals --help`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from evals import cli
+from evals import cli, cli_arena
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Measure models on tasks, with intervals.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     cli.add_run(subparsers)
+    cli_arena.add_subcommands(subparsers)
     return parser
 
 
