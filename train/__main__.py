@@ -34,13 +34,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _pretrain_args(sub)
-    from train import cli_data, cli_datasets, cli_preferences, cli_sft  # each imports on use
+    from train import cli_data, cli_datasets, cli_preferences, cli_rl, cli_sft  # import on use
     cli_data.add_subcommands(sub)
     cli_datasets.add_subcommands(sub)
     cli_sft.add_subcommands(sub)
     cli_preferences.add_subcommands(sub)
+    cli_rl.add_subcommands(sub)
     args = parser.parse_args(argv)
-    if args.command in ("sft", "dpo", "rm"):
+    if args.command in ("sft", "dpo", "rm", "rl"):
         return _guarded(lambda: args.func(args))
     if args.command != "pretrain":
         return args.func(args)

@@ -66,7 +66,8 @@ class Stage:
 
     name: str
     loss_fn: Callable  # (params, batch, frozen) -> (loss_sum, count, metrics), sums
-    batches: Any  # iterator of batches with get_state() -> JSON dict and set_state(dict)
+    batches: Any  # iterator of batches with get_state() -> JSON dict and set_state(dict);
+    # or, for batches made from the live parameters, with next_for(params) instead of next()
     abstract_params: Any  # ShapeDtypeStructs with shardings: where params live and restore to
     init_params: Callable[[], Any] | None = None  # a new run's params; None: the model's random
     evaluate: Callable[[Any], dict] | None = None  # params -> metrics
@@ -125,6 +126,14 @@ def _restore_or_start(cfg, plan: Plan, stage: Stage, optimizer, mesh, mngr, key)
     else:
         params = stage.init_params()
     return state_lib.fresh(params, optimizer, abstract, mesh)
+
+
+def _next_batch(batches, state):
+    """The next batch; batches made from the live parameters (RL's rollouts) define
+    `next_for(params)` and are handed the parameters this step updates."""
+    if hasattr(batches, "next_for"):
+        return batches.next_for(state["params"])
+    return next(batches)
 
 
 def _progress(cfg: TrainConfig, name: str, start: int, enabled: bool):
@@ -193,7 +202,7 @@ def run(cfg: TrainConfig, plan: Plan, stage: Stage, mesh, *, progress: bool = Tr
     try:
         with _StopOnCtrlC() as stop:
             for step in range(start + 1, cfg.steps + 1):
-                state, metrics = step_fn(state, next(stage.batches), stage.frozen)
+                state, metrics = step_fn(state, _next_batch(stage.batches, state), stage.frozen)
                 is_last = step == cfg.steps
                 do_eval = stage.evaluate is not None and (
                     is_last or (cfg.eval_every and step % cfg.eval_every == 0))
