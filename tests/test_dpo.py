@@ -22,7 +22,8 @@ from train.datasets import conversations, preferences
 
 NAMES = ["Ann", "Bob", "Cy", "Dee", "Eve", "Fay", "Gus", "Hal", "Ivy", "Jo", "Kim", "Lou"]
 QUESTIONS = ["who are you?", "what is your name?", "name?", "tell me who you are",
-             "hello, who is this?", "introduce yourself", "your name please", "who am I talking to?"]
+             "hello, who is this?", "introduce yourself", "your name please",
+             "who am I talking to?"]
 HELD_OUT = ["what should I call you?", "and you are?", "who is there?", "say your name"]
 
 
@@ -103,13 +104,17 @@ def test_a_dpo_run_loads_as_a_model(files, dpo_run):
     assert np.abs(tuned.logits(ids) - base.logits(ids)).max() > 1e-2
 
 
-def test_frozen_reference_trains_like_the_precomputed_one(files, dpo_run):
-    """The two reference modes are one loss: the same run to float32 noise."""
-    summary = dpo.run(config(files, **{"dpo.reference": "frozen", "steps": 4,
-                                       "eval_every": 4}), files / "frozen", progress=False)
-    short = dpo.run(config(files, steps=4, eval_every=4), files / "pre4", progress=False)
-    for key in ("val_loss", "val_margin", "loss"):
-        assert abs(summary[key] - short[key]) < 1e-4, key
+def test_frozen_reference_and_accumulation_train_like_the_default(files):
+    """A frozen reference and the precomputed one are one loss, and so are two microbatches
+    and one batch (a pair is never split between them): the same run to float32 noise."""
+    sixteen = {"steps": 3, "eval_every": 3, "data.batch_size": 16}  # 8 devices, 2 microbatches
+    short = dpo.run(config(files, **sixteen), files / "pre16", progress=False)
+    for name, sets in (("frozen", {"dpo.reference": "frozen"}),
+                       ("accum", {"data.grad_accum": 2})):
+        other = dpo.run(config(files, **sixteen, **sets), files / name, progress=False)
+        for key in ("val_loss", "val_margin", "loss"):
+            assert abs(other[key] - short[key]) < 1e-4, (name, key)
+        assert other["val_margin"] > 0
 
 
 def test_lora_dpo_learns_and_saves_only_adapters(files):
@@ -135,6 +140,19 @@ def test_bad_pairs_are_refused_with_their_line(files):
     with pytest.raises(ConfigError, match="dpo.beta"):
         dpo.run(config(files, **{"dpo.beta": 0.0}), files / "never", progress=False)
     assert not (files / "never").exists()
+
+
+def test_cli_refuses_a_bad_pair_in_one_line(files, capsys):
+    from train.__main__ import main
+
+    path = files / "cli_bad.jsonl"
+    path.write_text('{"prompt": [], "chosen": {}, "rejected": {}}\n')
+    code = main(["dpo", "--base", str(files / "base"), "--pairs", str(path), "--out",
+                 str(files / "cli_never"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert err.startswith(f"error: {path}:1: ") and '"prompt"' in err
+    assert not (files / "cli_never").exists()
 
 
 def test_earlier_assistant_turns_of_the_prompt_are_not_scored(files):

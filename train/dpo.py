@@ -24,8 +24,6 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from infer.chat.template import is_twofiles_tokenizer
-from infer.formats import tokenizer_file
 from model import lora
 from model.config import ConfigError
 from train import loop, run_dir
@@ -34,7 +32,6 @@ from train import preference_data as pdata
 from train import preference_losses as pl
 from train import state as state_lib
 from train.config import TrainConfig
-from train.sft import TRAINING_MODEL_FIELDS
 from train.step import make_eval_step, make_mesh
 
 REFERENCES = ("precomputed", "frozen")
@@ -53,29 +50,6 @@ def check(cfg: TrainConfig) -> None:
         raise ConfigError(f"dpo.reference must be one of {REFERENCES}, got {d.reference!r}")
     if d.epochs <= 0:
         raise ConfigError(f"dpo.epochs must be > 0, got {d.epochs}")
-
-
-def resolve(cfg: TrainConfig, base_config, seq_len: int, n_pairs: int, epochs: int
-            ) -> TrainConfig:
-    """The run's config: the base's model shape (with the training fields the user set), the
-    row length, and steps from the epochs when steps is 0."""
-    mcfg = dataclasses.replace(base_config,
-                               **{f: getattr(cfg.model, f) for f in TRAINING_MODEL_FIELDS})
-    cfg = dataclasses.replace(cfg, model=mcfg,
-                              data=dataclasses.replace(cfg.data, seq_len=seq_len))
-    if cfg.steps == 0:
-        cfg = dataclasses.replace(cfg, steps=max(1, epochs * -(-n_pairs // cfg.data.batch_size)))
-    return cfg
-
-
-def tokenizer_meta(base, stage: str, source: str) -> tuple[dict | None, dict]:
-    """(tokenizer document to save, meta) of a run fine-tuned from `base`: a twofiles tokenizer
-    is saved in the run; another one is read from the base when the run is loaded."""
-    meta = {"stage": stage, "base": source}
-    if not is_twofiles_tokenizer(base.tokenizer):
-        return None, meta
-    doc = tokenizer_file.to_doc(base.tokenizer)
-    return doc, {**meta, "tokenizer_fingerprint": doc["fingerprint"]}
 
 
 def reference_logps(cfg: TrainConfig, params, examples, mesh, shardings) -> np.ndarray:
@@ -131,7 +105,7 @@ def stage(cfg: TrainConfig, base, examples, val, mesh) -> loop.Stage:
     eval_step = make_eval_step(loss_fn, state_lib.shardings_of(abstract), mesh)
     val_batches = (pdata.one_epoch(val, cfg, mesh, next_token=True, ref_logps=val_ref)
                    if val else [])
-    tokenizer_doc, meta = tokenizer_meta(base, "dpo", cfg.dpo.base)
+    tokenizer_doc, meta = pdata.tokenizer_meta(base, "dpo", cfg.dpo.base)
     meta["lora"] = dataclasses.asdict(cfg.lora) if cfg.lora.rank else None
     return loop.Stage(
         name="dpo", loss_fn=loss_fn, batches=batches, abstract_params=abstract,
@@ -139,21 +113,6 @@ def stage(cfg: TrainConfig, base, examples, val, mesh) -> loop.Stage:
         evaluate=(lambda params: pdata.evaluate(eval_step, params, frozen, val_batches))
         if val_batches else None,
         tokens_per_step=cfg.data.batch_size * 2 * cfg.seq_len)
-
-
-def load_pairs(cfg: TrainConfig, section, base, *, next_token: bool) -> tuple:
-    """(config with the row length and steps resolved, train pairs, val pairs, counts). A row
-    holds seq_len + 1 tokens for next-token targets (DPO), seq_len for a reward model."""
-    extra = int(next_token)
-    cap = cfg.data.seq_len or min(base.config.max_seq_len, pdata.MAX_AUTO_SEQ_LEN)
-    examples, counts = pdata.render_file(base, section.pairs, cap + extra)
-    val, val_counts = (pdata.render_file(base, section.val, cap + extra) if section.val
-                       else ([], {}))
-    # data.seq_len 0: rows as long as the longest answer (in steps of 64), not the context.
-    longest = max(max(len(e[0]), len(e[2])) for e in examples + val)
-    seq_len = cfg.data.seq_len or min(cap, -(-(longest - extra) // 64) * 64)
-    cfg = resolve(cfg, base.config, seq_len, len(examples), section.epochs)
-    return cfg, examples, val, {"train": counts, "val": val_counts}
 
 
 def run(cfg: TrainConfig, out_dir, *, force: bool = False, progress: bool = True) -> dict:
@@ -164,7 +123,7 @@ def run(cfg: TrainConfig, out_dir, *, force: bool = False, progress: bool = True
     started = time.time()
     check(cfg)
     base = infer.load(cfg.dpo.base)
-    cfg, examples, val, counts = load_pairs(cfg, cfg.dpo, base, next_token=True)
+    cfg, examples, val, counts = pdata.load_pairs(cfg, cfg.dpo, base, next_token=True)
     train_config.validate(cfg, n_devices=jax.device_count())
     plan = run_dir.plan(out_dir, cfg, force=force)
     if plan.finished:

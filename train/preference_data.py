@@ -6,15 +6,24 @@ final assistant message is learnt or scored: the mask is cut to the tokens after
 own render with the generation prompt, so earlier assistant turns of the prompt count for
 nothing. Pairs are never packed: the two answers of a pair sit in one batch entry, so any
 split of the batch (devices, microbatches) keeps them together.
+
+`load_pairs` and `tokenizer_meta` are what the DPO and reward-model drivers share: the rendered
+files with the row length and steps resolved, and the tokenizer a run saves.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 
+from infer.chat.template import is_twofiles_tokenizer
+from infer.formats import tokenizer_file
 from model.config import ConfigError
+from train.config import TrainConfig
 from train.datasets import preferences
+from train.sft import TRAINING_MODEL_FIELDS
 from train.step import batch_sharding
 
 MAX_AUTO_SEQ_LEN = 1024  # the longest rows data.seq_len 0 chooses
@@ -175,3 +184,42 @@ def evaluate(eval_step, params, frozen, batches: list, prefix: str = "val_") -> 
     out = {prefix + k: v / max(count, 1.0) for k, v in sums.items()}
     out[prefix + "pairs"] = int(count)
     return out
+
+
+def resolve(cfg: TrainConfig, base_config, seq_len: int, n_pairs: int, epochs: int
+            ) -> TrainConfig:
+    """The run's config: the base's model shape (with the training fields the user set), the
+    row length, and steps from the epochs when steps is 0."""
+    mcfg = dataclasses.replace(base_config,
+                               **{f: getattr(cfg.model, f) for f in TRAINING_MODEL_FIELDS})
+    cfg = dataclasses.replace(cfg, model=mcfg,
+                              data=dataclasses.replace(cfg.data, seq_len=seq_len))
+    if cfg.steps == 0:
+        batches = -(-n_pairs // cfg.data.batch_size)
+        cfg = dataclasses.replace(cfg, steps=max(1, epochs * batches))
+    return cfg
+
+
+def tokenizer_meta(base, stage: str, source: str) -> tuple[dict | None, dict]:
+    """(tokenizer document to save, meta) of a run fine-tuned from `base`: a twofiles tokenizer
+    is saved in the run; another one is read from the base when the run is loaded."""
+    meta = {"stage": stage, "base": source}
+    if not is_twofiles_tokenizer(base.tokenizer):
+        return None, meta
+    doc = tokenizer_file.to_doc(base.tokenizer)
+    return doc, {**meta, "tokenizer_fingerprint": doc["fingerprint"]}
+
+
+def load_pairs(cfg: TrainConfig, section, base, *, next_token: bool) -> tuple:
+    """(config with the row length and steps resolved, train pairs, val pairs, counts). A row
+    holds seq_len + 1 tokens for next-token targets (DPO), seq_len for a reward model."""
+    extra = int(next_token)
+    cap = cfg.data.seq_len or min(base.config.max_seq_len, MAX_AUTO_SEQ_LEN)
+    examples, counts = render_file(base, section.pairs, cap + extra)
+    val, val_counts = (render_file(base, section.val, cap + extra) if section.val
+                       else ([], {}))
+    # data.seq_len 0: rows as long as the longest answer (in steps of 64), not the context.
+    longest = max(max(len(e[0]), len(e[2])) for e in examples + val)
+    seq_len = cfg.data.seq_len or min(cap, -(-(longest - extra) // 64) * 64)
+    cfg = resolve(cfg, base.config, seq_len, len(examples), section.epochs)
+    return cfg, examples, val, {"train": counts, "val": val_counts}

@@ -26,7 +26,6 @@ from train import preference_data as pdata
 from train import preference_losses as pl
 from train import state as state_lib
 from train.config import TrainConfig
-from train.dpo import load_pairs, tokenizer_meta
 from train.step import make_eval_step, make_mesh
 
 
@@ -48,7 +47,7 @@ def stage(cfg: TrainConfig, base, examples, val, mesh) -> loop.Stage:
                                              cfg.seed, next_token=False), mesh)
     eval_step = make_eval_step(loss_fn, state_lib.shardings_of(abstract), mesh)
     val_batches = pdata.one_epoch(val, cfg, mesh, next_token=False) if val else []
-    tokenizer_doc, meta = tokenizer_meta(base, "rm", cfg.rm.base)
+    tokenizer_doc, meta = pdata.tokenizer_meta(base, "rm", cfg.rm.base)
     return loop.Stage(
         name="rm", loss_fn=loss_fn, batches=batches, abstract_params=abstract,
         init_params=init, tokenizer_doc=tokenizer_doc, meta=meta,
@@ -71,7 +70,7 @@ def run(cfg: TrainConfig, out_dir, *, force: bool = False, progress: bool = True
         raise ConfigError("rm trains every parameter and its head; LoRA is not supported "
                           "(set lora.rank=0)")
     base = infer.load(cfg.rm.base)
-    cfg, examples, val, counts = load_pairs(cfg, cfg.rm, base, next_token=False)
+    cfg, examples, val, counts = pdata.load_pairs(cfg, cfg.rm, base, next_token=False)
     train_config.validate(cfg, n_devices=jax.device_count())
     plan = run_dir.plan(out_dir, cfg, force=force)
     if plan.finished:
