@@ -62,7 +62,8 @@ def reference_logps(cfg: TrainConfig, params, examples, mesh, shardings) -> np.n
 
 
 def _losses(cfg: TrainConfig):
-    """(loss_fn, frozen_is_reference): DPO over full parameters or LoRA adapters."""
+    """The loss over full parameters, or over LoRA adapters whose frozen input is the base
+    (which is then also the reference, being the starting point)."""
     dpo = functools.partial(pl.dpo_loss, cfg=cfg.model, beta=cfg.dpo.beta,
                             label_smoothing=cfg.dpo.label_smoothing)
     frozen_ref = cfg.dpo.reference == "frozen"
