@@ -215,3 +215,28 @@ def test_chat_repl_keeps_the_tool_call_and_its_result_in_the_conversation(monkey
     # The final answer is only what the model wrote after the tool's output.
     assert answer["role"] == "assistant" and "<|tool_output" not in answer["content"]
     assert "42" in capsys.readouterr().out  # the user sees the tool's result as it streams
+
+
+def test_chatml_row_writing_a_text_call_gets_the_tool_message_forced():
+    """The <tool_call> text path through the engine: the loop stops at tokens holding '>',
+    the runner finds the finished call, and the template's tool message is forced in."""
+    chat_model, enc = _chatml()
+    cfg = dataclasses.replace(model.preset("tiny"), vocab_size=enc.n_vocab, max_seq_len=256)
+    chat_model = dataclasses.replace(chat_model, config=cfg,
+                                     params=model.init(cfg, jax.random.key(1)))
+    conversation = [{"role": "user", "content": "6*7?"}]
+    prompt = engine.prompt_ids(chat_model, conversation, chat=True)
+    call_ids = enc.encode_ordinary("<tool_call>\n" + CALL + "\n</tool_call>")
+    script_BL = np.full((1, 256), -1, np.int32)
+    script_BL[0, len(prompt) - 1:len(prompt) - 1 + len(call_ids)] = call_ids
+    runner = ToolRunner(chat_model, [conversation], ["calculator"])
+    gen = engine.generate(chat_model.params, cfg, [prompt], max_new_tokens=120,
+                          decode_fn=enc.decode, forward_fn=_scripted_forward(script_BL),
+                          tools=runner)
+    expected = enc.encode("<|im_end|>\n<|im_start|>tool\n42<|im_end|>\n<|im_start|>assistant\n",
+                          allowed_special="all")
+    out = gen[0]
+    assert out.token_ids[:len(call_ids) + len(expected)] == call_ids + expected
+    assert out.sampled[:len(call_ids) + len(expected)] == ([True] * len(call_ids)
+                                                           + [False] * len(expected))
+    assert runner.calls[0][0]["result"] == "42"

@@ -358,9 +358,10 @@ def stream_generate(params, cfg, prompt_ids_batch: Sequence[Sequence[int]], *,
         pause_B = np.asarray(state["pause_B"])
         if not pause_B.any():
             return state
+        done_B = np.asarray(state["done_B"])
         force_BN = np.asarray(state["force_BN"]).copy()
         for b in np.flatnonzero(pause_B):
-            if rows[b].stop_at is not None:
+            if done_B[b] or rows[b].stop_at is not None:  # a call with no room for its answer
                 continue
             ids = [int(t) for t in tools.after(int(b), list(token_lists[b]))][:n_out - seen]
             force_BN[b, seen:seen + len(ids)] = ids
