@@ -1,4 +1,4 @@
-"""`python -m infer {generate,chat,export} ...` (see `python -m infer --help`)."""
+"""`python -m infer {generate,chat,export,serve} ...` (see `python -m infer --help`)."""
 
 from __future__ import annotations
 

@@ -103,3 +103,13 @@ def test_control_token_strings_in_content_stay_text(client, model):
     assert reply.usage.prompt_tokens == len(ids)
     assert ids.count(model.bos_id) == plain.count(model.bos_id)
     assert not (set(ids) - set(plain)) & specials
+
+
+def test_int8_server_answers_as_the_int8_engine(model):
+    expected = engine.generate_text(model, [MESSAGES], chat=True, max_new_tokens=8,
+                                    temperature=0.0, weights="int8")[0]
+    with running(Worker({"tiny": model}, weights="int8")) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        reply = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=8,
+                                               temperature=0)
+    assert reply.choices[0].message.content == expected.text

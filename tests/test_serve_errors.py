@@ -170,7 +170,8 @@ _fields = st.sampled_from(["model", "messages", "prompt", "max_tokens", "tempera
                            "max_completion_tokens", "logprobs", "content", "role"])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(changes=st.dictionaries(_fields, _json, max_size=4), drop=st.booleans(),
        path=st.sampled_from(["/v1/chat/completions", "/v1/completions"]),
        raw=st.one_of(st.none(), st.binary(max_size=40)))
