@@ -234,3 +234,35 @@ def test_a_run_stopped_between_updates_of_a_batch_continues_exactly(files, monke
     _, res, _, _ = run_checkpoint.load_params(parts)
     for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(res)):
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+class ForcingTool:
+    """A stand-in tool runner: after each row's first token it forces two fixed ids."""
+
+    FORCED = [3, 4]
+
+    def __init__(self, model, conversations, names):
+        self.pause_ids = list(range(model.config.vocab_size))  # look at every row at once
+        self.done = set()
+
+    def after(self, row, token_ids):
+        if row in self.done:
+            return []
+        self.done.add(row)
+        return self.FORCED
+
+
+def test_rollouts_never_learn_what_a_tool_forced(files, sampler, monkeypatch):
+    from infer.tools import session
+
+    s, task = sampler
+    monkeypatch.setattr(session, "ToolRunner", ForcingTool)
+    tool_sampler = rl.Sampler(s.base, s.base.config, task, ["calculator"], 6)
+    items = task.items(2, seed=1)
+    prompts, completions, _, _ = tool_sampler.sample(s.base.params, items, temperature=1.0,
+                                                     seed=0)
+    batch = rl.rollout_rows(prompts, completions, max(len(p) for p in prompts) + 6)
+    for b, (ids, sampled) in enumerate(completions):
+        assert ids[1:3] == ForcingTool.FORCED and sampled[:3] == [True, False, False]
+        start = len(prompts[b]) - 1
+        np.testing.assert_array_equal(batch["loss_mask"][b, start:start + 3], [1, 0, 0])
