@@ -143,6 +143,9 @@ class Sampler:
     def sample(self, params, items, *, temperature: float, seed: int):
         """(prompt ids, [(ids, sampled)], rewards, texts) for one completion per item."""
         prompts = [self.prompt(item) for item in items]
+        # One device holds the sampler's copy: the engine caches executables by shape alone,
+        # so parameters laid out over the training mesh must not meet one compiled for others.
+        params = jax.device_put(params, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
         runner = None
         if self.tools:
             from infer.tools.session import ToolRunner
@@ -284,15 +287,15 @@ def run(cfg: TrainConfig, out_dir, *, force: bool = False, progress: bool = True
     task = load_task(cfg.rl)
     base = infer.load(cfg.rl.base)
     train_items, held_out = problems(task, cfg.rl)
-    sampler = Sampler(base, base.config, task, task_tools(task), cfg.rl.max_new_tokens)
-    longest = max(len(sampler.prompt(item)) for item in train_items + held_out)
+    longest = max(len(chat_render.prompt_ids(base, item.prompt))
+                  for item in train_items + held_out)
     row_len = longest + cfg.rl.max_new_tokens
     if row_len > base.config.max_seq_len:
         raise ConfigError(f"a prompt of {longest} tokens + rl.max_new_tokens="
                           f"{cfg.rl.max_new_tokens} exceeds the model's context of "
                           f"{base.config.max_seq_len} tokens; lower rl.max_new_tokens")
     cfg = resolve(cfg, base.config, row_len)
-    sampler.mcfg = cfg.model
+    sampler = Sampler(base, cfg.model, task, task_tools(task), cfg.rl.max_new_tokens)
     train_config.validate(cfg, n_devices=jax.device_count())
     plan = run_dir.plan(out_dir, cfg, force=force)
     if plan.finished:
