@@ -8,9 +8,6 @@ import os
 import random
 from pathlib import Path
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
 def add_subcommands(subparsers) -> None:
     _add_ratings(subparsers)
     _add_arena(subparsers)
@@ -62,9 +59,7 @@ def read_any_battles(path) -> list:
     from evals import ratings
     from evals.arena import votes
 
-    with open(path, "rb") as f:
-        is_sqlite = f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
-    return votes.read_battles(path) if is_sqlite else ratings.read_battles(path)
+    return votes.read_battles(path) if votes.is_sqlite(path) else ratings.read_battles(path)
 
 
 def ratings_command(args) -> int:
@@ -136,10 +131,12 @@ def arena_command(args) -> int:
     try:
         if args.max_new_tokens < 1:
             raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+        if args.bootstrap < 0:
+            raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
         named = model_names(args.model)
-        from evals.arena.votes import VoteStore
+        from evals.arena import votes
 
-        store = VoteStore(args.db)
+        votes.check_path(args.db)
     except (ValueError, OSError) as e:
         fail(str(e))
     import uvicorn
@@ -151,6 +148,10 @@ def arena_command(args) -> int:
         print(f"loading {name} from {src}", flush=True)
         answerers[name] = answerer(load_model(src), max_new_tokens=args.max_new_tokens,
                                    weights=args.weights)
+    try:
+        store = votes.VoteStore(args.db)
+    except (ValueError, OSError) as e:
+        fail(str(e))
     app = create_app(answerers, store, bootstrap=args.bootstrap)
     print(f"arena of {', '.join(named)} on http://{args.host}:{args.port}/ "
           f"(leaderboard: /leaderboard), votes in {args.db}", flush=True)

@@ -66,12 +66,15 @@ def read_battles(path) -> list[Battle]:
     """Battles from a JSONL file, one FastChat record a line (blank lines skipped). A bad line
     is refused with FILE:LINE before anything is computed."""
     battles = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
             try:
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
                 record = json.loads(line)
+            except UnicodeDecodeError:
+                raise BattleError(f"{path}:{n}: not UTF-8 text; expected JSONL battles") from None
             except json.JSONDecodeError as e:
                 raise BattleError(f"{path}:{n}: not JSON ({e.msg})") from None
             battles.append(parse_battle(record, f"{path}:{n}"))

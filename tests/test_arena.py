@@ -170,3 +170,23 @@ def test_model_names_come_from_the_flag_or_the_file_and_must_differ():
         cli_arena.model_names(["/1/a", "/2/a"])
     with pytest.raises(ValueError, match="at least two"):
         cli_arena.model_names(["/1/a"])
+
+
+def test_arena_refuses_bad_inputs_before_creating_the_database(tmp_path):
+    db = tmp_path / "votes.sqlite"
+    missing = subprocess.run([sys.executable, "-m", "evals", "arena", "--model",
+                              str(tmp_path / "no1"), "--model", str(tmp_path / "no2"),
+                              "--db", str(db)], capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert "could not load --model" in missing.stderr.splitlines()[-1]
+    assert not db.exists()
+
+    not_a_db = tmp_path / "notes.txt"
+    not_a_db.write_text("my notes\n")
+    refused = subprocess.run([sys.executable, "-m", "evals", "arena", "--model", "x=1",
+                              "--model", "y=2", "--db", str(not_a_db)],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert refused.stderr == f"error: {not_a_db} exists and is not a SQLite database; " \
+                             "choose another --db\n"
+    assert not_a_db.read_text() == "my notes\n"

@@ -91,7 +91,7 @@ def test_online_elo_moves_k_over_2_on_a_first_battle_between_equals():
     assert online_elo([Battle("a", "b", "tie")]) == {"a": 1000.0, "b": 1000.0}
 
 
-def test_json_rows_carry_the_fields_the_issue_names(tmp_path):
+def test_json_rows_carry_the_fields_the_issue_names():
     table = rate(simulate(200, TRUE_ELO, seed=3), bootstrap=20)
     rows = json.loads(json.dumps(table.to_json()))["ratings"]
     assert [r["model"] for r in rows] == table.models
@@ -128,4 +128,11 @@ def test_an_empty_battle_file_is_refused(tmp_path):
     path = tmp_path / "b.jsonl"
     path.write_text("\n")
     with pytest.raises(BattleError, match="no battles"):
+        read_battles(path)
+
+
+def test_a_binary_file_is_refused_as_not_text(tmp_path):
+    path = tmp_path / "b.jsonl"
+    path.write_bytes(b'{"model_a": "x", "model_b": "y", "winner": "tie"}\n\x89PNG\xff\n')
+    with pytest.raises(BattleError, match=f"^{path}:2: not UTF-8 text"):
         read_battles(path)

@@ -28,13 +28,31 @@ CREATE TABLE IF NOT EXISTS votes (
 """
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def is_sqlite(path) -> bool:
+    """Whether the file starts with SQLite's header."""
+    with open(path, "rb") as f:
+        return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+
+
+def check_path(path) -> Path:
+    """Refuses a votes path whose folder is missing, or an existing file that is not SQLite,
+    before the arena spends minutes loading models; creates nothing."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"the folder of {path} does not exist; create it first")
+    if path.exists() and path.stat().st_size and not is_sqlite(path):
+        raise BattleError(f"{path} exists and is not a SQLite database; choose another --db")
+    return path
+
+
 class VoteStore:
     """An open votes database; safe to share between threads (one connection, one lock)."""
 
     def __init__(self, path):
-        self.path = Path(path)
-        if not self.path.parent.is_dir():
-            raise FileNotFoundError(f"the folder of {self.path} does not exist; create it first")
+        self.path = check_path(path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
