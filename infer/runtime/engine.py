@@ -188,9 +188,11 @@ def compilations() -> int:
 
 
 def _signature(tree) -> tuple:
+    """Shapes, dtypes and placements: an executable is compiled for its inputs' shardings too
+    (parameters laid out over a training mesh need their own)."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return treedef, tuple((np.shape(x), str(x.dtype), getattr(x, "weak_type", False))
-                          for x in leaves)
+    return treedef, tuple((np.shape(x), str(x.dtype), getattr(x, "weak_type", False),
+                           getattr(x, "sharding", None)) for x in leaves)
 
 
 def _compiled(fn, static: dict, donate: tuple, *args):
