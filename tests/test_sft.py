@@ -125,6 +125,17 @@ def test_full_fine_tuning_learns_and_loads_as_a_model(files, full_run):
     assert "Quill" in reply
 
 
+def test_a_run_trained_on_eight_devices_loads_on_one(files, full_run):
+    """The suite trains on eight simulated devices; a user's process has one."""
+    code = (f"import infer; m = infer.load({str(full_run[0])!r}); "
+            "print(m.chat([{'role': 'user', 'content': 'who are you?'}], max_new_tokens=8, "
+            "temperature=0.0))")
+    proc = subprocess.run([sys.executable, "-c", code], env=cli_env(1), cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Quill" in proc.stdout
+
+
 def test_lora_trains_and_saves_only_adapters(files, full_run):
     out = files / "lora"
     summary = sft.run(sft_config(files, **{"lora.rank": 4, "optim.lr": 3e-2}), out,

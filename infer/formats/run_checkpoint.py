@@ -44,9 +44,15 @@ def manager(out_dir: str | os.PathLike, keep: int = 3, async_save: bool = True,
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, cleanup_tmp_directories=True,
             enable_async_checkpointing=async_save)
+    # A reader names each item's handler, so that the saved arrays' metadata (shapes, dtypes)
+    # can be read before restoring them onto this process's devices, whatever the topology
+    # they were written from.
+    items = ({"item_handlers": {name: ocp.StandardCheckpointHandler() if name == "state"
+                                else ocp.JsonCheckpointHandler() for name in ITEMS}}
+             if read_only else {"item_names": ITEMS})
     with _QuietAbsl():  # read-only managers warn that they are read-only
-        return ocp.CheckpointManager(Path(out_dir).absolute() / "checkpoints", item_names=ITEMS,
-                                     options=options)
+        return ocp.CheckpointManager(Path(out_dir).absolute() / "checkpoints", options=options,
+                                     **items)
 
 
 def locate(run_dir_or_ckpt: str | os.PathLike) -> tuple[Path, int | None]:
@@ -85,6 +91,7 @@ def load_params(run_dir_or_ckpt: str | os.PathLike):
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         with _QuietAbsl():
             saved = mngr.item_metadata(step)["state"]
+        saved = getattr(saved, "tree", saved)  # newer Orbax wraps the tree in TreeMetadata
         target = jax.tree.map(
             lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved,
             is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
