@@ -2,10 +2,7 @@
 preference, refuse bad pairs with their line, resume exactly after SIGKILL, and load as models."""
 
 import json
-import signal
-import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -15,7 +12,7 @@ import infer
 import model
 from infer.formats import run_checkpoint
 from model.config import ConfigError
-from tests.train_helpers import REPO, cli_env
+from tests.train_helpers import kill_after_checkpoint_then_rerun
 from train import config as train_config
 from train import dpo, rm
 from train.datasets import conversations, preferences
@@ -191,24 +188,7 @@ def test_sigkill_resume_is_bitwise_identical(files, dpo_run):
     config_file = files / "dpo.json"
     config_file.write_text(json.dumps(SETTINGS))
     out = files / "killed"
-    proc = subprocess.Popen(_dpo_cmd(files, config_file, out), env=cli_env(8), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            done = [int(p.name) for p in (out / "checkpoints").glob("[0-9]*")
-                    if p.name.isdigit()] if (out / "checkpoints").exists() else []
-            if any(s >= 8 for s in done):
-                break
-            time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert not (out / "summary.json").exists()
-    rerun = subprocess.run(_dpo_cmd(files, config_file, out), env=cli_env(8), cwd=REPO,
-                           capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "resuming" in rerun.stdout
+    rerun = kill_after_checkpoint_then_rerun(_dpo_cmd(files, config_file, out), out, 8)
     summary = json.loads(rerun.stdout[rerun.stdout.index("{"):])
     assert summary["base_val_policy_accuracy"] == dpo_run[1]["base_val_policy_accuracy"]
     _, ref, _, _ = run_checkpoint.load_params(dpo_run[0])

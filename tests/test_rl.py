@@ -3,10 +3,7 @@ tool tokens are never learnt, rollouts follow from (seed, batch), and a SIGKILLe
 bit for bit."""
 
 import json
-import signal
-import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -16,7 +13,7 @@ import infer
 import model
 from infer.formats import run_checkpoint
 from infer.runtime import engine
-from tests.train_helpers import REPO, cli_env
+from tests.train_helpers import kill_after_checkpoint_then_rerun
 from train import config as train_config
 from train import policy_loss, rl
 
@@ -178,24 +175,7 @@ def test_sigkill_resume_is_bitwise_identical(files, full_run):
     del d["rl"]["task"]
     config.write_text(json.dumps(d))
     out = files / "killed"
-    proc = subprocess.Popen(_rl_cmd(files, config, out), env=cli_env(8), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            done = [int(p.name) for p in (out / "checkpoints").glob("[0-9]*")
-                    if p.name.isdigit()] if (out / "checkpoints").exists() else []
-            if any(s >= 4 for s in done):
-                break
-            time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert not (out / "summary.json").exists()
-    rerun = subprocess.run(_rl_cmd(files, config, out), env=cli_env(8), cwd=REPO,
-                           capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "resuming" in rerun.stdout
+    kill_after_checkpoint_then_rerun(_rl_cmd(files, config, out), out, 4)
     _, ref, _, _ = run_checkpoint.load_params(full_run[0])
     _, res, _, _ = run_checkpoint.load_params(out)
     for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(res)):

@@ -1,7 +1,6 @@
 """Supervised fine-tuning (train.sft): what it learns, what it never learns, LoRA, and resume."""
 
 import json
-import signal
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import infer
 import model
 from infer.formats import run_checkpoint
 from model.config import ConfigError
-from tests.train_helpers import REPO, cli_env
+from tests.train_helpers import REPO, cli_env, kill_after_checkpoint_then_rerun
 from train import config as train_config
 from train import sft
 from train.datasets import conversations
@@ -175,29 +174,10 @@ def _sft_cmd(files, config, out):
 
 def test_sigkill_resume_is_bitwise_identical(files, full_run):
     """An SFT run killed after a checkpoint and rerun ends with the uninterrupted run's params."""
-    import time
-
     config = files / "sft.json"
     config.write_text(json.dumps(SETTINGS))
     out = files / "killed"
-    proc = subprocess.Popen(_sft_cmd(files, config, out), env=cli_env(8), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            done = [int(p.name) for p in (out / "checkpoints").glob("[0-9]*")
-                    if p.name.isdigit()] if (out / "checkpoints").exists() else []
-            if any(s >= 12 for s in done):
-                break
-            time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert not (out / "summary.json").exists()
-    rerun = subprocess.run(_sft_cmd(files, config, out), env=cli_env(8), cwd=REPO,
-                           capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "resuming" in rerun.stdout
+    rerun = kill_after_checkpoint_then_rerun(_sft_cmd(files, config, out), out, 12)
     _, ref, _, _ = run_checkpoint.load_params(full_run[0])
     _, res, _, _ = run_checkpoint.load_params(out)
     for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(res)):

@@ -92,3 +92,32 @@ def one_device_mesh():
 
     return Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"),
                 axis_types=(AxisType.Auto,) * 3)
+
+
+def kill_after_checkpoint_then_rerun(cmd: list[str], out: Path, step: int, devices: int = 8,
+                                     timeout: float = 240):
+    """Runs `cmd` until its run directory `out` holds a checkpoint at or past `step`, SIGKILLs
+    it, checks it left no summary, reruns `cmd` to the end and returns the finished rerun (its
+    stdout says it resumed)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(cmd, env=cli_env(devices), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None:
+            done = [int(p.name) for p in (out / "checkpoints").glob("[0-9]*")
+                    if p.name.isdigit()] if (out / "checkpoints").exists() else []
+            if any(s >= step for s in done):
+                break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (out / "summary.json").exists()
+    rerun = subprocess.run(cmd, env=cli_env(devices), cwd=REPO, capture_output=True, text=True,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resuming" in rerun.stdout
+    return rerun
