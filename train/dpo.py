@@ -32,7 +32,7 @@ from train import preference_data as pdata
 from train import preference_losses as pl
 from train import state as state_lib
 from train.config import TrainConfig
-from train.step import make_eval_step, make_mesh
+from train.step import OnMesh, make_eval_step, make_mesh
 
 REFERENCES = ("precomputed", "frozen")
 
@@ -86,7 +86,7 @@ def stage(cfg: TrainConfig, base, examples, val, mesh) -> loop.Stage:
         shardings = state_lib.shardings_of(base_abstract)
         ref_logps = reference_logps(cfg, base_params(), examples, mesh, shardings)
         val_ref = reference_logps(cfg, base_params(), val, mesh, shardings) if val else None
-    batches = pdata.OnMesh(pdata.PairBatches(examples, cfg.data.batch_size, cfg.seq_len + 1,
+    batches = OnMesh(pdata.PairBatches(examples, cfg.data.batch_size, cfg.seq_len + 1,
                                              cfg.seed, next_token=True, ref_logps=ref_logps),
                            mesh)
     loss_fn = _losses(cfg)
@@ -128,8 +128,7 @@ def run(cfg: TrainConfig, out_dir, *, force: bool = False, progress: bool = True
     train_config.validate(cfg, n_devices=jax.device_count())
     plan = run_dir.plan(out_dir, cfg, force=force)
     if plan.finished:
-        print(f"twofiles dpo: {plan.path} finished at step {cfg.steps}; nothing to do (raise "
-              "steps to continue it)", flush=True)
+        plan.say_finished("dpo", cfg.steps)
         return plan.summary
     mesh = make_mesh(cfg)
     st = stage(cfg, base, examples, val, mesh)

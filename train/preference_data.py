@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import numpy as np
 
 from infer.chat.template import is_twofiles_tokenizer
@@ -24,7 +23,7 @@ from model.config import ConfigError
 from train.config import TrainConfig
 from train.datasets import preferences
 from train.sft import TRAINING_MODEL_FIELDS
-from train.step import batch_sharding
+from train.step import OnMesh
 
 MAX_AUTO_SEQ_LEN = 1024  # the longest rows data.seq_len 0 chooses
 
@@ -141,25 +140,6 @@ class PairBatches:
 
     def set_state(self, state: dict) -> None:
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
-
-
-class OnMesh:
-    """Batches of an iterator put on the mesh's data axes; get_state/set_state pass through."""
-
-    def __init__(self, batches, mesh):
-        self.batches, self.sharding = batches, batch_sharding(mesh)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return jax.device_put(next(self.batches), self.sharding)
-
-    def get_state(self) -> dict:
-        return self.batches.get_state()
-
-    def set_state(self, state: dict) -> None:
-        self.batches.set_state(state)
 
 
 def one_epoch(examples, cfg, mesh, *, next_token: bool, ref_logps=None) -> list:

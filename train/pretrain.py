@@ -69,9 +69,7 @@ def run(cfg: TrainConfig, out_dir, *, force: bool = False, progress: bool = True
     state_lib.check_fits(cfg)
     plan = run_dir.plan(out_dir, cfg, force=force)
     if plan.finished:
-        if jax.process_index() == 0:
-            print(f"twofiles pretrain: {plan.path} finished at step {cfg.steps}; nothing to do "
-                  "(raise steps to continue it)", flush=True)
+        plan.say_finished("pretrain", cfg.steps)
         return plan.summary
     data_dir, meta = data_source.resolve(cfg)
     mesh = make_mesh(cfg)

@@ -299,8 +299,7 @@ def run(cfg: TrainConfig, out_dir, *, force: bool = False, progress: bool = True
     train_config.validate(cfg, n_devices=jax.device_count())
     plan = run_dir.plan(out_dir, cfg, force=force)
     if plan.finished:
-        print(f"twofiles rl: {plan.path} finished at step {cfg.steps}; nothing to do (raise "
-              "steps to continue it)", flush=True)
+        plan.say_finished("rl", cfg.steps)
         return plan.summary
     mesh = make_mesh(cfg)
     st = stage(cfg, base, sampler, train_items, held_out, row_len, mesh)

@@ -26,7 +26,7 @@ from train import preference_data as pdata
 from train import preference_losses as pl
 from train import state as state_lib
 from train.config import TrainConfig
-from train.step import make_eval_step, make_mesh
+from train.step import OnMesh, make_eval_step, make_mesh
 
 
 def abstract_params(cfg: TrainConfig, mesh) -> dict:
@@ -43,7 +43,7 @@ def stage(cfg: TrainConfig, base, examples, val, mesh) -> loop.Stage:
     host = {**base.params, pl.HEAD: np.zeros(cfg.model.d_model, np.float32)}
     init = functools.lru_cache(1)(lambda: state_lib.place(host, abstract, cfg.rm.base))
     loss_fn = functools.partial(pl.reward_loss, cfg=cfg.model)
-    batches = pdata.OnMesh(pdata.PairBatches(examples, cfg.data.batch_size, cfg.seq_len,
+    batches = OnMesh(pdata.PairBatches(examples, cfg.data.batch_size, cfg.seq_len,
                                              cfg.seed, next_token=False), mesh)
     eval_step = make_eval_step(loss_fn, state_lib.shardings_of(abstract), mesh)
     val_batches = pdata.one_epoch(val, cfg, mesh, next_token=False) if val else []
@@ -74,8 +74,7 @@ def run(cfg: TrainConfig, out_dir, *, force: bool = False, progress: bool = True
     train_config.validate(cfg, n_devices=jax.device_count())
     plan = run_dir.plan(out_dir, cfg, force=force)
     if plan.finished:
-        print(f"twofiles rm: {plan.path} finished at step {cfg.steps}; nothing to do (raise "
-              "steps to continue it)", flush=True)
+        plan.say_finished("rm", cfg.steps)
         return plan.summary
     mesh = make_mesh(cfg)
     st = stage(cfg, base, examples, val, mesh)

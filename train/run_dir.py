@@ -147,6 +147,13 @@ class Plan:
                                   ) from None
         sync("twofiles-run-dir")
 
+    def say_finished(self, stage: str, steps: int) -> None:
+        """The one line a rerun of a finished run prints (process 0) before returning its
+        summary."""
+        if _is_main():
+            print(f"twofiles {stage}: {self.path} finished at step {steps}; nothing to do "
+                  "(raise steps to continue it)", flush=True)
+
     def write_summary(self, summary: dict) -> None:
         if _is_main():
             write_json(self.path / "summary.json", summary, indent=2)

@@ -35,7 +35,7 @@ from train import config as train_config
 from train import state as state_lib
 from train.config import TrainConfig
 from train.datasets import conversations
-from train.step import batch_sharding, make_eval_step, make_mesh
+from train.step import OnMesh, make_eval_step, make_mesh
 
 MAX_AUTO_SEQ_LEN = 1024  # the longest rows data.seq_len 0 chooses
 # Model fields a fine-tuning run may change; the rest are the base's shape.
@@ -81,25 +81,6 @@ def render_file(source, path: str, row_len: int, truncate: bool) -> tuple[list, 
                       "assistant_tokens": learnt}
 
 
-class _OnMesh:
-    """Batches of a PackedBatches put on the mesh's data axes; state passes through."""
-
-    def __init__(self, batches: packing.PackedBatches, mesh):
-        self.batches, self.sharding = batches, batch_sharding(mesh)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return jax.device_put(next(self.batches), self.sharding)
-
-    def get_state(self) -> dict:
-        return self.batches.get_state()
-
-    def set_state(self, state: dict) -> None:
-        self.batches.set_state(state)
-
-
 def evaluate(eval_step, params, frozen, batches: list) -> dict:
     """Mean loss over every assistant token of the validation conversations."""
     total = count = 0.0
@@ -112,7 +93,7 @@ def evaluate(eval_step, params, frozen, batches: list) -> dict:
 def _val_batches(examples, cfg: TrainConfig, mesh, pad_id: int) -> list:
     rows = packing.PackedBatches(examples, cfg.data.batch_size, cfg.seq_len + 1, cfg.seed,
                                  shuffle=False, pad_id=pad_id)
-    on_mesh = _OnMesh(rows, mesh)
+    on_mesh = OnMesh(rows, mesh)
     return [next(on_mesh) for _ in range(rows.batches_per_epoch())]
 
 
@@ -134,7 +115,7 @@ def stage(cfg: TrainConfig, base, examples: list, val: list, mesh) -> loop.Stage
     base_params = functools.lru_cache(1)(
         lambda: state_lib.place(base.params, base_abstract, cfg.sft.base))
     pad_id = 0
-    batches = _OnMesh(packing.PackedBatches(examples, cfg.data.batch_size, cfg.seq_len + 1,
+    batches = OnMesh(packing.PackedBatches(examples, cfg.data.batch_size, cfg.seq_len + 1,
                                             cfg.seed, pad_id=pad_id), mesh)
     if cfg.lora.rank:
         targets = lora.check_targets(cfg.lora.targets.split(","))
@@ -193,8 +174,7 @@ def run(cfg: TrainConfig, out_dir, *, force: bool = False, progress: bool = True
     train_config.validate(cfg, n_devices=jax.device_count())
     plan = run_dir.plan(out_dir, cfg, force=force)
     if plan.finished:
-        print(f"twofiles sft: {plan.path} finished at step {cfg.steps}; nothing to do (raise "
-              "steps to continue it)", flush=True)
+        plan.say_finished("sft", cfg.steps)
         return plan.summary
     mesh = make_mesh(cfg)
     st = stage(cfg, base, examples, val, mesh)

@@ -40,6 +40,26 @@ def batch_sharding(mesh) -> NamedSharding:
     return NamedSharding(mesh, P(BATCH_AXES))
 
 
+class OnMesh:
+    """An iterator's batches put on the mesh's data axes (single process: each batch is the
+    global batch); get_state/set_state pass through, so the loop checkpoints its position."""
+
+    def __init__(self, batches, mesh):
+        self.batches, self.sharding = batches, batch_sharding(mesh)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return jax.device_put(next(self.batches), self.sharding)
+
+    def get_state(self) -> dict:
+        return self.batches.get_state()
+
+    def set_state(self, state: dict) -> None:
+        self.batches.set_state(state)
+
+
 def _split_microbatches(batch, accum: int, mesh):
     # Row r of microbatch a is global row r * accum + a: every device keeps its own rows.
     def split(x):
