@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from evals import cli, cli_arena
+from evals import cli, cli_arena, cli_pairs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     cli.add_run(subparsers)
     cli_arena.add_subcommands(subparsers)
+    cli_pairs.add_pairs(subparsers)
     return parser
 
 
