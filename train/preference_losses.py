@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 import model
+from evals import reward_model
 from train.losses import token_losses
 
 
@@ -87,18 +88,17 @@ def dpo_loss(params, batch: dict, frozen, *, cfg: model.ModelConfig, beta: float
     return dpo_from_logps(pi_B2, ref_B2, batch["valid"], beta, label_smoothing)
 
 
-# The reward model: the language model's parameters plus one vector read at the last token.
-HEAD = "reward_head"
+# The reward model: the language model's parameters plus one vector read at the last token
+# (evals.reward_model, so that scoring with a trained one needs no trainer).
+HEAD = reward_model.HEAD
 
 
 def pair_rewards(params, batch: dict, cfg: model.ModelConfig) -> jax.Array:
     """Scalar rewards [B, 2]: the final-normed hidden state at each conversation's last real
     token, dotted with params["reward_head"] [D]."""
-    inputs_NT = _pairs_as_rows(batch["inputs"])
-    hidden_NTD, _ = model.forward(params, inputs_NT, cfg, return_hidden=True)
-    last_N = batch["last"].reshape(-1)
-    at_last_ND = jnp.take_along_axis(hidden_NTD, last_N[:, None, None], axis=1)[:, 0]
-    return (at_last_ND @ params[HEAD].astype(jnp.float32)).reshape(batch["last"].shape)
+    rewards_N = reward_model.last_token_rewards(params, _pairs_as_rows(batch["inputs"]),
+                                                batch["last"].reshape(-1), cfg)
+    return rewards_N.reshape(batch["last"].shape)
 
 
 def bradley_terry_from_rewards(r_B2: jax.Array, valid_B: jax.Array):

@@ -93,20 +93,10 @@ def run(cfg: TrainConfig, out_dir, *, force: bool = False, progress: bool = True
 
 def score(run, conversations: list[list[dict]]) -> np.ndarray:
     """Rewards [N] of whole conversations (each ending with the answer to score) from a reward
-    model run directory or checkpoint."""
-    import infer
-    from infer.chat.render import render
-    from infer.formats import run_checkpoint
+    model run directory or checkpoint (evals.reward_model, which best-of-n uses too)."""
+    from evals import reward_model
 
-    cfg, params, _, meta = run_checkpoint.load_params(run)
-    if pl.HEAD not in params:
-        raise ConfigError(f"{run} is not a reward model run (no {pl.HEAD}); train one with "
-                          "python -m train rm")
-    source = infer.load(meta["base"])
-    rewards = []
-    for messages in conversations:
-        ids, _ = render(source, messages)
-        batch = {"inputs": np.asarray(ids, np.int32)[None, None],
-                 "last": np.asarray([[len(ids) - 1]], np.int32)}
-        rewards.append(float(pl.pair_rewards(params, batch, cfg)[0, 0]))
-    return np.asarray(rewards)
+    try:
+        return reward_model.load(run).score(conversations)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
