@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from evals import cli, cli_arena, cli_pairs
+from evals import cli, cli_arena, cli_pairs, cli_report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_run(subparsers)
     cli_arena.add_subcommands(subparsers)
     cli_pairs.add_pairs(subparsers)
+    cli_report.add_report(subparsers)
     return parser
 
 
