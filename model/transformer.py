@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from model.config import ModelConfig
+from model.ops import DEFAULT as DEFAULT_OPS, AttentionContext, Ops
 
 
 def _dot(spec: str, x: jax.Array, w: jax.Array, cfg: ModelConfig) -> jax.Array:
@@ -61,36 +62,62 @@ def _attend(q_BTHK, k_BSGK, v_BSGK, mask_BTS, cfg: ModelConfig) -> jax.Array:
     return out_BTGRK.reshape(B, T, H, K)
 
 
-def _block(x_BTD, layer, kv, positions_BT, mask_BTS, write_at, cfg: ModelConfig):
-    """One pre-norm block. `kv` is this layer's (k_BSGK, v_BSGK) cache or None."""
-    H, G = cfg.n_heads, cfg.n_kv_heads
-    h_BTD = rms_norm(x_BTD, layer["attn_norm"], cfg.norm_eps)
-    # One matmul for q, k and v (N = H + 2G heads), one for gate and up below; the weights stay
-    # separate parameters. On XLA:CPU, separate projections made the backward pass transpose
-    # their activations in slow fused copies (about a fifth of the bench step, profiled).
-    w_DNK = jnp.concatenate([layer["wq"], layer["wk"], layer["wv"]], axis=1)
-    qkv_BTNK = _dot("btd,dnk->btnk", h_BTD, w_DNK, cfg)
-    q_BTHK = rope(qkv_BTNK[:, :, :H], positions_BT, cfg.rope_theta)
-    k_BTGK = rope(qkv_BTNK[:, :, H:H + G], positions_BT, cfg.rope_theta)
-    v_BTGK = qkv_BTNK[:, :, H + G:]
+def _matmul(name: str, x, layer: dict, cfg: ModelConfig) -> jax.Array:
+    """The default `Ops.matmul`: `model`'s own parameters, in the compute dtype.
+
+    One matmul for q, k and v (N = H + 2G heads), one for gate and up; the weights stay separate
+    parameters. On XLA:CPU, separate projections made the backward pass transpose their
+    activations in slow fused copies (about a fifth of the bench step, profiled)."""
+    if name == "qkv":
+        w_DNK = jnp.concatenate([layer["wq"], layer["wk"], layer["wv"]], axis=1)
+        return _dot("btd,dnk->btnk", x, w_DNK, cfg)
+    if name == "wo":
+        return _dot("bthk,hkd->btd", x, layer["wo"], cfg)
+    if name == "gate_up":
+        return _dot("btd,de->bte", x, jnp.concatenate([layer["w_gate"], layer["w_up"]], axis=-1),
+                    cfg)
+    if name == "down":
+        return _dot("btf,fd->btd", x, layer["w_down"], cfg)
+    raise ValueError(f"unknown projection {name!r}; expected qkv, wo, gate_up or down")
+
+
+def _attention(q_BTHK, k_BTGK, v_BTGK, kv, ctx: AttentionContext, cfg: ModelConfig):
+    """The default `Ops.attention`: writes k and v into the [B, S, G, K] cache (if any) at
+    `ctx.write_at`, then attends over the dense mask."""
     if kv is None:
         k_BSGK, v_BSGK = k_BTGK, v_BTGK
         new_kv = None
     else:
         k_cache, v_cache = kv
         k_BSGK = jax.lax.dynamic_update_slice_in_dim(
-            k_cache, k_BTGK.astype(k_cache.dtype), write_at, axis=1)
+            k_cache, k_BTGK.astype(k_cache.dtype), ctx.write_at, axis=1)
         v_BSGK = jax.lax.dynamic_update_slice_in_dim(
-            v_cache, v_BTGK.astype(v_cache.dtype), write_at, axis=1)
+            v_cache, v_BTGK.astype(v_cache.dtype), ctx.write_at, axis=1)
         new_kv = (k_BSGK, v_BSGK)
-    attn_BTHK = _attend(q_BTHK, k_BSGK, v_BSGK, mask_BTS, cfg)
-    x_BTD = x_BTD + _dot("bthk,hkd->btd", attn_BTHK, layer["wo"], cfg)
+    return _attend(q_BTHK, k_BSGK, v_BSGK, ctx.mask_BTS, cfg), new_kv
+
+
+def block(x_BTD, layer, kv, rope_BTk, attn_ctx, cfg: ModelConfig, ops: Ops = DEFAULT_OPS):
+    """One pre-norm block: the one definition of a layer, for training and inference alike.
+
+    `layer` is this layer's weights in the layout `ops.matmul` reads; `kv` its cache (or None)
+    in the layout `ops.attention` writes; `rope_BTk` the (cos, sin) of `rope_tables`; `attn_ctx`
+    whatever `ops.attention` needs besides q, k, v (see model/ops.py)."""
+    matmul = ops.matmul or _matmul
+    attention = ops.attention or _attention
+    B, T, _ = x_BTD.shape
+    H, G, K = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    h_BTD = rms_norm(x_BTD, layer["attn_norm"], cfg.norm_eps)
+    qkv_BTNK = matmul("qkv", h_BTD, layer, cfg).reshape(B, T, H + 2 * G, K)
+    q_BTHK = apply_rope(qkv_BTNK[:, :, :H], *rope_BTk)
+    k_BTGK = apply_rope(qkv_BTNK[:, :, H:H + G], *rope_BTk)
+    v_BTGK = qkv_BTNK[:, :, H + G:]
+    attn_BTHK, new_kv = attention(q_BTHK, k_BTGK, v_BTGK, kv, attn_ctx, cfg)
+    x_BTD = x_BTD + matmul("wo", attn_BTHK, layer, cfg)
 
     h_BTD = rms_norm(x_BTD, layer["mlp_norm"], cfg.norm_eps)
-    gate_up_BTE = _dot("btd,de->bte", h_BTD,
-                       jnp.concatenate([layer["w_gate"], layer["w_up"]], axis=-1), cfg)
-    gate_BTF, up_BTF = jnp.split(gate_up_BTE, 2, axis=-1)
-    x_BTD = x_BTD + _dot("btf,fd->btd", jax.nn.silu(gate_BTF) * up_BTF, layer["w_down"], cfg)
+    gate_BTF, up_BTF = jnp.split(matmul("gate_up", h_BTD, layer, cfg), 2, axis=-1)
+    x_BTD = x_BTD + matmul("down", jax.nn.silu(gate_BTF) * up_BTF, layer, cfg)
     return x_BTD, new_kv
 
 
@@ -135,7 +162,8 @@ def _unrolled(body, x_BTD: jax.Array, layers: dict, n_layers: int) -> jax.Array:
 
 def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict | None = None,
             positions_BT: jax.Array | None = None, valid_BT: jax.Array | None = None,
-            segment_ids_BT: jax.Array | None = None, return_hidden: bool = False):
+            segment_ids_BT: jax.Array | None = None, return_hidden: bool = False,
+            ops: Ops = DEFAULT_OPS):
     """Logits for every position of `tokens_BT`, and the updated cache (None without one).
     With `return_hidden`, the final-normed hidden states [B, T, D] in float32 instead of the
     logits (what a scalar head such as a reward model's reads).
@@ -146,6 +174,8 @@ def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict | 
     rotary positions (default: the slot numbers). `segment_ids_BT` (no cache) packs several
     documents in a row: a token attends only to earlier tokens of its own segment, and the
     caller gives each segment positions from 0 (MaxText's decoder_segment_ids/positions).
+    `ops` plugs other matmuls or attention into every block (model/ops.py); the default is
+    `model`'s own.
     """
     B, T = tokens_BT.shape
     x_BTD = params["embed"][tokens_BT].astype(jnp.float32)
@@ -168,9 +198,12 @@ def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict | 
     if positions_BT is None:
         positions_BT = jnp.broadcast_to(start + jnp.arange(T), (B, T))
 
+    rope_BTk = rope_tables(positions_BT, cfg.head_dim, cfg.rope_theta)
+    attn_ctx = AttentionContext(mask_BTS, start, valid_BT, segment_ids_BT)
+
     def body(x_BTD, layer_and_kv):
         layer, kv = layer_and_kv
-        return _block(x_BTD, layer, kv, positions_BT, mask_BTS, start, cfg)
+        return block(x_BTD, layer, kv, rope_BTk, attn_ctx, cfg, ops)
 
     if cfg.remat:
         body = jax.checkpoint(body)
