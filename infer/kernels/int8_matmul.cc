@@ -79,13 +79,16 @@ struct Job {
 void ComputeRows(const Job& j, int64_t o_begin, int64_t o_end) {
   for (int64_t o = o_begin; o < o_end; ++o) {
     const int8_t* w_row = j.w + o * j.I;
+    // Every row gets the same U (accumulators per row), so its sum is rounded the same way
+    // whatever the batch and wherever the row sits in it: a request's greedy reply must not
+    // depend on the rows beside it (with <4, 2> groups and a <1, 4> tail it did). 3 rows x 4
+    // accumulators + the weights fill 13 of the 16 ymm registers.
     int64_t m = 0;
-    for (; m + 4 <= j.M; m += 4)
-      RowTimesBatch<4, 2>(j.x + m * j.I, j.I, w_row, j.scale[o], j.y + m * j.O + o, j.O);
+    for (; m + 3 <= j.M; m += 3)
+      RowTimesBatch<3, 4>(j.x + m * j.I, j.I, w_row, j.scale[o], j.y + m * j.O + o, j.O);
     const float* x = j.x + m * j.I;
     float* y = j.y + m * j.O + o;
     switch (j.M - m) {
-      case 3: RowTimesBatch<3, 2>(x, j.I, w_row, j.scale[o], y, j.O); break;
       case 2: RowTimesBatch<2, 4>(x, j.I, w_row, j.scale[o], y, j.O); break;
       case 1: RowTimesBatch<1, 4>(x, j.I, w_row, j.scale[o], y, j.O); break;
       default: break;

@@ -17,12 +17,15 @@ weight; prefill multiplies many tokens by each weight, so it is bound by arithme
   separate pass, and its bfloat16 dots are slower than float32 on CPUs without bf16 units.
 - the rotary cos/sin of every position, looked up by `forward` (`_rope_table`).
 
-`forward` has `model.forward`'s signature plus `last_only` (project only the last position to
-the vocabulary, all that generation needs), `int8` (use the int8 copies) and `empty_cache` (a
-prefill into a fresh cache). Its cache (`init_cache`) keeps per-layer k [B, G, K, S] and v
+`forward` is `model`'s block (`model.transformer.block`, the one definition of a layer) with
+this layout's operations plugged in (`OPS`, see model/ops.py): `_matmul` over the fused or int8
+matrices, `_attention` over this layout's cache. It has `model.forward`'s signature plus
+`last_only` (project only the last position to the vocabulary, all that generation needs) and
+`int8` (use the int8 copies). Its cache (`init_cache`) keeps per-layer k [B, G, K, S] and v
 [B, G, S, K], float32 or float16 (`cache_dtype`: float16 with int8 weights, as llama.cpp's
-default), so attention reads them without a copy. On CPUs attention is one C++ kernel call per
-layer (`attend_kernel`: it reads only the slots written so far); elsewhere `_attend` in XLA.
+default), so attention reads them without a copy; its `index` is one slot for all rows or one
+per row (a cache of slots, `infer.runtime.slots`). On CPUs attention is one C++ kernel call per
+layer (`attend_kernel`: it reads only the slots written so far); elsewhere `attend_xla`.
 
 Profiled on a 512-token SmolLM2 prefill (2 cores): float32's four matmuls per layer run at
 ~172 GFLOP/s, XLA's float32 ceiling here; the int8 ones took them from ~620 to ~420 ms.
@@ -30,20 +33,22 @@ Profiled on a 512-token SmolLM2 prefill (2 cores): float32's four matmuls per la
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from infer.kernels import attend_kernel
 from infer.kernels import int8_kernel
+from model import ops as model_ops
 from model import transformer as tfm
 from model.config import ModelConfig
 
 DTYPES = ("float32", "int8")
 MATRICES = ("qkv", "wo", "gate_up", "down")
-QUERY_BLOCK = 128  # queries per attention block (see `_attend`)
 DYNAMIC_MIN_ROWS = 32  # int8 matrices take int8 activations from this many rows (`_linear`)
-USE_ATTEND_KERNEL = True  # False: attention through `_attend` in XLA on the CPU too (tests)
+USE_ATTEND_KERNEL = True  # False: attention through `attend_xla` on the CPU too (tests)
 
 
 def quantize_rows(w_OI: np.ndarray) -> dict:
@@ -118,112 +123,69 @@ def has_int8(params: dict) -> bool:
 
 def _linear(x_BTI: jax.Array, w) -> jax.Array:
     """x @ W for a float32 [in, out] W, or (x @ q.T) * scale for an int8 {"w": [out, in]}: with
-    float32 x for a few rows (decode steps, bound by reading the weights), with x rounded to
-    int8 in blocks of 32 for many (prefill, bound by arithmetic, where integer multiply-adds
-    run ~1.4-1.6x float32's here)."""
+    float32 x for rows of few tokens (decode steps, bound by reading the weights), with x
+    rounded to int8 in blocks of 32 for rows of many (prefill, bound by arithmetic, where
+    integer multiply-adds run ~1.4-1.6x float32's here).
+
+    The choice depends on the tokens per row T, never on the batch B: a row's numbers must not
+    change with the rows beside it (chosen by B * T, a decode step took the int8 path from 32
+    rows on, and a greedy reply changed when the batch grew)."""
     if isinstance(w, dict):
         B, T, I = x_BTI.shape
-        product = int8_kernel.matmul_dynamic if B * T >= DYNAMIC_MIN_ROWS else int8_kernel.matmul
+        product = int8_kernel.matmul_dynamic if T >= DYNAMIC_MIN_ROWS else int8_kernel.matmul
         y_MO = product(x_BTI.reshape(B * T, I), w["w"], w["scale"])
         return y_MO.reshape(B, T, -1)
     return jnp.einsum("bti,io->bto", x_BTI, w, preferred_element_type=jnp.float32)
 
 
-def _block(x_BTD, norms, mats, kv, rope_BTk, masks, new_valid_BT, write_at,
-           cfg: ModelConfig, read_cache: bool):
-    """One layer. The T new tokens attend to the cache's valid slots before this call (unless
-    `read_cache` is off: an empty cache) and causally to each other; their k and v are written
-    at `write_at`. `masks`: the cache's visible slots before the call and valid slots after."""
-    B, T, _ = x_BTD.shape
-    H, G, K = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    h_BTD = tfm.rms_norm(x_BTD, norms["attn_norm"], cfg.norm_eps)
-    qkv_BTO = _linear(h_BTD, mats["qkv"])
-    q_BTHK = tfm.apply_rope(qkv_BTO[..., :H * K].reshape(B, T, H, K), *rope_BTk)
-    k_BTGK = tfm.apply_rope(qkv_BTO[..., H * K:(H + G) * K].reshape(B, T, G, K), *rope_BTk)
-    v_BTGK = qkv_BTO[..., (H + G) * K:].reshape(B, T, G, K)
-    new_kv = (k_BTGK.transpose(0, 2, 3, 1).astype(kv[0].dtype),
-              v_BTGK.transpose(0, 2, 1, 3).astype(kv[1].dtype))
-    attn_BTHK, kv = _attend_and_write(q_BTHK, kv, new_kv, masks, new_valid_BT, write_at, cfg,
-                                      read_cache)
-    x_BTD = x_BTD + _linear(attn_BTHK.reshape(B, T, H * K), mats["wo"])
-    h_BTD = tfm.rms_norm(x_BTD, norms["mlp_norm"], cfg.norm_eps)
-    gate_BTF, up_BTF = jnp.split(_linear(h_BTD, mats["gate_up"]), 2, axis=-1)
-    x_BTD = x_BTD + _linear(jax.nn.silu(gate_BTF) * up_BTF, mats["down"])
-    return x_BTD, kv
+def _matmul(name: str, x, layer: dict, cfg: ModelConfig) -> jax.Array:
+    """`model.ops.Ops.matmul` over the prepared layer: its fused float32 or int8 matrices."""
+    B, T = x.shape[:2]
+    return _linear(x.reshape(B, T, -1), layer[name])
 
 
-def _attend_and_write(q_BTHK, kv, new_kv, masks, new_valid_BT, write_at, cfg: ModelConfig,
-                      read_cache: bool):
-    """The new tokens' attention and the cache with their k and v written at `write_at`."""
+@dataclasses.dataclass(frozen=True)
+class _CacheContext:
+    """What `_attention` needs: the cache's valid slots after this call's writes, the slot of
+    token 0 (the kernel's `start`), and where each row writes: the scalar `start` (all rows
+    together) or a [B] slot per row (decode steps of a cache of slots, T = 1)."""
+
+    valid_BS: jax.Array
+    start: jax.Array
+    write_B: jax.Array | None = None
+
+
+def _attention(q_BTHK, k_BTGK, v_BTGK, kv, ctx: _CacheContext, cfg: ModelConfig):
+    """`model.ops.Ops.attention` over this layout's cache: writes the new k [B, G, K, S] and
+    v [B, G, S, K], then attends over the cache (the C++ kernel on CPUs, `attend_xla`
+    elsewhere). Written first, then read: the kernel reads only the slots up to each query."""
     B, T, H, K = q_BTHK.shape
     G = cfg.n_kv_heads
-    k_BGKT, v_BGTK = new_kv
-    if _use_attend_kernel():  # write, then attend over the cache in one kernel call
-        k_BGKS = jax.lax.dynamic_update_slice_in_dim(kv[0], k_BGKT, write_at, axis=3)
-        v_BGSK = jax.lax.dynamic_update_slice_in_dim(kv[1], v_BGTK, write_at, axis=2)
-        q_BTGRK = q_BTHK.reshape(B, T, G, H // G, K) * K**-0.5
-        attn_BTGRK = attend_kernel.attend(q_BTGRK, k_BGKS, v_BGSK, masks[1], write_at)
-        return attn_BTGRK.reshape(B, T, H, K), (k_BGKS, v_BGSK)
-    attn_BTHK = _attend(q_BTHK, kv if read_cache else None, masks[0], new_kv, new_valid_BT, cfg)
-    if read_cache:
-        # The writes below must follow the reads above, or XLA cannot prove their order and
-        # copies every layer's cache twice per step (seen in the optimised HLO of the decode
-        # loop: 42 -> 52 tok/s int8 at 640 slots). A data dependency orders them; an
-        # optimization_barrier does not survive XLA:CPU's passes. 0 * a finite sum adds 0.
-        after = (0.0 * jnp.sum(attn_BTHK)).astype(k_BGKT.dtype)
-        k_BGKT, v_BGTK = k_BGKT + after, v_BGTK + after
-    k_BGKS = jax.lax.dynamic_update_slice_in_dim(kv[0], k_BGKT, write_at, axis=3)
-    v_BGSK = jax.lax.dynamic_update_slice_in_dim(kv[1], v_BGTK, write_at, axis=2)
-    return attn_BTHK, (k_BGKS, v_BGSK)
+    k_BGKT = k_BTGK.transpose(0, 2, 3, 1).astype(kv[0].dtype)
+    v_BGTK = v_BTGK.transpose(0, 2, 1, 3).astype(kv[1].dtype)
+    if ctx.write_B is None:
+        k_BGKS = jax.lax.dynamic_update_slice_in_dim(kv[0], k_BGKT, ctx.start, axis=3)
+        v_BGSK = jax.lax.dynamic_update_slice_in_dim(kv[1], v_BGTK, ctx.start, axis=2)
+    else:  # one token per row, each at its own slot
+        rows_B = jnp.arange(B)
+        k_BGKS = kv[0].at[rows_B, :, :, ctx.write_B].set(k_BGKT[..., 0])
+        v_BGSK = kv[1].at[rows_B, :, ctx.write_B].set(v_BGTK[:, :, 0])
+    q_BTGRK = q_BTHK.reshape(B, T, G, H // G, K) * K**-0.5
+    if _use_attend_kernel():
+        attn_BTGRK = attend_kernel.attend(q_BTGRK, k_BGKS, v_BGSK, ctx.valid_BS, ctx.start)
+    else:
+        attn_BTGRK = attend_kernel.attend_xla(q_BTGRK, k_BGKS, v_BGSK, ctx.valid_BS, ctx.start)
+    return attn_BTGRK.reshape(B, T, H, K), (k_BGKS, v_BGSK)
+
+
+OPS = model_ops.Ops(matmul=_matmul, attention=_attention)
 
 
 def _use_attend_kernel() -> bool:
-    """The C++ attention kernel where XLA runs on the CPU and the kernel builds; `_attend` on
-    accelerators (and as the reference)."""
+    """The C++ attention kernel where XLA runs on the CPU and the kernel builds; `attend_xla`
+    on accelerators (and as the reference)."""
     return (jax.default_backend() == "cpu" and USE_ATTEND_KERNEL
             and attend_kernel.kernel_available())
-
-
-def _attend(q_BTHK, old_kv, old_mask_BS, new_kv, new_valid_BT, cfg: ModelConfig) -> jax.Array:
-    """`model`'s attention, split in two key ranges under one softmax: the cache's slots before
-    this call (`old_kv`: k [B, G, K, S], v [B, G, S, K], every valid one visible; None for an
-    empty cache) and the T new tokens (`new_kv`, same layouts; causal).
-
-    Queries go in blocks of `QUERY_BLOCK`, each against the new keys up to its own end: a
-    512-token prefill then computes 5/8 of the full T x T scores, not T x S (profiled: attention
-    was a quarter of prefill). Never reading the buffers that the layer then updates lets XLA
-    update the decode loop's cache in place. The cache layouts are those whose matmuls read it
-    without a transpose (others make XLA transpose every layer's cache at every step)."""
-    B, T, H, K = q_BTHK.shape
-    G = cfg.n_kv_heads
-    q_BGRTK = q_BTHK.reshape(B, T, G, H // G, K).transpose(0, 2, 3, 1, 4) * K**-0.5
-    # A float16 cache is read as float32 (the kernel converts in registers; XLA in a pass).
-    k_new_BGKT, v_new_BGTK = (x.astype(jnp.float32) for x in new_kv)
-    if old_kv is not None:
-        old_kv = tuple(x.astype(jnp.float32) for x in old_kv)
-    valid_BT = jnp.ones((B, T), bool) if new_valid_BT is None else new_valid_BT
-    outs = []
-    for t0 in range(0, T, QUERY_BLOCK):
-        t1 = min(T, t0 + QUERY_BLOCK)
-        q_BGRQK = q_BGRTK[:, :, :, t0:t1]
-        causal_QN = jnp.arange(t0, t1)[:, None] >= jnp.arange(t1)[None, :]
-        mask_BQN = causal_QN[None] & valid_BT[:, None, :t1]
-        scores = [jnp.einsum("bgrqk,bgkn->bgrqn", q_BGRQK, k_new_BGKT[..., :t1],
-                             preferred_element_type=jnp.float32)]
-        scores[0] = jnp.where(mask_BQN[:, None, None], scores[0], -1e30)
-        if old_kv is not None:
-            old_BGRQS = jnp.einsum("bgrqk,bgks->bgrqs", q_BGRQK, old_kv[0],
-                                   preferred_element_type=jnp.float32)
-            scores.insert(0, jnp.where(old_mask_BS[:, None, None, None], old_BGRQS, -1e30))
-        probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1)
-        out_BGRQK = jnp.einsum("bgrqn,bgnk->bgrqk", probs[..., -t1:], v_new_BGTK[:, :, :t1],
-                               preferred_element_type=jnp.float32)
-        if old_kv is not None:
-            out_BGRQK += jnp.einsum("bgrqs,bgsk->bgrqk", probs[..., :-t1], old_kv[1],
-                                    preferred_element_type=jnp.float32)
-        outs.append(out_BGRQK)
-    out_BGRTK = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=3)
-    return out_BGRTK.transpose(0, 3, 1, 2, 4).reshape(B, T, H, K)
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> dict:
@@ -240,10 +202,15 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) ->
 def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict,
             positions_BT: jax.Array | None = None, valid_BT: jax.Array | None = None,
             last_only: bool = False, int8: bool | None = None, empty_cache: bool = False):
-    """`model.forward` with a cache, over `prepare`d parameters (float32 logits); `int8` uses
-    the int8 copies of the matrices (by default, whenever `params` were prepared with them).
-    `empty_cache` promises that nothing was written to the cache yet (a prefill): attention
-    then skips reading it."""
+    """`model.forward` with a cache, over `prepare`d parameters (float32 logits): `model`'s
+    block with this layout's operations (`OPS`). `int8` uses the int8 copies of the matrices
+    (by default, whenever `params` were prepared with them).
+
+    `cache["index"]` is the slot of the first new token, a scalar for every row, or a [B]
+    array of one slot per row for a step of one token per row (a cache of slots whose rows are
+    at different lengths; positions then default to those slots). `empty_cache` is accepted
+    for the engine's prefill and changes nothing: the kernel reads only the slots written."""
+    del empty_cache
     if int8 is None:
         int8 = has_int8(params)
     if int8 and not has_int8(params):
@@ -251,27 +218,35 @@ def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict,
                          "prepare(..., 'int8')")
     B, T = tokens_BT.shape
     x_BTD = params["embed"][tokens_BT]
-    start = cache["index"]
-    S = cache["valid"].shape[1]
-    old_mask_BS = cache["valid"] & (jnp.arange(S) < start)
+    index = cache["index"]
     valid = jnp.ones((B, T), bool) if valid_BT is None else valid_BT
-    valid_BS = jax.lax.dynamic_update_slice_in_dim(cache["valid"], valid, start, axis=1)
+    if jnp.ndim(index) == 1:  # a slot per row
+        if T != 1:
+            raise ValueError(f"a cache with a slot per row takes one token per row, got {T}")
+        write_B, start = index, jnp.max(index)
+        valid_BS = cache["valid"].at[jnp.arange(B), write_B].set(valid[:, 0])
+        default_positions_BT = write_B[:, None]
+    else:
+        write_B, start = None, index
+        valid_BS = jax.lax.dynamic_update_slice_in_dim(cache["valid"], valid, start, axis=1)
+        default_positions_BT = jnp.broadcast_to(start + jnp.arange(T), (B, T))
     if positions_BT is None:
-        positions_BT = jnp.broadcast_to(start + jnp.arange(T), (B, T))
+        positions_BT = default_positions_BT
     rope_BTk = params["rope"]["cos"][positions_BT], params["rope"]["sin"][positions_BT]
+    ctx = _CacheContext(valid_BS, start, write_B)
     mats = params["int8"]["layers"] if int8 else params["layers"]
     ks, vs = [], []
     for norms, layer_mats, k, v in zip(params["layers"], mats, cache["k"], cache["v"]):
-        x_BTD, (k, v) = _block(x_BTD, norms, layer_mats, (k, v), rope_BTk,
-                               (old_mask_BS, valid_BS), valid_BT, start, cfg,
-                               read_cache=not empty_cache)
+        layer = {"attn_norm": norms["attn_norm"], "mlp_norm": norms["mlp_norm"], **{
+            name: layer_mats[name] for name in MATRICES}}
+        x_BTD, (k, v) = tfm.block(x_BTD, layer, (k, v), rope_BTk, ctx, cfg, OPS)
         ks.append(k)
         vs.append(v)
     if last_only:
         x_BTD = x_BTD[:, -1:]
     x_BTD = tfm.rms_norm(x_BTD, params["final_norm"], cfg.norm_eps)
     logits_BTV = _linear(x_BTD, params["int8"]["unembed"] if int8 else params["unembed"])
-    return logits_BTV, {"k": ks, "v": vs, "valid": valid_BS, "index": start + T}
+    return logits_BTV, {"k": ks, "v": vs, "valid": valid_BS, "index": index + T}
 
 
 def is_prepared(params) -> bool:
