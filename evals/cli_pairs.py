@@ -61,6 +61,25 @@ def make_pairs(items: Sequence[Item], completions: Sequence[Sequence[tuple[str, 
     return pairs, counts
 
 
+def sample_pairs(model, task, items: Sequence[Item], *, samples: int, temperature: float,
+                 seed: int, per_problem: int = 1, batch_size: int = 32,
+                 max_new_tokens: int | None = None, progress: bool = True
+                 ) -> tuple[list[dict], dict]:
+    """(pairs, counts) from `samples` engine completions of each item by a loaded model;
+    counts also hold the samples' accuracy."""
+    generate = harness.engine_generator(model, temperature=temperature,
+                                        max_new_tokens=max_new_tokens or task.max_new_tokens)
+    results = harness.sample_completions(items, generate, samples=samples, seed=seed,
+                                         batch_size=batch_size, progress=progress,
+                                         desc=f"{task.name} pairs")
+    scores = [[task.grade(it, text) if done else 0.0 for text, done in rs]
+              for it, rs in zip(items, results)]
+    pairs, counts = make_pairs(items, results, scores, per_problem=per_problem, seed=seed)
+    solved = sum(s >= 1.0 for row in scores for s in row)
+    counts.update(samples=samples, sample_accuracy=solved / max(1, len(items) * samples))
+    return pairs, counts
+
+
 def without_held_out(task, items: list[Item], held_out: int) -> tuple[list[Item], int]:
     """The items whose prompts are not among the task's first `held_out` problems of seed 0
     (what `evals run --n N` and `train rl` score), and how many were dropped."""
@@ -141,19 +160,12 @@ def run(args) -> int:
     except (ValueError, OSError) as e:
         fail(str(e))
     model = load_model(args.model)
-    generate = harness.engine_generator(
-        model, max_new_tokens=args.max_new_tokens or task.max_new_tokens,
-        temperature=args.temperature)
-    results = harness.sample_completions(items, generate, samples=args.samples, seed=args.seed,
-                                         batch_size=args.batch_size, desc=f"{task.name} pairs")
-    scores = [[task.grade(it, text) if done else 0.0 for text, done in rs]
-              for it, rs in zip(items, results)]
-    pairs, counts = make_pairs(items, results, scores, per_problem=args.per_problem,
-                               seed=args.seed)
+    pairs, counts = sample_pairs(model, task, items, samples=args.samples,
+                                 temperature=args.temperature, seed=args.seed,
+                                 per_problem=args.per_problem, batch_size=args.batch_size,
+                                 max_new_tokens=args.max_new_tokens)
     write_jsonl(pairs, out)
-    solved = sum(s >= 1.0 for row in scores for s in row)
-    counts.update(held_out_dropped=dropped, samples=args.samples,
-                  sample_accuracy=solved / max(1, len(items) * args.samples))
+    counts["held_out_dropped"] = dropped
     summary = Path(f"{out}.counts.json")
     harness.write_json({**counts, "model": args.model, "task": task.name, "seed": args.seed,
                         "temperature": args.temperature}, summary)

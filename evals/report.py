@@ -13,8 +13,8 @@ Bradley-Terry loss for preference stages), its preference or pair accuracy, the 
 the mean per-token KL to the reference (k3 estimate, on RL's last logged rollouts).
 
 Task accuracy comes from an `evals run` report of the stage's model (`load_eval`), shown with
-its Wilson 95% interval; and, between consecutive rows scored on the same problems, the paired
-bootstrap interval of the gain (`evals.stats.paired_bootstrap`).
+its Wilson 95% interval; and, for a stage whose base is another row scored on the same problems,
+the paired bootstrap interval of the gain over it (`evals.stats.paired_bootstrap`).
 """
 
 from __future__ import annotations
@@ -83,7 +83,9 @@ def run_numbers(run_dir) -> dict:
                          "the run has not finished (rerun its command to finish it)")
     metrics = read_metrics(run)
     stage = stage_of(config)
-    out = {"run": str(run), "name": run.name, "stage": stage, "params": param_count(config),
+    base = (config.get(stage) or {}).get("base") if stage != "pretrain" else None
+    out = {"run": str(run), "name": run.name, "stage": stage, "base": base,
+           "params": param_count(config),
            "tokens": summary.get("tokens", last_value(metrics, "tokens")),
            "steps": summary.get("step"), "wall_s": summary.get("wall_s"),
            "val_loss": summary.get("val_loss"), "base_val_loss": summary.get("base_val_loss")}
@@ -111,15 +113,22 @@ def load_eval(path) -> dict:
             "prompts": [json.dumps(it["prompt"], sort_keys=True) for it in report["items"]]}
 
 
+def _same_run(a, b) -> bool:
+    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
+
+
 def with_gains(rows: list[dict], *, seed: int = 0) -> list[dict]:
-    """Adds to each row scored on the same problems as the row before it the paired bootstrap
-    gain over that row (`gain`: diff, ci, ...)."""
+    """Adds to each row whose base is another row scored on the same problems the paired
+    bootstrap gain over that base (`gain`: diff, ci, ... and `gain_over`: the base's name).
+    DPO and RL both start from SFT: each is compared with SFT, not with the row above."""
     out = []
-    for prev, row in zip([None] + rows[:-1], rows):
+    for row in rows:
         row = dict(row)
-        a, b = (prev or {}).get("eval"), row.get("eval")
+        base = next((r for r in rows if _same_run(r["run"], row.get("base"))), None)
+        a, b = (base or {}).get("eval"), row.get("eval")
         if a and b and a["prompts"] == b["prompts"]:
             row["gain"] = stats.paired_bootstrap(a["scores"], b["scores"], seed=seed)
+            row["gain_over"] = base["name"]
         out.append(row)
     return out
 
@@ -171,11 +180,11 @@ def _gain(row: dict) -> str:
     if not g:
         return ""
     lo, hi = g["ci"]
-    return f"{g['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    return f"{g['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}] vs {row['gain_over']}"
 
 
 COLUMNS = ("stage", "run", "parameters", "tokens", "wall time", "val loss", "held-out",
-           "task accuracy [95% Wilson]", "gain vs row above [95% paired bootstrap]",
+           "task accuracy [95% Wilson]", "gain over its base [95% paired bootstrap]",
            "KL to reference")
 
 

@@ -62,12 +62,15 @@ def test_the_gain_between_rows_is_paired_on_the_same_problems(tmp_path):
     a = report.load_eval(_eval(tmp_path / "a.json", [1, 0, 0, 1] * 25))
     b = report.load_eval(_eval(tmp_path / "b.json", [1, 1, 0, 1] * 25))
     other = report.load_eval(_eval(tmp_path / "c.json", [1, 1, 1]))
-    rows = [{"stage": "sft", "eval": a}, {"stage": "rl", "eval": b},
-            {"stage": "dpo", "eval": other}]
+    sft, rl, dpo = (str(tmp_path / n) for n in ("sft", "rl", "dpo"))
+    rows = [{"run": sft, "name": "sft", "base": "b", "eval": a},
+            {"run": dpo, "name": "dpo", "base": sft, "eval": other},
+            {"run": rl, "name": "rl", "base": sft, "eval": b}]
     out = report.with_gains(rows, seed=0)
-    assert "gain" not in out[0] and "gain" not in out[2]  # nothing above / other problems
-    assert out[1]["gain"] == stats.paired_bootstrap(a["scores"], b["scores"], seed=0)
-    assert out[1]["gain"]["diff"] == pytest.approx(0.25)
+    assert "gain" not in out[0] and "gain" not in out[1]  # no base row / other problems
+    # RL is compared with its base, SFT, not with the DPO row above it.
+    assert out[2]["gain"] == stats.paired_bootstrap(a["scores"], b["scores"], seed=0)
+    assert out[2]["gain"]["diff"] == pytest.approx(0.25) and out[2]["gain_over"] == "sft"
 
 
 def test_the_command_writes_the_card_and_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
