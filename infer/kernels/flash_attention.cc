@@ -1,0 +1,423 @@
+// Causal self-attention for training, forward and backward, in blocks with an online softmax
+// (FlashAttention-2's schedule), for XLA on x86 CPUs (an XLA FFI custom call; built by
+// infer/kernels/cpu_kernels.py, called by infer/kernels/flash_attention.py):
+//
+//   out[b,t,h,:] = softmax_s(q[b,t,h,:] . k[b,s,g,:]) v[b,s,g,:]   g = h / (H/G)
+//                  over s <= t with seg[b,s] == seg[b,t] (packed documents)
+//
+// q is already scaled by 1/sqrt(K); all tensors are float32 in the model's [B, T, heads, K]
+// layout, so no transposes are needed around the call. The forward also returns each row's
+// log-sum-exp lse [B, H, T], which the backward uses to recompute the probabilities block by
+// block: no [T, T] scores exist anywhere, only 64 x 64 tiles in each thread's L1/L2.
+//
+// Why a kernel: XLA:CPU runs attention's batched products as separate library calls, computes
+// the masked upper half the causal mask throws away, and keeps the [B, H, T, T] probabilities
+// for the backward pass (the bench step's attention einsums ran at ~37 GFLOP/s, profiled).
+//
+// Backward, without atomics: pass 1 is one task per (b, kv head g, key block): it loops over
+// the R query heads of g and the query blocks at or after the key block, accumulating dk and
+// dv in its own tile; pass 2 is one task per (b, h, query block) accumulating dq. Pass 2
+// recomputes the scores and dP that pass 1 had (7 tile products instead of 5), the price of
+// writing every output from exactly one task. delta = rowsum(dout * out) comes precomputed.
+//
+// Run-time CPU dispatch: the task functions are compiled twice (GCC target_clones), for
+// AVX-512 and for the AVX2 + FMA baseline the kernels require; the loader picks one per CPU.
+// The tiles' inner loops are plain loops over 64 contiguous floats that the compiler vectorizes.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+#include "tasks.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int64_t kBlock = 64;  // query and key block, in tokens (one tile: 64 x 64 floats)
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+#define TF_INLINE inline __attribute__((always_inline))
+#define TF_DISPATCH __attribute__((target_clones("avx512f", "default")))
+
+struct Dims {
+  int64_t B, T, H, G, K;
+  int64_t R() const { return H / G; }
+  int64_t Blocks() const { return (T + kBlock - 1) / kBlock; }
+};
+
+// e^x, branch-free so that loops over it vectorize: x = n ln2 + f, e^f by a degree-6
+// polynomial (relative error ~2e-7), 2^n through the exponent bits. x must be >= -87.
+TF_INLINE float Exp(float x) {
+  x = std::min(x, 88.0f);
+  const float n = std::floor(x * 1.44269504f + 0.5f);
+  float f = x - n * 0.693145752f;
+  f = f - n * 1.42860677e-6f;
+  float p = 1.0f / 720;
+  p = p * f + 1.0f / 120;
+  p = p * f + 1.0f / 24;
+  p = p * f + 1.0f / 6;
+  p = p * f + 0.5f;
+  p = p * f + 1.0f;
+  p = p * f + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+// exp(s - shift) for visible scores, 0 for masked ones (-inf), over a tile row.
+TF_INLINE void ExpRow(float* __restrict row, float shift) {
+  for (int64_t s = 0; s < kBlock; ++s) {
+    const float x = row[s];
+    row[s] = x == kNegInf ? 0.0f : Exp(std::max(x - shift, -87.0f));
+  }
+}
+
+// n rows of K floats, `stride` floats apart, into a contiguous [kBlock][K] tile (rows past n
+// zeroed: a masked probability 0 times garbage could still be NaN).
+TF_INLINE void LoadRows(const float* src, int64_t stride, int64_t n, int64_t K,
+                        float* __restrict dst) {
+  for (int64_t r = 0; r < n; ++r) std::memcpy(dst + r * K, src + r * stride, K * sizeof(float));
+  std::fill(dst + n * K, dst + kBlock * K, 0.0f);
+}
+
+// The same rows transposed into [K][kBlock] (columns past n zeroed).
+TF_INLINE void LoadCols(const float* src, int64_t stride, int64_t n, int64_t K,
+                        float* __restrict dst) {
+  std::fill(dst, dst + K * kBlock, 0.0f);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t i = 0; i < K; ++i) dst[i * kBlock + r] = src[r * stride + i];
+}
+
+// c[i][:] = a[i][:] . bt[:][...] for i < n: a [n][K], bt [K][kBlock], c [n][kBlock]. Two rows
+// at a time share each loaded row of bt.
+TF_INLINE void TileProduct(const float* __restrict a, int64_t n, int64_t K,
+                           const float* __restrict bt, float* __restrict c) {
+  int64_t i = 0;
+  for (; i + 2 <= n; i += 2) {
+    float c0[kBlock] = {}, c1[kBlock] = {};
+    const float *a0 = a + i * K, *a1 = a0 + K;
+    for (int64_t d = 0; d < K; ++d) {
+      const float x0 = a0[d], x1 = a1[d];
+      const float* b = bt + d * kBlock;
+      for (int64_t s = 0; s < kBlock; ++s) {
+        c0[s] += x0 * b[s];
+        c1[s] += x1 * b[s];
+      }
+    }
+    std::memcpy(c + i * kBlock, c0, sizeof c0);
+    std::memcpy(c + (i + 1) * kBlock, c1, sizeof c1);
+  }
+  for (; i < n; ++i) {
+    float c0[kBlock] = {};
+    for (int64_t d = 0; d < K; ++d) {
+      const float x0 = a[i * K + d];
+      const float* b = bt + d * kBlock;
+      for (int64_t s = 0; s < kBlock; ++s) c0[s] += x0 * b[s];
+    }
+    std::memcpy(c + i * kBlock, c0, sizeof c0);
+  }
+}
+
+// acc[i][:] += sum_s p[i][s] x[s][:] for i < n, s < m: p [n][kBlock], x [kBlock][K].
+TF_INLINE void AccumulateRows(const float* __restrict p, int64_t n, int64_t m, int64_t K,
+                              const float* __restrict x, float* __restrict acc) {
+  for (int64_t i = 0; i < n; ++i) {
+    float* out = acc + i * K;
+    for (int64_t s = 0; s < m; ++s) {
+      const float w = p[i * kBlock + s];
+      if (w == 0.0f) continue;  // masked (the causal triangle, other segments)
+      const float* row = x + s * K;
+      for (int64_t k = 0; k < K; ++k) out[k] += w * row[k];
+    }
+  }
+}
+
+// acc[s][:] += sum_i p[i][s] x[i][:] (the transposed product): p [n][kBlock], x [n][K].
+TF_INLINE void AccumulateCols(const float* __restrict p, int64_t n, int64_t m, int64_t K,
+                              const float* __restrict x, float* __restrict acc) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = x + i * K;
+    for (int64_t s = 0; s < m; ++s) {
+      const float w = p[i * kBlock + s];
+      if (w == 0.0f) continue;
+      float* out = acc + s * K;
+      for (int64_t k = 0; k < K; ++k) out[k] += w * row[k];
+    }
+  }
+}
+
+// Sets the scores a query row may not see to -inf: later tokens, other segments, and the slots
+// past the last key (m keys in the block). t0 and s0 are the blocks' first tokens.
+TF_INLINE void Mask(float* __restrict scores, int64_t n, int64_t m, int64_t t0, int64_t s0,
+                    const int32_t* seg) {
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = scores + i * kBlock;
+    const int64_t t = t0 + i;
+    const int32_t own = seg[t];
+    for (int64_t s = 0; s < kBlock; ++s) {
+      const bool visible = s < m && s0 + s <= t && seg[std::min(s0 + s, t)] == own;
+      row[s] = visible ? row[s] : kNegInf;
+    }
+  }
+}
+
+struct Scratch {
+  std::vector<float> q, kt, vt, kr, vr, s, dp, acc, dacc, dacc2, m, l, lse, delta, alpha;
+  explicit Scratch(int64_t K)
+      : q(kBlock * K), kt(K * kBlock), vt(K * kBlock), kr(kBlock * K), vr(kBlock * K),
+        s(kBlock * kBlock), dp(kBlock * kBlock), acc(kBlock * K), dacc(kBlock * K),
+        dacc2(kBlock * K), m(kBlock), l(kBlock), lse(kBlock), delta(kBlock), alpha(kBlock) {}
+};
+
+// ---- forward -------------------------------------------------------------------------------
+
+struct ForwardJob {
+  const float *q, *k, *v;
+  const int32_t* seg;
+  float *out, *lse;
+  Dims d;
+  twofiles::Tasks tasks;  // B * H * blocks, the last query blocks (the most work) first
+};
+
+TF_DISPATCH void ForwardTask(const ForwardJob& j, int64_t task, Scratch& sc) {
+  const Dims& d = j.d;
+  const int64_t K = d.K, bh = task % (d.B * d.H), b = bh / d.H, h = bh % d.H, g = h / d.R();
+  const int64_t qi = d.Blocks() - 1 - task / (d.B * d.H);
+  const int64_t t0 = qi * kBlock, n = std::min(kBlock, d.T - t0);
+  const int32_t* seg = j.seg + b * d.T;
+  LoadRows(j.q + ((b * d.T + t0) * d.H + h) * K, d.H * K, n, K, sc.q.data());
+  std::fill(sc.acc.begin(), sc.acc.end(), 0.0f);
+  std::fill(sc.m.begin(), sc.m.end(), kNegInf);
+  std::fill(sc.l.begin(), sc.l.end(), 0.0f);
+  for (int64_t kj = 0; kj <= qi; ++kj) {
+    const int64_t s0 = kj * kBlock, m = std::min(kBlock, d.T - s0);
+    const float* k = j.k + ((b * d.T + s0) * d.G + g) * K;
+    const float* v = j.v + ((b * d.T + s0) * d.G + g) * K;
+    LoadCols(k, d.G * K, m, K, sc.kt.data());
+    LoadRows(v, d.G * K, m, K, sc.vr.data());
+    float* scores = sc.s.data();
+    TileProduct(sc.q.data(), n, K, sc.kt.data(), scores);
+    Mask(scores, n, m, t0, s0, seg);
+    for (int64_t i = 0; i < n; ++i) {  // online softmax: raise the max, rescale the sums
+      float* row = scores + i * kBlock;
+      float mx = kNegInf;
+      for (int64_t s = 0; s < kBlock; ++s) mx = std::max(mx, row[s]);
+      const float m_new = std::max(sc.m[i], mx);
+      if (m_new == kNegInf) {  // nothing visible yet
+        std::fill(row, row + kBlock, 0.0f);
+        sc.alpha[i] = 1.0f;
+        continue;
+      }
+      sc.alpha[i] = sc.m[i] == kNegInf ? 0.0f : std::exp(sc.m[i] - m_new);
+      ExpRow(row, m_new);
+      float sum = 0.0f;
+      for (int64_t s = 0; s < kBlock; ++s) sum += row[s];
+      sc.m[i] = m_new;
+      sc.l[i] = sc.l[i] * sc.alpha[i] + sum;
+    }
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t x = 0; x < K; ++x) sc.acc[i * K + x] *= sc.alpha[i];
+    AccumulateRows(scores, n, m, K, sc.vr.data(), sc.acc.data());
+  }
+  for (int64_t i = 0; i < n; ++i) {  // every row sees its own token: l > 0
+    float* out = j.out + ((b * d.T + t0 + i) * d.H + h) * K;
+    const float inv = 1.0f / sc.l[i];
+    for (int64_t x = 0; x < K; ++x) out[x] = sc.acc[i * K + x] * inv;
+    j.lse[(b * d.H + h) * d.T + t0 + i] = sc.m[i] + std::log(sc.l[i]);
+  }
+}
+
+void ForwardWork(ForwardJob& j) {
+  Scratch scratch(j.d.K);
+  j.tasks.Run([&](int64_t t) { ForwardTask(j, t, scratch); });
+}
+
+// ---- backward ------------------------------------------------------------------------------
+
+struct BackwardJob {
+  const float *q, *k, *v, *lse, *dout, *delta;
+  const int32_t* seg;
+  float *dq, *dk, *dv;
+  Dims d;
+  twofiles::Tasks kv_tasks;  // pass 1: B * G * blocks, the first key blocks (most work) first
+  twofiles::Tasks q_tasks;   // pass 2: B * H * blocks, the last query blocks first
+};
+
+// The probabilities P = exp(S - lse) of query block (t0, n rows in sc.q) against the key block
+// (s0, m keys in sc.kt), into sc.s; and dS = P (dP - delta) with dP = dout v^T, into sc.dp.
+TF_INLINE void ProbsAndScoreGrads(const BackwardJob& j, const int32_t* seg, int64_t t0,
+                                  int64_t n, int64_t s0, int64_t m, Scratch& sc) {
+  const int64_t K = j.d.K;
+  float *p = sc.s.data(), *ds = sc.dp.data();
+  TileProduct(sc.q.data(), n, K, sc.kt.data(), p);
+  Mask(p, n, m, t0, s0, seg);
+  for (int64_t i = 0; i < n; ++i) ExpRow(p + i * kBlock, sc.lse[i]);
+  TileProduct(sc.acc.data(), n, K, sc.vt.data(), ds);  // sc.acc holds dout's rows here
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t s = 0; s < kBlock; ++s)
+      ds[i * kBlock + s] = p[i * kBlock + s] * (ds[i * kBlock + s] - sc.delta[i]);
+}
+
+// Query block qi of head h: q, dout, lse and delta into the scratch tiles.
+TF_INLINE int64_t LoadQueryBlock(const BackwardJob& j, int64_t b, int64_t h, int64_t qi,
+                                 Scratch& sc) {
+  const Dims& d = j.d;
+  const int64_t t0 = qi * kBlock, n = std::min(kBlock, d.T - t0), at = (b * d.T + t0) * d.H + h;
+  LoadRows(j.q + at * d.K, d.H * d.K, n, d.K, sc.q.data());
+  LoadRows(j.dout + at * d.K, d.H * d.K, n, d.K, sc.acc.data());
+  std::copy_n(j.lse + (b * d.H + h) * d.T + t0, n, sc.lse.data());
+  std::copy_n(j.delta + (b * d.H + h) * d.T + t0, n, sc.delta.data());
+  return n;
+}
+
+TF_DISPATCH void KeyValueGradTask(const BackwardJob& j, int64_t task, Scratch& sc) {
+  const Dims& d = j.d;
+  const int64_t K = d.K, bg = task % (d.B * d.G), b = bg / d.G, g = bg % d.G;
+  const int64_t kj = task / (d.B * d.G), s0 = kj * kBlock, m = std::min(kBlock, d.T - s0);
+  const int32_t* seg = j.seg + b * d.T;
+  const int64_t at = ((b * d.T + s0) * d.G + g) * K;
+  LoadCols(j.k + at, d.G * K, m, K, sc.kt.data());
+  LoadCols(j.v + at, d.G * K, m, K, sc.vt.data());
+  float *dk = sc.dacc.data(), *dv = sc.dacc2.data();
+  std::fill(sc.dacc.begin(), sc.dacc.end(), 0.0f);
+  std::fill(sc.dacc2.begin(), sc.dacc2.end(), 0.0f);
+  for (int64_t r = 0; r < d.R(); ++r) {
+    const int64_t h = g * d.R() + r;
+    for (int64_t qi = kj; qi < d.Blocks(); ++qi) {
+      const int64_t n = LoadQueryBlock(j, b, h, qi, sc);
+      ProbsAndScoreGrads(j, seg, qi * kBlock, n, s0, m, sc);
+      AccumulateCols(sc.s.data(), n, m, K, sc.acc.data(), dv);  // dv += P^T dout
+      AccumulateCols(sc.dp.data(), n, m, K, sc.q.data(), dk);   // dk += dS^T q
+    }
+  }
+  for (int64_t s = 0; s < m; ++s) {
+    std::memcpy(j.dk + at + s * d.G * K, dk + s * K, K * sizeof(float));
+    std::memcpy(j.dv + at + s * d.G * K, dv + s * K, K * sizeof(float));
+  }
+}
+
+TF_DISPATCH void QueryGradTask(const BackwardJob& j, int64_t task, Scratch& sc) {
+  const Dims& d = j.d;
+  const int64_t K = d.K, bh = task % (d.B * d.H), b = bh / d.H, h = bh % d.H, g = h / d.R();
+  const int64_t qi = d.Blocks() - 1 - task / (d.B * d.H), t0 = qi * kBlock;
+  const int32_t* seg = j.seg + b * d.T;
+  const int64_t n = LoadQueryBlock(j, b, h, qi, sc);
+  float* dq = sc.dacc.data();
+  std::fill(sc.dacc.begin(), sc.dacc.end(), 0.0f);
+  for (int64_t kj = 0; kj <= qi; ++kj) {
+    const int64_t s0 = kj * kBlock, m = std::min(kBlock, d.T - s0);
+    const int64_t at = ((b * d.T + s0) * d.G + g) * K;
+    LoadCols(j.k + at, d.G * K, m, K, sc.kt.data());
+    LoadCols(j.v + at, d.G * K, m, K, sc.vt.data());
+    LoadRows(j.k + at, d.G * K, m, K, sc.kr.data());
+    ProbsAndScoreGrads(j, seg, t0, n, s0, m, sc);
+    AccumulateRows(sc.dp.data(), n, m, K, sc.kr.data(), dq);  // dq += dS k
+  }
+  for (int64_t i = 0; i < n; ++i)
+    std::memcpy(j.dq + ((b * d.T + t0 + i) * d.H + h) * K, dq + i * K, K * sizeof(float));
+}
+
+void KeyValueGradWork(BackwardJob& j) {
+  Scratch scratch(j.d.K);
+  j.kv_tasks.Run([&](int64_t t) { KeyValueGradTask(j, t, scratch); });
+}
+
+void QueryGradWork(BackwardJob& j) {
+  Scratch scratch(j.d.K);
+  j.q_tasks.Run([&](int64_t t) { QueryGradTask(j, t, scratch); });
+}
+
+// ---- XLA FFI handlers ----------------------------------------------------------------------
+
+using F32x4 = ffi::Buffer<ffi::F32, 4>;
+using F32x3 = ffi::Buffer<ffi::F32, 3>;
+using Segments = ffi::Buffer<ffi::S32, 2>;
+
+// The dimensions of q [B,T,H,K], k and v [B,T,G,K] and segments [B,T], or an error naming
+// what was expected.
+ffi::Error CheckDims(const F32x4& q, const F32x4& k, const F32x4& v, const Segments& seg,
+                     Dims& d) {
+  const auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions();
+  d = Dims{qd[0], qd[1], qd[2], kd[2], qd[3]};
+  const bool ok = kd[0] == d.B && kd[1] == d.T && kd[3] == d.K && d.G > 0 && d.H % d.G == 0 &&
+                  vd[0] == d.B && vd[1] == d.T && vd[2] == d.G && vd[3] == d.K &&
+                  seg.dimensions()[0] == d.B && seg.dimensions()[1] == d.T;
+  if (!ok)
+    return ffi::Error::InvalidArgument(
+        "flash_attention: expected q [B,T,H,K], k and v [B,T,G,K] with H a multiple of G, "
+        "and segment ids [B,T]");
+  return ffi::Error::Success();
+}
+
+ffi::Error ForwardImpl(ffi::ThreadPool pool, F32x4 q, F32x4 k, F32x4 v, Segments seg,
+                       ffi::Result<F32x4> out, ffi::Result<F32x3> lse) {
+  auto job = std::make_shared<ForwardJob>();
+  if (auto err = CheckDims(q, k, v, seg, job->d); !err.success()) return err;
+  job->q = q.typed_data();
+  job->k = k.typed_data();
+  job->v = v.typed_data();
+  job->seg = seg.typed_data();
+  job->out = out->typed_data();
+  job->lse = lse->typed_data();
+  job->tasks.n = job->d.B * job->d.H * job->d.Blocks();
+  twofiles::Spread(pool, job, job->tasks.n, ForwardWork);
+  job->tasks.Wait();
+  return ffi::Error::Success();
+}
+
+ffi::Error BackwardImpl(ffi::ThreadPool pool, F32x4 q, F32x4 k, F32x4 v, Segments seg,
+                        F32x3 lse, F32x4 dout, F32x3 delta, ffi::Result<F32x4> dq,
+                        ffi::Result<F32x4> dk, ffi::Result<F32x4> dv) {
+  auto job = std::make_shared<BackwardJob>();
+  if (auto err = CheckDims(q, k, v, seg, job->d); !err.success()) return err;
+  job->q = q.typed_data();
+  job->k = k.typed_data();
+  job->v = v.typed_data();
+  job->seg = seg.typed_data();
+  job->lse = lse.typed_data();
+  job->dout = dout.typed_data();
+  job->delta = delta.typed_data();
+  job->dq = dq->typed_data();
+  job->dk = dk->typed_data();
+  job->dv = dv->typed_data();
+  job->kv_tasks.n = job->d.B * job->d.G * job->d.Blocks();
+  job->q_tasks.n = job->d.B * job->d.H * job->d.Blocks();
+  twofiles::Spread(pool, job, job->kv_tasks.n, KeyValueGradWork);
+  job->kv_tasks.Wait();
+  twofiles::Spread(pool, job, job->q_tasks.n, QueryGradWork);
+  job->q_tasks.Wait();
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TwofilesFlashForward, ForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<F32x4>()
+                                  .Arg<F32x4>()
+                                  .Arg<F32x4>()
+                                  .Arg<Segments>()
+                                  .Ret<F32x4>()
+                                  .Ret<F32x3>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TwofilesFlashBackward, BackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<F32x4>()
+                                  .Arg<F32x4>()
+                                  .Arg<F32x4>()
+                                  .Arg<Segments>()
+                                  .Arg<F32x3>()
+                                  .Arg<F32x4>()
+                                  .Arg<F32x3>()
+                                  .Ret<F32x4>()
+                                  .Ret<F32x4>()
+                                  .Ret<F32x4>());

@@ -1,0 +1,94 @@
+"""Flash attention for training (infer/kernels/flash_attention.py): values and gradients equal
+model.forward's own attention (dense float32 XLA einsums, `_attention` of model.transformer) to
+float32 tolerance, causal, within packed segments, with grouped-query heads, at lengths that are
+not a multiple of the kernel's 64-token blocks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import model
+from infer.kernels import flash_attention as fa
+from model import transformer
+from model.ops import AttentionContext
+
+pytestmark = pytest.mark.skipif(not fa.kernel_available(), reason="needs the C++ kernel (x86)")
+
+
+def _model_attention(q, k, v, seg, cfg):
+    """model.forward's default attention on the same q, k, v (its dense mask)."""
+    B, T = q.shape[:2]
+    mask = jnp.tril(jnp.ones((T, T), bool))[None] & (seg[:, :, None] == seg[:, None, :])
+    out, _ = transformer._attention(q, k, v, None, AttentionContext(mask, 0), cfg)
+    return out
+
+
+def _inputs(B, T, H, G, K, seed=0, segments=False):
+    rng = np.random.default_rng(seed)
+    q, k, v = (jnp.asarray(rng.normal(size=(B, T, n, K)), jnp.float32) for n in (H, G, G))
+    if segments:  # documents of random lengths packed in each row, ids increasing
+        seg = np.cumsum(rng.random((B, T)) < 0.03, axis=1).astype(np.int32)
+    else:
+        seg = np.zeros((B, T), np.int32)
+    return q, k, v, jnp.asarray(seg)
+
+
+@pytest.mark.parametrize("B,T,H,G,K,segments", [
+    (2, 150, 4, 2, 16, False),   # GQA, T not a multiple of 64
+    (2, 130, 3, 3, 8, True),     # packed segments
+    (1, 64, 4, 1, 32, True),     # one kv head, exactly one block
+])
+def test_values_and_grads_match_model_attention(B, T, H, G, K, segments):
+    cfg = model.ModelConfig(n_heads=H, n_kv_heads=G, d_model=H * K, compute_dtype="float32")
+    q, k, v, seg = _inputs(B, T, H, G, K, segments=segments)
+    w = jnp.asarray(np.random.default_rng(1).normal(size=(B, T, H, K)), jnp.float32)
+
+    def loss(f):
+        return lambda q, k, v: jnp.sum(f(q, k, v) * w)
+
+    ours = lambda q, k, v: fa.attention(q, k, v, seg if segments else None)
+    theirs = lambda q, k, v: _model_attention(q, k, v, seg, cfg)
+    np.testing.assert_allclose(jax.jit(ours)(q, k, v), theirs(q, k, v), rtol=1e-5, atol=1e-5)
+    g_ours = jax.jit(jax.grad(loss(ours), argnums=(0, 1, 2)))(q, k, v)
+    g_theirs = jax.grad(loss(theirs), argnums=(0, 1, 2))(q, k, v)
+    for name, a, b in zip("qkv", g_ours, g_theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=f"d{name}")
+
+
+def test_segments_do_not_see_each_other():
+    """Changing the first document's values changes nothing in the second's output."""
+    q, k, v, _ = _inputs(1, 100, 2, 2, 8)
+    seg = jnp.asarray((np.arange(100) >= 40).astype(np.int32))[None]
+    out = fa.attention(q, k, v, seg)
+    v2 = v.at[:, :40].set(100.0)
+    out2 = fa.attention(q, k, v2, seg)
+    np.testing.assert_array_equal(out[:, 40:], out2[:, 40:])
+    assert not np.allclose(out[:, :40], out2[:, :40])
+
+
+def test_forward_with_flash_ops_equals_default_forward():
+    """model.forward(ops=model_ops()) gives the default forward's logits and gradients."""
+    cfg = model.ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                            d_ff=64, max_seq_len=80, compute_dtype="float32")
+    params = model.init(cfg, jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(1), (2, 80), 0, 64)
+    seg = jnp.asarray(np.repeat([[0] * 30 + [1] * 50], 2, axis=0), jnp.int32)
+
+    def loss(p, ops):
+        logits, _ = model.forward(p, tokens, cfg, segment_ids_BT=seg, ops=ops)
+        return jnp.mean(jax.nn.log_softmax(logits)[..., 3]), logits
+
+    (l0, lg0), g0 = jax.value_and_grad(loss, has_aux=True)(params, model.ops.DEFAULT)
+    (l1, lg1), g1 = jax.jit(jax.value_and_grad(lambda p: loss(p, fa.model_ops()),
+                                               has_aux=True))(params)
+    np.testing.assert_allclose(lg1, lg0, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_refuses_a_cache():
+    q, k, v, _ = _inputs(1, 8, 2, 2, 8)
+    ctx = AttentionContext(jnp.ones((1, 8, 8), bool), 0)
+    with pytest.raises(ValueError, match="without a cache"):
+        fa.model_attention(q, k, v, (k, v), ctx, None)
