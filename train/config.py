@@ -179,6 +179,22 @@ class RLConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class KernelsConfig:
+    """How the step computes its loss, not what: speed and memory, the same model and loss."""
+
+    attention: str = "xla"  # xla: dense mask | flash: infer/kernels/flash_attention (blocks)
+    loss_chunk: int = 0  # tokens per chunk of the fused output projection + loss; 0: whole logits
+
+    def __post_init__(self):
+        _check_fields(self, "kernels.")
+        if self.attention not in ("xla", "flash"):
+            raise ConfigError(f"kernels.attention must be xla or flash, got {self.attention!r}")
+        if self.loss_chunk < 0:
+            raise ConfigError(f"kernels.loss_chunk must be >= 0 (0: no chunks), got "
+                              f"{self.loss_chunk}")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     model: model.ModelConfig = dataclasses.field(default_factory=model.ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -189,6 +205,7 @@ class TrainConfig:
     rl: RLConfig = dataclasses.field(default_factory=RLConfig)
     dpo: DPOConfig = dataclasses.field(default_factory=DPOConfig)
     rm: RMConfig = dataclasses.field(default_factory=RMConfig)
+    kernels: KernelsConfig = dataclasses.field(default_factory=KernelsConfig)
     steps: int = 100  # optimizer updates
     eval_every: int = 50  # 0: only at the end
     checkpoint_every: int = 50  # 0: only at the end
@@ -215,7 +232,7 @@ class TrainConfig:
 
 _SECTIONS = {"model": model.ModelConfig, "data": DataConfig, "optim": OptimConfig,
              "mesh": MeshConfig, "sft": SFTConfig, "lora": LoraConfig,
-             "dpo": DPOConfig, "rm": RMConfig, "rl": RLConfig}
+             "dpo": DPOConfig, "rm": RMConfig, "rl": RLConfig, "kernels": KernelsConfig}
 
 
 def _fields(cls, d, section: str = "") -> dict:
