@@ -45,7 +45,7 @@ def evaluate(eval_step, params, cfg: TrainConfig, data_dir: str, mesh, meta: dic
 
 def stage(cfg: TrainConfig, data_dir: str, meta: dict, mesh) -> loop.Stage:
     """Pretraining as the loop sees it: random parameters, every token counted."""
-    loss_fn = losses.next_token_loss(cfg.model)
+    loss_fn = losses.next_token_loss(cfg.model, cfg.kernels)
     abstract = state_lib.abstract_params(cfg.model, mesh)
     eval_step = make_eval_step(loss_fn, state_lib.shardings_of(abstract), mesh)
     tokenizer_file = Path(data_dir) / data_source.tokenizer_file_name(data_dir)

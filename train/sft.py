@@ -110,7 +110,8 @@ def resolve(cfg: TrainConfig, base_config: model.ModelConfig, n_batches: int) ->
 
 def stage(cfg: TrainConfig, base, examples: list, val: list, mesh) -> loop.Stage:
     """Fine-tuning as the loop sees it: the base's parameters (or adapters over them)."""
-    full_loss = functools.partial(losses.masked_next_token_loss, cfg=cfg.model)
+    full_loss = functools.partial(losses.masked_next_token_loss, cfg=cfg.model,
+                                  kernels=cfg.kernels)
     base_abstract = state_lib.abstract_params(cfg.model, mesh)
     base_params = functools.lru_cache(1)(
         lambda: state_lib.place(base.params, base_abstract, cfg.sft.base))
