@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from infer.serve import responses, schema, spec as spec_lib
+from infer.serve import responses, schema, spec as spec_lib, tool_calls
 from infer.serve.errors import APIError
 from infer.serve.worker import Job, QueueFull, Worker
 
@@ -94,8 +94,10 @@ def create_app(worker: Worker, *, api_key: str | None = None, cors_origin: str |
     async def chat_completions(request: Request):
         authorize(request)
         body = schema.parse(schema.ChatRequest, await read_body(request, max_body_bytes))
-        spec = spec_lib.chat_spec(body.model, find_model(body.model), body)
-        return await answer(request, body, spec, "chat.completion")
+        model = find_model(body.model)
+        spec = spec_lib.chat_spec(body.model, model, body)
+        marks = tool_calls.markers(model) if spec.tools else None
+        return await answer(request, body, spec, "chat.completion", marks)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -104,7 +106,7 @@ def create_app(worker: Worker, *, api_key: str | None = None, cors_origin: str |
         spec = spec_lib.completion_spec(body.model, find_model(body.model), body)
         return await answer(request, body, spec, "text_completion")
 
-    async def answer(request: Request, body, spec, kind: str):
+    async def answer(request: Request, body, spec, kind: str, marks=None):
         job = Job(spec, body.stream, asyncio.get_running_loop())
         try:
             worker.submit(job)
@@ -115,13 +117,14 @@ def create_app(worker: Worker, *, api_key: str | None = None, cors_origin: str |
         rid = responses.new_id("chatcmpl" if kind == "chat.completion" else "cmpl")
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_events(job, rid, kind, body.model, include_usage),
+            return StreamingResponse(_events(job, rid, kind, body.model, include_usage, marks),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
         result = await _result(job, request)
-        make = responses.chat_completion if kind == "chat.completion" else (
-            responses.text_completion)
-        return JSONResponse(make(rid, body.model, result))
+        if kind != "chat.completion":
+            return JSONResponse(responses.text_completion(rid, body.model, result))
+        content, calls = tool_calls.split(result.text, marks) if marks else (result.text, [])
+        return JSONResponse(responses.chat_completion(rid, body.model, result, content, calls))
 
     return app
 
@@ -160,9 +163,12 @@ async def _result(job: Job, request: Request):
         job.cancelled.set()  # harmless once done; frees the engine if the client is gone
 
 
-async def _events(job: Job, rid: str, kind: str, model: str, include_usage: bool):
-    """The SSE stream of a job; the stream's end (or the client's going) cancels the job."""
+async def _events(job: Job, rid: str, kind: str, model: str, include_usage: bool,
+                  marks: tool_calls.Markers | None = None):
+    """The SSE stream of a job; the stream's end (or the client's going) cancels the job.
+    With tools (`marks`), a call's text is held back and sent as one tool_calls delta."""
     chat = kind == "chat.completion"
+    content = tool_calls.ContentStream(marks) if marks else None
     chunk_kind = "chat.completion.chunk" if chat else "text_completion"
 
     def chunk(text: str, finish_reason: str | None = None) -> str:
@@ -178,12 +184,23 @@ async def _events(job: Job, rid: str, kind: str, model: str, include_usage: bool
         while True:
             item, value = await job.out.get()
             if item == "delta":
-                yield chunk(value)
+                text = content.feed(value) if content else value
+                if text:
+                    yield chunk(text)
             elif item == "error":
                 yield responses.sse(value.body())
                 break
             else:
-                yield chunk("", value.finish_reason)
+                finish_reason = value.finish_reason
+                if content:
+                    rest, calls = content.finish(value.text)
+                    if rest:
+                        yield chunk(rest)
+                    if calls:
+                        yield responses.sse(responses.chat_chunk(
+                            rid, model, responses.tool_call_deltas(calls)))
+                        finish_reason = "tool_calls"
+                yield chunk("", finish_reason)
                 if include_usage:
                     yield responses.sse(responses.usage_chunk(rid, chunk_kind, model, value))
                 break

@@ -21,9 +21,16 @@ def _envelope(rid: str, kind: str, model: str, choices: list, **extra) -> dict:
             "choices": choices, **extra}
 
 
-def chat_completion(rid: str, model: str, result) -> dict:
-    choice = {"index": 0, "message": {"role": "assistant", "content": result.text},
-              "finish_reason": result.finish_reason, "logprobs": None}
+def chat_completion(rid: str, model: str, result, content: str | None = None,
+                    calls: list[dict] = ()) -> dict:
+    """The reply to a chat request; with `calls` (infer.serve.tool_calls.split) the message
+    holds them beside `content` and finish_reason is "tool_calls"."""
+    message = {"role": "assistant", "content": result.text if not calls else content}
+    if calls:
+        message["tool_calls"] = list(calls)
+    choice = {"index": 0, "message": message,
+              "finish_reason": "tool_calls" if calls else result.finish_reason,
+              "logprobs": None}
     return _envelope(rid, "chat.completion", model, [choice],
                      usage=usage(result.prompt_tokens, len(result.token_ids)))
 
@@ -31,6 +38,11 @@ def chat_completion(rid: str, model: str, result) -> dict:
 def chat_chunk(rid: str, model: str, delta: dict, finish_reason: str | None = None) -> dict:
     choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
     return _envelope(rid, "chat.completion.chunk", model, [choice])
+
+
+def tool_call_deltas(calls: list[dict]) -> dict:
+    """A stream delta carrying whole calls (OpenAI's clients also take them in one piece)."""
+    return {"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]}
 
 
 def text_completion(rid: str, model: str, result) -> dict:

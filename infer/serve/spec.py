@@ -9,6 +9,7 @@ import secrets
 from infer.chat.messages import ChatError
 from infer.chat.template import ChatTemplateError
 from infer.runtime import engine, sampling_defaults
+from infer.serve import tool_calls
 from infer.serve.errors import APIError
 from infer.serve.schema import ChatRequest, CompletionRequest
 
@@ -28,6 +29,9 @@ class Spec:
     seed: int
     stop_strings: tuple[str, ...]
     chat: bool
+    # The tools the model may call (infer.serve.tool_calls); their closing marker is among
+    # `stop_strings`, so a reply ends with its call.
+    tools: tuple[str, ...] = ()
 
     def batch_key(self) -> tuple | None:
         """Only greedy requests share a batch: a sampled row's random draws depend on its
@@ -49,8 +53,14 @@ def chat_spec(name: str, model, request: ChatRequest) -> Spec:
         raise APIError(400, "give max_tokens or max_completion_tokens, not both",
                        param="max_completion_tokens")
     limit = request.max_completion_tokens or request.max_tokens
-    return _spec(name, model, request, ids, limit, chat=True,
+    spec = _spec(name, model, request, ids, limit, chat=True,
                  base=sampling_defaults.for_model(model))
+    tools = request.tool_names()
+    if not tools:
+        return spec
+    close = tool_calls.markers(model).close
+    return dataclasses.replace(spec, tools=tools,
+                               stop_strings=tuple(dict.fromkeys(spec.stop_strings + (close,))))
 
 
 def completion_spec(name: str, model, request: CompletionRequest) -> Spec:
