@@ -1,0 +1,154 @@
+"""The experiment's stages: base, data, the two fine-tunings, the evaluation grid, the report.
+
+Each stage writes into the work folder (`--out`, default runs/tool_use) and is skipped when its
+output is there, so the stages can run one locked command at a time and a rerun resumes:
+
+    base/          a 4-layer, width-128 model pretrained on the demo corpus (train.pretrain)
+    data/          tool.jsonl, head.jsonl (equal tokens), their held-out *_val.jsonl, data.json
+    sft_tool/      the base fine-tuned on calculator calls (train.sft)
+    sft_head/      the base fine-tuned on answers in the head, same steps, batch and rows
+    eval/          one harness report per (arm, tool on/off) on the task's held-out problems
+    diagnostic.json  does the tool model copy the operands? (swapped-prompt NLL of its call)
+
+`report` gathers them into results.json and the plot (experiments/tool_use/results/).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
+ARMS = ("tool", "head")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    out: Path = Path("runs/tool_use")
+    digits: tuple[int, int] = (4, 3)
+    ops: str = "*"
+    seed: int = 0
+    # The base: the demo model made deeper, since one layer never learnt to copy operands.
+    base_layers: int = 4
+    base_steps: int = 1200
+    base_lr: float = 3e-3
+    # Fine-tuning, identical for both arms: same steps of the same rows = same tokens and time.
+    n_tool: int = 8000          # tool-arm conversations; the head arm matches their tokens
+    n_val: int = 200            # held-out conversations for the validation loss
+    sft_steps: int = 3000
+    sft_lr: float = 2e-3
+    batch_size: int = 8
+    seq_len: int = 128          # a row holds one tool conversation (~101 tokens) or three head ones
+    # Evaluation on the task's held-out problems (none of them trained on).
+    n_eval: int = 500
+    max_new_tokens: int = 96    # the call, the forced tool output and the final line: ~85
+
+    def sft_overrides(self, arm: str) -> list[str]:
+        return [f"steps={self.sft_steps}", f"optim.lr={self.sft_lr}", "optim.warmup_steps=100",
+                f"data.batch_size={self.batch_size}", f"data.seq_len={self.seq_len}",
+                f"eval_every={max(1, self.sft_steps // 5)}",
+                f"checkpoint_every={max(1, self.sft_steps // 3)}",
+                "log_every=50", f"seed={self.seed}"]
+
+
+def write_json(doc, path: Path) -> None:
+    """Atomically: a reader sees the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def base(s: Settings) -> dict:
+    from train import config as train_config
+    from train import pretrain
+
+    cfg = train_config.apply_overrides(train_config.load("demo"), [
+        f"model.n_layers={s.base_layers}", f"steps={s.base_steps}", f"optim.lr={s.base_lr}",
+        f"eval_every={s.base_steps // 2}", f"checkpoint_every={s.base_steps // 2}",
+        f"seed={s.seed}"])
+    return pretrain.run(cfg, s.out / "base")
+
+
+def data(s: Settings) -> dict:
+    """Both arms' JSONL files and their token counts (data/data.json)."""
+    import infer
+    from evals.tasks import arithmetic
+    from experiments.tool_use.data import build_arms
+    from train.datasets import conversations
+
+    done = s.out / "data" / "data.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    tokenizer = infer.load(str(s.out / "base")).tokenizer
+    arms = build_arms(tokenizer, s.n_tool, seed=s.seed, digits=s.digits, ops=s.ops,
+                      n_held_out=s.n_eval)
+    # Validation conversations: training-stream problems past both arms' (never evaluated on).
+    pool, _ = arithmetic.split(len(arms.head) + s.n_val, s.n_eval, seed=s.seed,
+                               digits=s.digits, ops=s.ops)
+    val = pool[len(arms.head):]
+    for arm, convs in (("tool", arms.tool), ("head", arms.head)):
+        conversations.write(s.out / "data" / f"{arm}.jsonl", convs, force=True)
+        conversations.write(s.out / "data" / f"{arm}_val.jsonl",
+                            [arithmetic.conversation(p, tool=arm == "tool") for p in val],
+                            force=True)
+    summary = {"conversations": {"tool": len(arms.tool), "head": len(arms.head)},
+               "tokens": arms.tokens, "assistant_tokens": arms.learnt, "val": len(val)}
+    write_json(summary, done)
+    return summary
+
+
+def sft(s: Settings, arm: str) -> dict:
+    from train import config as train_config
+    from train import sft as sft_lib
+
+    folder = s.out / "data"
+    sets = [f"sft.base={(s.out / 'base').resolve()}",
+            f"sft.data={(folder / f'{arm}.jsonl').resolve()}",
+            f"sft.val={(folder / f'{arm}_val.jsonl').resolve()}"]
+    cfg = train_config.apply_overrides(train_config.load("sft"), sets + s.sft_overrides(arm))
+    return sft_lib.run(cfg, s.out / f"sft_{arm}")
+
+
+def evaluate(s: Settings, arm: str, tools: bool) -> dict:
+    """The harness report of one cell: model `arm`, calculator on or off."""
+    import infer
+    from evals import harness
+    from evals.tasks.arithmetic import ArithmeticTask
+
+    path = s.out / "eval" / f"{arm}_tools_{'on' if tools else 'off'}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    model = infer.load(str(s.out / f"sft_{arm}"))
+    task = ArithmeticTask(digits=s.digits, ops=s.ops, tool=tools)
+    report = harness.evaluate(model, task, n=s.n_eval, seed=s.seed,
+                              max_new_tokens=s.max_new_tokens, batch_size=100,
+                              tools=("calculator",) if tools else ())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    harness.write_json(report, path)
+    return report
+
+
+def diagnostic(s: Settings, n: int = 64) -> dict:
+    """Does the tool model read the operands? The NLL of its call under the true prompt and
+    under another problem's prompt (same length, same call): a model that copies finds the
+    call much less likely after the wrong prompt; one that ignores the prompt scores both alike
+    (what the one-layer demo model did)."""
+    import infer
+    from experiments.tool_use import diagnose
+
+    path = s.out / "diagnostic.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    doc = diagnose.swapped_prompt_nll(infer.load(str(s.out / "sft_tool")), n=n, seed=s.seed,
+                                      digits=s.digits, ops=s.ops)
+    write_json(doc, path)
+    return doc
