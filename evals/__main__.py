@@ -1,11 +1,11 @@
-"""`python -m evals {run,ratings,arena} ...` (see `python -m evals --help`)."""
+"""`python -m evals {run,curve,pairs,report,ratings,arena} ...` (`python -m evals --help`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from evals import cli, cli_arena, cli_pairs, cli_report
+from evals import cli, cli_arena, cli_curve, cli_pairs, cli_report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     cli.add_run(subparsers)
     cli_arena.add_subcommands(subparsers)
+    cli_curve.add_curve(subparsers)
     cli_pairs.add_pairs(subparsers)
     cli_report.add_report(subparsers)
     return parser
