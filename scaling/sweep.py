@@ -128,20 +128,15 @@ def run_sweep(out_dir, budgets, *, config: str = "tiny", overrides=(), runs_per_
     _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_plan(out / "plan.json", runs)
-    from train import pretrain
     done, t0 = [], time.time()
     timings = _read_timings(out)
     for i, r in enumerate(runs):
         cfg = run_config(base, r)
         run_dir = out / "runs" / r.name
-        summary = _finished(run_dir, r.steps)
-        if summary is None:
-            log(f"[{i + 1}/{len(runs)}] training {r.name}")
-            t = time.time()
-            summary = pretrain.run(cfg, run_dir, progress=progress)
-            timings[r.name] = time.time() - t
-        else:
-            log(f"[{i + 1}/{len(runs)}] {r.name} already finished; skipped")
+        summary, seconds = train_unless_finished(cfg, run_dir, r.name, f"[{i + 1}/{len(runs)}]",
+                                                 progress=progress, log=log)
+        if seconds is not None:
+            timings[r.name] = seconds
         done.append(_record(r, summary, cfg))
         rec.write_csv(str(out / "records.csv"), done)
         rec.write_json(str(out / "records.json"), done)
@@ -149,6 +144,22 @@ def run_sweep(out_dir, budgets, *, config: str = "tiny", overrides=(), runs_per_
                                                  "total_wall_s": sum(timings.values()),
                                                  "last_call_wall_s": time.time() - t0})
     return done
+
+
+def train_unless_finished(cfg, run_dir: Path, name: str, label: str = "", *,
+                          progress: bool = True, log=print) -> tuple[dict, float | None]:
+    """(summary, seconds trained) of one pretraining run: skipped (seconds None) when its
+    summary says it finished, else trained or resumed from its latest checkpoint. Every sweep
+    (this one, the poisoning experiments) runs its runs through here."""
+    from train import pretrain
+    summary = _finished(Path(run_dir), cfg.steps)
+    if summary is not None:
+        log(f"{label} {name} already finished; skipped".lstrip())
+        return summary, None
+    log(f"{label} training {name}".lstrip())
+    t = time.time()
+    summary = pretrain.run(cfg, run_dir, progress=progress)
+    return summary, time.time() - t
 
 
 def _read_timings(out: Path) -> dict:
