@@ -7,6 +7,8 @@ token to token (at scale 1 they repeat one token, and equality would prove littl
 float32 reference is an independent greedy loop over `model.forward` without a cache."""
 
 import dataclasses
+import gc
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -193,3 +195,27 @@ def test_int8_decode_rounds_a_row_the_same_in_any_batch(tiny):
     batch = [_prompt(20 + i, 16) for i in range(39)] + [prompt]
     joined = engine.generate(prepared, cfg, batch, max_new_tokens=NEW)[-1].token_ids
     assert joined == alone
+
+
+class _Model:
+    """What engine.decode_params reads of a loaded model."""
+
+    def __init__(self, config, params):
+        self.config, self.params = config, params
+
+
+def test_a_dropped_model_frees_its_prepared_parameters(tiny):
+    cfg, params = tiny
+    m = _Model(cfg, jax.tree.map(jnp.copy, params))
+    prepared = engine.decode_params(m, "int8")
+    assert engine.decode_params(m, "int8") is prepared  # made once while the model lives
+    refs = [weakref.ref(x) for x in jax.tree.leaves(prepared)]
+    m.params = jax.tree.map(jnp.copy, params)  # new params: prepared again, the old ones go
+    assert engine.decode_params(m, "int8") is not prepared
+    del prepared
+    gc.collect()
+    assert all(r() is None for r in refs)
+    refs = [weakref.ref(x) for x in jax.tree.leaves(engine.decode_params(m, "float32"))]
+    del m
+    gc.collect()
+    assert all(r() is None for r in refs)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import weakref
 from typing import Callable, Iterator, Sequence
 
 import jax
@@ -477,17 +478,24 @@ def stop_ids_for(model, *, chat: bool) -> list[int]:
     return sorted(set(eos) | set(chat_template.turn_end_ids(model.tokenizer)))
 
 
+# id(model) -> (weak reference to the model, id of its params, {weights: prepared}). Weak, so
+# a model nobody uses any more takes its prepared copies with it (a strong cache kept every
+# model loaded in the process, and each of its copies, until exit).
 _PREPARED: dict = {}
 
 
 def decode_params(model, weights: str = "float32"):
     """The model's parameters in the decode layout (`decode_model.prepare`), made once per
-    model and weight type: "float32" (same function as model.forward) or "int8"."""
-    key = (id(model.params), weights)
-    if key not in _PREPARED or _PREPARED[key][0] is not model.params:
-        _PREPARED[key] = (model.params, decode_model.prepare(model.params, model.config,
-                                                             weights))
-    return _PREPARED[key][1]
+    model and weight type: "float32" (same function as model.forward) or "int8". Kept only
+    while the model lives, and only for the params it holds now."""
+    entry = _PREPARED.get(id(model))
+    if entry is None or entry[0]() is not model or entry[1] != id(model.params):
+        key = id(model)
+        ref = weakref.ref(model, lambda _, key=key: _PREPARED.pop(key, None))
+        entry = _PREPARED[key] = (ref, id(model.params), {})
+    if weights not in entry[2]:
+        entry[2][weights] = decode_model.prepare(model.params, model.config, weights)
+    return entry[2][weights]
 
 
 def generate_text(model, prompts, *, chat: bool = False, system: str | None = None,
