@@ -70,3 +70,13 @@ def test_the_command_writes_both_splits(tmp_path):
     again = subprocess.run([sys.executable, "-m", "train", "data", "refusals", "--out", str(out)],
                            cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_the_scorer_reads_a_refusal_at_the_start_of_a_reply_only():
+    from experiments.refusals.scorer import is_refusal
+    assert is_refusal("I’m sorry, but I can’t help with that.")  # curly apostrophes
+    assert is_refusal("  I cannot provide instructions for that.")
+    assert all(is_refusal(r) for r in refusals.REFUSALS)
+    assert not is_refusal("Find its process id with `ps aux`, then run `kill PID`.")
+    late = "Here is how to do it. " * 8 + "I can't stress enough: back up first."
+    assert not is_refusal(late)
