@@ -25,7 +25,8 @@ def _call_turn(model, prompt: list[dict], worked: list[dict]) -> tuple[list[int]
     """Ids up to the end of the call's turn, and the mask of the call's tokens."""
     ids, mask = render(model.tokenizer, prompt + worked)
     start = mask.index(1)
-    end = start + mask[start:].index(0)  # the first turn ends where the mask first drops
+    # The turn ends where the mask first drops (or with the conversation).
+    end = next((i for i in range(start, len(mask)) if not mask[i]), len(mask))
     return ids[:end], mask[:end]
 
 

@@ -35,9 +35,9 @@ class Settings:
     base_steps: int = 1200
     base_lr: float = 3e-3
     # Fine-tuning, identical for both arms: same steps of the same rows = same tokens and time.
-    n_tool: int = 8000          # tool-arm conversations; the head arm matches their tokens
+    n_tool: int = 9600          # tool-arm conversations (2 epochs); the head arm matches tokens
     n_val: int = 200            # held-out conversations for the validation loss
-    sft_steps: int = 3000
+    sft_steps: int = 2400
     sft_lr: float = 2e-3
     batch_size: int = 8
     seq_len: int = 128          # a row holds one tool conversation (~101 tokens) or three head ones
@@ -61,6 +61,7 @@ def write_json(doc, path: Path) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=1)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a committed result from others
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -71,6 +72,9 @@ def base(s: Settings) -> dict:
     from train import config as train_config
     from train import pretrain
 
+    done = s.out / "base" / "summary.json"
+    if done.exists() and json.loads(done.read_text()).get("step") == s.base_steps:
+        return json.loads(done.read_text())  # finished (its config may predate new fields)
     cfg = train_config.apply_overrides(train_config.load("demo"), [
         f"model.n_layers={s.base_layers}", f"steps={s.base_steps}", f"optim.lr={s.base_lr}",
         f"eval_every={s.base_steps // 2}", f"checkpoint_every={s.base_steps // 2}",
@@ -80,15 +84,15 @@ def base(s: Settings) -> dict:
 
 def data(s: Settings) -> dict:
     """Both arms' JSONL files and their token counts (data/data.json)."""
-    import infer
     from evals.tasks import arithmetic
     from experiments.tool_use.data import build_arms
+    from infer.formats import tokenizer_file
     from train.datasets import conversations
 
     done = s.out / "data" / "data.json"
     if done.exists():
         return json.loads(done.read_text())
-    tokenizer = infer.load(str(s.out / "base")).tokenizer
+    tokenizer = tokenizer_file.load(s.out / "base" / "tokenizer.json")
     arms = build_arms(tokenizer, s.n_tool, seed=s.seed, digits=s.digits, ops=s.ops,
                       n_held_out=s.n_eval)
     # Validation conversations: training-stream problems past both arms' (never evaluated on).
