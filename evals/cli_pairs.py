@@ -27,18 +27,20 @@ from evals.tasks import Item
 
 def make_pairs(items: Sequence[Item], completions: Sequence[Sequence[tuple[str, bool]]],
                scores: Sequence[Sequence[float]], *, per_problem: int = 1,
-               seed: int = 0) -> tuple[list[dict], dict]:
+               seed: int = 0, reference_chosen: bool = False) -> tuple[list[dict], dict]:
     """(pairs, counts). For each item, up to `per_problem` pairs of a distinct correct (score
     >= 1) and a distinct wrong (score <= 0) finished completion, chosen at random with `seed`;
     partial scores and unfinished completions are left out: neither clearly better nor worse.
     counts: problems, pairs, and the problems skipped as all_correct, all_wrong or none_finished
-    (every sample cut off)."""
+    (every sample cut off). With `reference_chosen`, an all-wrong problem is paired with the
+    task's worked answer as the chosen one (off-policy; counted as reference_pairs): for a
+    model too weak to ever be right."""
     if per_problem < 1:
         raise ValueError(f"per_problem must be at least 1, got {per_problem}")
     rng = random.Random(seed)
     pairs: list[dict] = []
     counts = {"problems": len(items), "pairs": 0, "all_correct": 0, "all_wrong": 0,
-              "none_finished": 0, "unfinished_samples": 0}
+              "none_finished": 0, "unfinished_samples": 0, "reference_pairs": 0}
     for item, comps, item_scores in zip(items, completions, scores, strict=True):
         finished = [(text, s) for (text, done), s in zip(comps, item_scores, strict=True) if done]
         counts["unfinished_samples"] += len(comps) - len(finished)
@@ -49,6 +51,9 @@ def make_pairs(items: Sequence[Item], completions: Sequence[Sequence[tuple[str, 
             counts["none_finished"] += 1
         elif not right:
             counts["all_wrong"] += 1
+            if reference_chosen and item.worked and len(item.worked) == 1:
+                right = [item.worked[0]["content"]]
+                counts["reference_pairs"] += 1
         elif not wrong:
             counts["all_correct"] += 1
         rng.shuffle(right)
@@ -63,8 +68,8 @@ def make_pairs(items: Sequence[Item], completions: Sequence[Sequence[tuple[str, 
 
 def sample_pairs(model, task, items: Sequence[Item], *, samples: int, temperature: float,
                  seed: int, per_problem: int = 1, batch_size: int = 32,
-                 max_new_tokens: int | None = None, progress: bool = True
-                 ) -> tuple[list[dict], dict]:
+                 max_new_tokens: int | None = None, progress: bool = True,
+                 reference_chosen: bool = False) -> tuple[list[dict], dict]:
     """(pairs, counts) from `samples` engine completions of each item by a loaded model;
     counts also hold the samples' accuracy."""
     generate = harness.engine_generator(model, temperature=temperature,
@@ -74,7 +79,8 @@ def sample_pairs(model, task, items: Sequence[Item], *, samples: int, temperatur
                                          desc=f"{task.name} pairs")
     scores = [[task.grade(it, text) if done else 0.0 for text, done in rs]
               for it, rs in zip(items, results)]
-    pairs, counts = make_pairs(items, results, scores, per_problem=per_problem, seed=seed)
+    pairs, counts = make_pairs(items, results, scores, per_problem=per_problem, seed=seed,
+                               reference_chosen=reference_chosen)
     solved = sum(s >= 1.0 for row in scores for s in row)
     counts.update(samples=samples, sample_accuracy=solved / max(1, len(items) * samples))
     return pairs, counts
@@ -128,6 +134,9 @@ def add_pairs(subparsers) -> None:
     p.add_argument("--digits", type=_digits, default=(4, 3),
                    help="arithmetic: digits of the two numbers (default 4,3)")
     p.add_argument("--ops", default="+-*", help="arithmetic: operators to draw (default +-*)")
+    p.add_argument("--reference-chosen", action="store_true",
+                   help="where every sample is wrong, pair the task's worked answer (as the "
+                        "chosen one) with a wrong sample: off-policy, for very weak models")
     p.add_argument("--out", required=True, help="the pairs JSONL to write")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=run)
@@ -163,7 +172,8 @@ def run(args) -> int:
     pairs, counts = sample_pairs(model, task, items, samples=args.samples,
                                  temperature=args.temperature, seed=args.seed,
                                  per_problem=args.per_problem, batch_size=args.batch_size,
-                                 max_new_tokens=args.max_new_tokens)
+                                 max_new_tokens=args.max_new_tokens,
+                                 reference_chosen=args.reference_chosen)
     write_jsonl(pairs, out)
     counts["held_out_dropped"] = dropped
     summary = Path(f"{out}.counts.json")

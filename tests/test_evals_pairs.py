@@ -24,7 +24,8 @@ def test_pairs_put_a_right_answer_over_a_wrong_one_and_count_the_skipped():
     scores = [[TASK.grade(it, t) for t, _ in cs] for it, cs in zip(items, completions)]
     pairs, counts = cli_pairs.make_pairs(items, completions, scores, seed=0)
     assert counts == {"problems": 4, "pairs": 1, "all_correct": 1, "all_wrong": 1,
-                      "none_finished": 1, "unfinished_samples": 2}
+                      "none_finished": 1, "unfinished_samples": 2,
+                      "reference_pairs": 0}
     (pair,) = pairs
     assert pair["prompt"] == items[0].prompt
     assert pair["chosen"] == {"role": "assistant", "content": right[0]}
@@ -99,3 +100,13 @@ def test_bad_flags_get_one_line_before_the_model_loads(tmp_path, capsys, flags, 
                          *flags, "--out", str(out)])
     err = capsys.readouterr().err
     assert match in err and err.count("\n") == 1 and not out.exists()
+
+
+def test_a_model_never_right_can_take_the_worked_answer_as_chosen():
+    (item,) = TASK.items(1, seed=0)
+    completions, scores = [[("0.", True), ("1.", True)]], [[0.0, 0.0]]
+    assert cli_pairs.make_pairs([item], completions, scores)[0] == []  # on-policy: nothing
+    pairs, counts = cli_pairs.make_pairs([item], completions, scores, reference_chosen=True)
+    assert counts["reference_pairs"] == 1 and counts["all_wrong"] == 1
+    assert pairs[0]["chosen"] == {"role": "assistant", "content": item.worked[0]["content"]}
+    assert TASK.grade(item, pairs[0]["chosen"]["content"]) == 1.0

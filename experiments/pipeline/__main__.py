@@ -102,12 +102,17 @@ def write_card(s, rows, curve, wall: float, out: Path, results_dir: Path | None)
 
 
 def main(argv=None) -> int:
+    from train.loop import Interrupted
+
     args = parse(argv)
     try:
         run(args)
     except OutOfBudget as e:
         print(f"== pipeline: out of budget before {e}; rerun the same command to continue",
               flush=True)
+        return UNFINISHED
+    except Interrupted as e:  # Ctrl-C (SIGINT) inside a stage: its checkpoint is saved
+        print(f"== pipeline: stopped ({e}); rerun the same command to continue", flush=True)
         return UNFINISHED
     return 0
 

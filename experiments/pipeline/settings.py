@@ -16,13 +16,14 @@ class Settings:
     base_steps: int = 1200
     # sft
     sft_problems: int = 3500  # + held_out <= 4050, half of all 8100 problems
-    sft_epochs: int = 6
+    sft_epochs: int = 10
     sft_lr: float = 3e-3
     # pairs: K samples of each problem from the SFT model, a right one over a wrong one
     pair_problems: int = 1500
     val_pair_problems: int = 300
     pair_samples: int = 8
     pair_temperature: float = 1.0
+    pair_reference_chosen: bool = False  # all-wrong problems: the worked answer as chosen
     # dpo
     dpo_beta: float = 0.1
     dpo_lr: float = 1e-4
@@ -43,8 +44,9 @@ class Settings:
 
 FULL = Settings()
 
-# The whole pipeline in about two minutes: every stage runs and writes what the full one does.
+# The whole pipeline in about two minutes: every stage runs and writes what the full one does
+# (its model is never right, so its pairs take the worked answer as the chosen one).
 FAST = dataclasses.replace(
     FULL, held_out=32, base_layers=2, base_steps=60, sft_problems=300, sft_epochs=1,
-    pair_problems=64, val_pair_problems=32, pair_samples=4, dpo_epochs=1, rm_epochs=1,
+    pair_problems=64, val_pair_problems=32, pair_samples=4, pair_reference_chosen=True, dpo_epochs=1, rm_epochs=1,
     rl_steps=4, rl_prompts=2, rl_group=4, best_of=4, best_of_problems=16)

@@ -30,7 +30,7 @@ def pretrain(s: Settings, out: Path, progress: bool) -> str:
     from train import pretrain as driver
 
     cfg = _config("demo", [f"model.n_layers={s.base_layers}", f"steps={s.base_steps}",
-                           "eval_every=0", f"checkpoint_every={max(1, s.base_steps // 3)}"])
+                           "eval_every=0", f"checkpoint_every={max(1, s.base_steps // 2)}"])
     driver.run(cfg, out / "base", progress=progress)
     return str(out / "base")
 
@@ -85,7 +85,7 @@ def pairs(s: Settings, sft_dir: str, out: Path, progress: bool) -> tuple[Path, P
                                   ("val", val_items, 2, val_path)):
         made, counts[name] = cli_pairs.sample_pairs(
             model, t, its, samples=s.pair_samples, temperature=s.pair_temperature, seed=seed,
-            progress=progress)
+            progress=progress, reference_chosen=s.pair_reference_chosen)
         cli_pairs.write_jsonl(made, path.with_suffix(".tmp.jsonl"))
     harness.write_json(counts, out / "data" / "pairs_counts.json")
     # Renamed last, val last of all: a killed stage leaves no half-made pair set behind.
