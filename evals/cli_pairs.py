@@ -179,7 +179,7 @@ def run(args) -> int:
     summary = Path(f"{out}.counts.json")
     harness.write_json({**counts, "model": args.model, "task": task.name, "seed": args.seed,
                         "temperature": args.temperature}, summary)
-    print(f"{task.name}: {counts['pairs']} pairs from {len(items)} problems ({counts['all_correct']}"
-          f" all correct, {counts['all_wrong']} all wrong, {counts['none_finished']} all cut off; "
+    print(f"{task.name}: {counts['pairs']} pairs from {len(items)} problems "
+          f"({counts['all_correct']} all correct, {counts['all_wrong']} all wrong, {counts['none_finished']} all cut off; "
           f"{dropped} held-out dropped; sample accuracy {counts['sample_accuracy']:.3f}) -> {out}")
     return 0

@@ -2,9 +2,10 @@
 
 Runs the stages in order (see experiments/pipeline/__init__.py), skipping finished ones, then
 writes OUT/report.md (the report card and the headline numbers), OUT/results.json,
-OUT/pipeline.png and the DPO and RL metrics; --results DIR also copies them there. With --budget, no new stage starts
-after that many seconds: the command exits 3 and the next run continues where it stopped, so
-a long pipeline can run in pieces on a shared machine.
+OUT/pipeline.png and the DPO and RL metrics; --results DIR also copies them there. With
+--budget, no new stage starts after that many seconds: the command exits 3 and the next run
+continues where it stopped, so a long pipeline can run in pieces on a shared machine (Ctrl-C
+inside a stage does the same after saving a checkpoint).
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def write_card(s, rows, curve, wall: float, out: Path, results_dir: Path | None)
     plots.draw(rows, curve, out / "pipeline.png")
     for row in rows:  # the curves the notebook draws, beside the card
         if row["stage"] in ("dpo", "rl"):
-            shutil.copyfile(Path(row["run"]) / "metrics.jsonl", out / f"{row['stage']}_metrics.jsonl")
+            shutil.copyfile(Path(row["run"]) / "metrics.jsonl",
+                            out / f"{row['stage']}_metrics.jsonl")
     if results_dir is not None:
         results_dir.mkdir(parents=True, exist_ok=True)
         for name in RESULT_FILES:

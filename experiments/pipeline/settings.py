@@ -19,8 +19,8 @@ class Settings:
     sft_epochs: int = 10
     sft_lr: float = 3e-3
     # pairs: K samples of each problem from the SFT model, a right one over a wrong one
-    pair_problems: int = 1500
-    val_pair_problems: int = 300
+    pair_problems: int = 800
+    val_pair_problems: int = 200
     pair_samples: int = 8
     pair_temperature: float = 1.0
     pair_reference_chosen: bool = False  # all-wrong problems: the worked answer as chosen
@@ -48,5 +48,6 @@ FULL = Settings()
 # (its model is never right, so its pairs take the worked answer as the chosen one).
 FAST = dataclasses.replace(
     FULL, held_out=32, base_layers=2, base_steps=60, sft_problems=300, sft_epochs=1,
-    pair_problems=64, val_pair_problems=32, pair_samples=4, pair_reference_chosen=True, dpo_epochs=1, rm_epochs=1,
+    pair_problems=64, val_pair_problems=32, pair_samples=4, pair_reference_chosen=True,
+    dpo_epochs=1, rm_epochs=1,
     rl_steps=4, rl_prompts=2, rl_group=4, best_of=4, best_of_problems=16)
