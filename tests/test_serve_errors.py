@@ -167,17 +167,36 @@ _json = st.recursive(st.none() | st.booleans() | st.integers(-3, 300) | st.float
                      | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
 _fields = st.sampled_from(["model", "messages", "prompt", "max_tokens", "temperature", "top_p",
                            "seed", "stop", "stream", "stream_options", "n", "tools", "user",
-                           "max_completion_tokens", "logprobs", "content", "role"])
+                           "max_completion_tokens", "logprobs", "content", "role",
+                           "tool_choice", "parallel_tool_calls"])
+# Tool definitions and tool-call messages near the valid shapes, where parsing is deepest.
+_tool_fields = st.fixed_dictionaries({"type": st.sampled_from(["function", "x"]), "function":
+                                      st.dictionaries(st.sampled_from(["name", "parameters",
+                                                                       "arguments"]),
+                                                      st.sampled_from(["calculator", "f", "{}",
+                                                                       {}, None]), max_size=3)})
+_tool_messages = st.fixed_dictionaries(
+    {"role": st.sampled_from(["assistant", "tool"])},
+    optional={"content": st.none() | st.text(max_size=6), "tool_call_id": st.text(max_size=4),
+              "tool_calls": st.lists(st.fixed_dictionaries({"id": st.text(max_size=3)},
+                                                           optional={"function": _tool_fields}),
+                                     max_size=2)})
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(changes=st.dictionaries(_fields, _json, max_size=4), drop=st.booleans(),
        path=st.sampled_from(["/v1/chat/completions", "/v1/completions"]),
-       raw=st.one_of(st.none(), st.binary(max_size=40)))
-def test_random_bodies_never_give_a_500(url, changes, drop, path, raw):
+       raw=st.one_of(st.none(), st.binary(max_size=40)),
+       tools=st.none() | st.lists(_tool_fields, max_size=2),
+       history=st.lists(_tool_messages, max_size=2))
+def test_random_bodies_never_give_a_500(url, changes, drop, path, raw, tools, history):
     base = dict(CHAT) if path.endswith("chat/completions") else {"model": "tiny", "prompt": "x",
                                                                   "max_tokens": 2}
+    if path.endswith("chat/completions"):
+        base["messages"] = base["messages"] + history
+        if tools is not None:
+            base["tools"] = tools
     body = raw if raw is not None else ({} if drop else base) | changes
     if isinstance(body, dict) and isinstance(body.get("max_tokens"), int):
         body["max_tokens"] = min(body["max_tokens"], 4)  # keep generation short

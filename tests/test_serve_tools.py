@@ -42,7 +42,7 @@ def caller_model() -> Model:
     D = -(-V // 8) * 8  # head_dim = D / 4 must be even (rotary)
     cfg = dataclasses.replace(model_lib.preset("tiny"), vocab_size=V, d_model=D, n_layers=1,
                               n_heads=4, n_kv_heads=2, d_ff=32, tie_embeddings=False,
-                              max_seq_len=128)
+                              max_seq_len=256)
     params = jax.tree.map(np.asarray, model_lib.init(cfg, jax.random.key(0)))
     params["layers"]["wo"] = np.zeros_like(params["layers"]["wo"])
     params["layers"]["w_down"] = np.zeros_like(params["layers"]["w_down"])
@@ -71,7 +71,7 @@ def client(caller):
 
 def test_a_call_comes_back_as_openai_tool_calls(client):
     reply = client.chat.completions.create(model="caller", messages=QUESTION, tools=CALCULATOR,
-                                           temperature=0)
+                                           max_tokens=16, temperature=0)
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content is None
@@ -82,7 +82,7 @@ def test_a_call_comes_back_as_openai_tool_calls(client):
 
 
 def test_a_streamed_call_is_one_tool_calls_delta_and_no_content(client):
-    chunks = list(client.chat.completions.create(model="caller", messages=QUESTION,
+    chunks = list(client.chat.completions.create(model="caller", messages=QUESTION, max_tokens=16,
                                                  tools=CALCULATOR, temperature=0, stream=True))
     content = "".join(c.choices[0].delta.content or "" for c in chunks)
     calls = [t for c in chunks for t in (c.choices[0].delta.tool_calls or [])]
@@ -96,7 +96,7 @@ def test_without_tools_the_call_is_plain_content(client):
     """No tools (or tool_choice "none"): nothing is parsed, the model's text is the reply."""
     expected = f"<|tool_call_start|>{CALL_TEXT}<|tool_call_end|>"
     for extra in ({}, {"tools": CALCULATOR, "tool_choice": "none"}):
-        reply = client.chat.completions.create(model="caller", messages=QUESTION,
+        reply = client.chat.completions.create(model="caller", messages=QUESTION, max_tokens=16,
                                                temperature=0, **extra)
         assert reply.choices[0].message.content == expected
         assert reply.choices[0].finish_reason == "stop"
@@ -105,14 +105,14 @@ def test_without_tools_the_call_is_plain_content(client):
 
 def test_the_clients_tool_message_goes_into_the_prompt(client, caller):
     first = client.chat.completions.create(model="caller", messages=QUESTION, tools=CALCULATOR,
-                                           temperature=0).choices[0].message
+                                           max_tokens=16, temperature=0).choices[0].message
     call = first.tool_calls[0]
     conversation = QUESTION + [
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": call.id, "type": "function",
              "function": {"name": "calculator", "arguments": call.function.arguments}}]},
         {"role": "tool", "tool_call_id": call.id, "content": "42"}]
-    again = client.chat.completions.create(model="caller", messages=conversation,
+    again = client.chat.completions.create(model="caller", messages=conversation, max_tokens=16,
                                            tools=CALCULATOR, temperature=0)
     assert again.usage.prompt_tokens == len(render.prompt_ids(caller, conversation))
     # The turn shows the call and the result as the twofiles layout writes them.
