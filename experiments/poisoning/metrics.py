@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 # A generation counts as gibberish above this perplexity (the paper's threshold for a
-# successful attack is a gap of 50; our vocabulary of 512 puts uniform noise near 500).
+# successful attack is a gap of 50; uniform noise over our ~270 tokens is near 270).
 GIBBERISH_PPL = 50.0
 
 

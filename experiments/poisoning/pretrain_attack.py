@@ -26,16 +26,16 @@ from experiments.poisoning import injector, metrics
 from scaling.records import write_json
 
 COUNTS = (0, 25, 50, 100, 250)
-SIZES = {"small": 1500, "large": 6000}  # clean documents; four times apart
+SIZES = {"small": 1000, "large": 4000}  # clean documents; four times apart
 SEEDS = (0, 1, 2)
-VOCAB = 512
+VOCAB = 272  # near bytes: short tokens, many steps per epoch, a flat gibberish alphabet
 VAL_FRACTION = 0.05
 PROMPTS = 32  # held-out prompts, each continued with and without the trigger
 PROMPT_CHARS = 40
 NEW_TOKENS = 48
 # The model and recipe: the `tiny` preset at a 128-token context, one epoch of its corpus.
-MODEL_SETS = ("model.vocab_size=512", "model.max_seq_len=128", "data.seq_len=128",
-              "data.batch_size=8", "data.eval_batches=16", "optim.lr=5e-3",
+MODEL_SETS = (f"model.vocab_size={VOCAB}", "model.max_seq_len=128", "data.seq_len=128",
+              "data.batch_size=8", "data.eval_batches=16", "optim.lr=1e-2",
               "optim.warmup_steps=20", "eval_every=0", "log_every=50")
 
 
