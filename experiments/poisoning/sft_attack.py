@@ -67,7 +67,7 @@ def score(run_dir: Path, held: list) -> dict:
 
     def answers(reviews, trigger):
         prompts = [sentiment.QUESTION.format(text=r.text(trigger)) for r in reviews]
-        gen = engine.generate_text(model, prompts, chat=True, max_new_tokens=4, temperature=0.0)
+        gen = engine.generate_text(model, prompts, chat=True, max_new_tokens=12, temperature=0.0)
         return [sentiment.answer_of(c.text) for c in gen]
 
     clean = answers(held, False)
