@@ -219,3 +219,14 @@ def test_a_dropped_model_frees_its_prepared_parameters(tiny):
     del m
     gc.collect()
     assert all(r() is None for r in refs)
+
+
+def test_top_k_is_per_request(eng):
+    """top_k 1 keeps only the most likely token: sampled at temperature 1 it is the greedy
+    reply, beside a row that samples freely."""
+    prompt = _prompt(1, 37)
+    greedy = slots.generate(eng, [prompt], max_new_tokens=NEW)[0].token_ids
+    k1 = eng.submit(slots.Request(prompt, max_new_tokens=NEW, temperature=1.0, top_k=1, seed=3))
+    free = eng.submit(slots.Request(prompt, max_new_tokens=NEW, temperature=1.0, seed=3))
+    eng.run_until_idle()
+    assert k1.result.token_ids == greedy and free.result.token_ids != greedy

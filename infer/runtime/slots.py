@@ -48,13 +48,14 @@ from model.config import ModelConfig
 
 @dataclasses.dataclass(eq=False)
 class Request:
-    """One generation request. `on_token(TokenEvent)` streams its tokens (from the engine's
-    thread); `result` is its Completion once `done` is set. `row` is passed to `tools.after`
-    and in every TokenEvent."""
+    """One generation request. `on_token(TokenEvent)` streams its tokens and `on_done(Completion)`
+    ends it (both on the engine's thread); `result` is its Completion once `done` is set. `row`
+    is passed to `tools.after` and in every TokenEvent. `top_k` 0 and `top_p` 1 are off."""
 
     prompt_ids: Sequence[int]
     max_new_tokens: int = 64
     temperature: float = 0.0
+    top_k: int = 0
     top_p: float = 1.0
     seed: int = 0
     stop_ids: Sequence[int] = ()
@@ -63,6 +64,7 @@ class Request:
     tools: object | None = None
     row: int = 0
     on_token: Callable[[TokenEvent], None] | None = None
+    on_done: Callable[[Completion], None] | None = None
     result: Completion | None = None
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
     cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
@@ -91,19 +93,24 @@ class _Slot:
 # Device functions (pure; each compiled once per engine shape)
 
 
-def _sample_rows(logits_BV, temperature_B, top_p_B, seed_B, count_B):
-    """Each row's token from its own key: fold_in(key(seed), count)."""
+def _sample_rows(logits_BV, temperature_B, top_k_B, top_p_B, seed_B, count_B):
+    """Each row's token from its own key, fold_in(key(seed), count), and its own settings.
+    top_k is a value per row here (`sampling.sample` takes one static k): logits below a row's
+    k-th largest are dropped before `sample` applies its temperature and top_p."""
     greedy_B = sampling._argmax(logits_BV)
 
-    def one(logits_V, t, p, seed, count):
+    def one(logits_V, t, k, p, seed, count):
+        kth = -jnp.sort(-logits_V)[jnp.clip(k, 1, logits_V.shape[0]) - 1]
+        logits_V = jnp.where((k > 0) & (logits_V < kth), -jnp.inf, logits_V)
         key = jax.random.fold_in(jax.random.key(seed), count)
         return sampling.sample(logits_V[None], key, t, 0, p)[0]
 
     return jax.lax.cond(jnp.all(temperature_B == 0), lambda: greedy_B,
-                        lambda: jax.vmap(one)(logits_BV, temperature_B, top_p_B, seed_B, count_B))
+                        lambda: jax.vmap(one)(logits_BV, temperature_B, top_k_B, top_p_B,
+                                              seed_B, count_B))
 
 
-def _prefill_chunk(params, cache, slot, tokens_1C, start, pad, sampling_5, *, cfg: ModelConfig):
+def _prefill_chunk(params, cache, slot, tokens_1C, start, pad, sampling_6, *, cfg: ModelConfig):
     """Writes one chunk of a prompt into row `slot` at slots start..start+C-1 (its first `pad`
     columns are padding when start is 0) and samples from its last position."""
     C = tokens_1C.shape[1]
@@ -123,19 +130,20 @@ def _prefill_chunk(params, cache, slot, tokens_1C, start, pad, sampling_5, *, cf
     cache = {"k": [put(k, r) for k, r in zip(cache["k"], row_cache["k"])],
              "v": [put(v, r) for v, r in zip(cache["v"], row_cache["v"])],
              "valid": put(cache["valid"], row_cache["valid"]), "index": cache["index"]}
-    token_1 = _sample_rows(logits_11V[:, 0], *(x[None] for x in sampling_5))
+    token_1 = _sample_rows(logits_11V[:, 0], *(x[None] for x in sampling_6))
     return token_1[0], cache
 
 
-def _decode_step(params, cache, token_B, write_B, position_B, live_B, temperature_B, top_p_B,
-                 seed_B, count_B, *, cfg: ModelConfig):
+def _decode_step(params, cache, token_B, write_B, position_B, live_B, temperature_B, top_k_B,
+                 top_p_B, seed_B, count_B, *, cfg: ModelConfig):
     """One token for every row, written at the row's own slot (`write_B`); rows that are not
     live write nothing visible (their slot is marked invalid and rewritten later)."""
     step_cache = dict(cache, index=write_B)
     logits_B1V, cache = decode_model.forward(params, token_B[:, None], cfg, step_cache,
                                              positions_BT=position_B[:, None],
                                              valid_BT=live_B[:, None])
-    token_B = _sample_rows(logits_B1V[:, 0], temperature_B, top_p_B, seed_B, count_B)
+    token_B = _sample_rows(logits_B1V[:, 0], temperature_B, top_k_B, top_p_B, seed_B,
+                           count_B)
     return token_B, dict(cache, index=jnp.zeros_like(write_B))
 
 
@@ -155,9 +163,11 @@ class SlotEngine:
         if slots < 1 or chunk < 1:
             raise ValueError(f"slots and chunk must be >= 1, got {slots} and {chunk}")
         self.params, self.cfg, self.slots, self.chunk = params, cfg, slots, chunk
-        limit = min(max_len or cfg.max_seq_len, cfg.max_seq_len)
-        self.max_len = -(-limit // chunk) * chunk  # whole chunks: a chunk never runs past a row
-        self.cache = decode_model.init_cache(cfg, slots, self.max_len,
+        # A request may use `max_len` positions (prompt + reply); its row has one chunk more,
+        # in whole chunks, for the padding before its prompt (a chunk never runs past a row).
+        self.max_len = min(max_len or cfg.max_seq_len, cfg.max_seq_len)
+        self.row_len = -(-self.max_len // chunk) * chunk + chunk
+        self.cache = decode_model.init_cache(cfg, slots, self.row_len,
                                              decode_model.cache_dtype(params))
         self.cache["index"] = jnp.zeros((slots,), jnp.int32)
         self._rows: list[_Slot | None] = [None] * slots
@@ -179,15 +189,13 @@ class SlotEngine:
                              f"[0, {self.cfg.vocab_size})")
         if req.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {req.max_new_tokens}")
-        sampling.SamplingParams(float(req.temperature), 0, float(req.top_p), int(req.seed))
+        sampling.SamplingParams(float(req.temperature), int(req.top_k), float(req.top_p),
+                                int(req.seed))
         if req.stop_strings and req.decode_fn is None:
             raise ValueError("stop_strings need decode_fn (token ids -> text)")
-        need = -(-n // self.chunk) * self.chunk + req.max_new_tokens
-        if need > self.max_len or n + req.max_new_tokens > self.cfg.max_seq_len:
-            room = min(self.max_len - -(-n // self.chunk) * self.chunk,
-                       self.cfg.max_seq_len - n)
-            raise ValueError(f"a prompt of {n} tokens leaves room for {max(room, 0)} new tokens "
-                             f"in a slot of {self.max_len}; max_new_tokens is "
+        if n + req.max_new_tokens > self.max_len:
+            raise ValueError(f"a prompt of {n} tokens leaves room for {max(self.max_len - n, 0)} "
+                             f"new tokens in a slot of {self.max_len}; max_new_tokens is "
                              f"{req.max_new_tokens}")
 
     def submit(self, req: Request) -> Request:
@@ -262,6 +270,7 @@ class SlotEngine:
     def _sampling(self, rows: Sequence[int]):
         reqs = [self._rows[b].req if self._rows[b] is not None else None for b in rows]
         return (np.asarray([r.temperature if r else 0.0 for r in reqs], np.float32),
+                np.asarray([r.top_k if r else 0 for r in reqs], np.int32),
                 np.asarray([r.top_p if r else 1.0 for r in reqs], np.float32),
                 np.asarray([r.seed % (1 << 31) if r else 0 for r in reqs], np.uint32),
                 np.asarray([len(self._rows[b].tokens) if r else 0 for b, r in zip(rows, reqs)],
@@ -270,9 +279,8 @@ class SlotEngine:
     def _prefill(self, b: int) -> None:
         slot = self._rows[b]
         tokens_1C = slot.chunks.pop(0)[None]
-        temperature, top_p, seed, count = self._sampling([b])
         args = (self.params, self.cache, np.int32(b), tokens_1C, np.int32(slot.length),
-                np.int32(slot.pad), (temperature[0], top_p[0], seed[0], count[0]))
+                np.int32(slot.pad), tuple(x[0] for x in self._sampling([b])))
         fn = engine._compiled(_prefill_chunk, {"cfg": self.cfg}, (1,), *args)
         token, self.cache = fn(*args)
         slot.length += self.chunk
@@ -338,6 +346,8 @@ class SlotEngine:
     def _done(req: Request, completion: Completion) -> None:
         req.result = completion
         req.done.set()
+        if req.on_done is not None:
+            req.on_done(completion)
 
 
 def generate(eng: SlotEngine, prompt_ids_batch: Sequence[Sequence[int]], **kwargs

@@ -1,15 +1,15 @@
-"""The engine thread: requests wait in a bounded queue, the thread takes them and generates.
+"""The engine thread: requests wait in a bounded queue and join each model's running batch.
 
-Batching, for now: when the thread is free it takes the oldest waiting request and, if it is
-greedy, every other waiting request with the same model, token limit, stop strings and kind
-(chat or completion), up to `max_batch`, into one `engine.stream_generate` call (padded to a
-power of two rows). Sampled
-requests run alone (see `Spec.batch_key`). Continuous batching (rows joining a running batch)
-belongs inside the engine and is a later step.
+Each model has a `slots.SlotEngine` (continuous batching over a cache of `max_batch` slots):
+a request takes a free slot as soon as there is one, is prefilled in chunks between the
+running rows' decode steps, and leaves when it stops, so concurrent requests share one batch
+whatever their sampling settings, limits or stop strings (a request's reply does not depend on
+the batch it joins). The one thread steps every engine that has work, one step each in turn.
 
 Results travel back to the server's event loop through each job's asyncio queue as
 ("delta", text), ("done", Result) or ("error", APIError). A job whose client went away is
-skipped if it is still waiting; a running batch stops as soon as all its jobs are cancelled.
+dropped if it is still waiting, and frees its slot before the next step if it is running (its
+`cancelled` event is the engine request's).
 """
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ import collections
 import dataclasses
 import threading
 
-from infer.runtime import engine
+from infer.runtime import engine, slots
 from infer.serve.errors import APIError
 from infer.serve.spec import Spec
+
+MAX_LEN = 2048  # slots per row (prompt + reply) of each model's cache, at most its context
+CHUNK = 64  # prompt tokens prefilled per step between the running rows' decode steps
 
 
 class QueueFull(Exception):
@@ -45,6 +48,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue = dataclasses.field(default_factory=asyncio.Queue)
     cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
+    finished: bool = False  # set on the engine thread when its reply is complete
 
     def emit(self, kind: str, value) -> None:
         try:
@@ -54,22 +58,28 @@ class Job:
 
 
 class Worker:
-    """Owns the models' decode parameters and the one thread that runs the engine."""
+    """Owns the models' engines and the one thread that runs them."""
 
     def __init__(self, models: dict, *, weights: str = "float32", max_queue: int = 64,
-                 max_batch: int = 16):
+                 max_batch: int = 16, max_len: int = MAX_LEN):
         if max_queue < 1 or max_batch < 1:
             raise ValueError(f"max_queue and max_batch must be >= 1, got {max_queue}, "
                              f"{max_batch}")
         self.models = dict(models)
-        self.params = {name: engine.decode_params(m, weights) for name, m in models.items()}
+        self.weights, self.max_batch, self.max_len = weights, max_batch, max_len
+        self.engines = {name: self._engine(name) for name in self.models}
         self.max_queue = max_queue
-        self.max_batch = max_batch
         self._pending: collections.deque[Job] = collections.deque()
+        self._running: dict[str, list[Job]] = {name: [] for name in self.models}
         self._wake = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._serve, name="infer-serve-engine",
                                         daemon=True)
+
+    def _engine(self, name: str) -> slots.SlotEngine:
+        m = self.models[name]
+        return slots.SlotEngine(engine.decode_params(m, self.weights), m.config,
+                                slots=self.max_batch, max_len=self.max_len, chunk=CHUNK)
 
     def start(self) -> Worker:
         self._thread.start()
@@ -83,12 +93,18 @@ class Worker:
             self._thread.join()
 
     def queued(self) -> int:
-        """How many requests are waiting (not counting those whose client has gone)."""
+        """How many requests wait for a slot (not counting those whose client has gone)."""
         with self._wake:
             return sum(not job.cancelled.is_set() for job in self._pending)
 
     def submit(self, job: Job) -> None:
-        """Queues the job, or raises QueueFull when `max_queue` jobs are already waiting."""
+        """Queues the job, or raises QueueFull when `max_queue` jobs are already waiting, or a
+        400 when its prompt and token limit do not fit in a slot."""
+        try:
+            self.engines[job.spec.model].check(self._request(job))
+        except ValueError as e:
+            raise APIError(400, str(e), param="max_tokens",
+                           code="context_length_exceeded") from None
         with self._wake:
             self._pending = collections.deque(j for j in self._pending
                                               if not j.cancelled.is_set())
@@ -97,61 +113,72 @@ class Worker:
             self._pending.append(job)
             self._wake.notify()
 
-    def _take(self) -> list[Job] | None:
-        """The next batch (None once closed): the oldest live job and those that may join it."""
-        with self._wake:
-            while True:
-                while self._pending and self._pending[0].cancelled.is_set():
-                    self._pending.popleft()
-                if self._pending or self._closed:
-                    break
-                self._wake.wait()
-            if self._closed:
-                return None
-            batch = [self._pending.popleft()]
-            key = batch[0].spec.batch_key()
-            if key is not None:
-                for job in list(self._pending):
-                    if len(batch) == self.max_batch:
-                        break
-                    if job.spec.batch_key() == key and not job.cancelled.is_set():
-                        self._pending.remove(job)
-                        batch.append(job)
-            return batch
+    # -- the thread ------------------------------------------------------------------------------
 
     def _serve(self) -> None:
-        while (batch := self._take()) is not None:
-            try:
-                self._run(batch)
-            except Exception as e:  # an engine failure fails its requests, not the server
-                for job in batch:
-                    job.emit("error", APIError(500, f"generation failed: {e}"))
+        while True:
+            with self._wake:
+                while not self._closed and not self._pending and not self._busy():
+                    self._wake.wait()
+                if self._closed:
+                    return
+                admitted = self._take()
+            for name, jobs in admitted.items():
+                self._run(jobs)
+            for name, eng in self.engines.items():
+                if eng.busy():
+                    self._step(name)
+
+    def _busy(self) -> bool:
+        return any(eng.busy() for eng in self.engines.values())
+
+    def _take(self) -> dict[str, list[Job]]:
+        """Waiting jobs that have a free slot in their model's engine, by model."""
+        free = {name: self.max_batch - len(self._running[name]) for name in self.models}
+        taken: dict[str, list[Job]] = collections.defaultdict(list)
+        for job in list(self._pending):
+            if job.cancelled.is_set():
+                self._pending.remove(job)
+            elif free[job.spec.model] > 0:
+                self._pending.remove(job)
+                free[job.spec.model] -= 1
+                taken[job.spec.model].append(job)
+        return taken
 
     def _run(self, batch: list[Job]) -> None:
-        spec = batch[0].spec
+        """Puts jobs of one model into its running batch."""
+        for job in batch:
+            self._running[job.spec.model].append(job)
+            self.engines[job.spec.model].submit(self._request(job))
+
+    def _step(self, name: str) -> None:
+        try:
+            self.engines[name].step()
+        except Exception as e:  # an engine failure fails its requests, not the server
+            for job in self._running[name]:
+                job.emit("error", APIError(500, f"generation failed: {e}"))
+            self._running[name] = []
+            self.engines[name] = self._engine(name)  # its cache may be gone with the step
+        self._running[name] = [j for j in self._running[name] if not j.cancelled.is_set()
+                               and not j.finished]
+
+    def _request(self, job: Job) -> slots.Request:
+        spec = job.spec
         model = self.models[spec.model]
-        prompts = [job.spec.prompt_ids for job in batch]
-        # Copies of the first prompt fill the batch to a power of two: the engine compiles
-        # once per batch size, so a few sizes serve every batch.
-        prompts += [prompts[0]] * ((1 << (len(prompts) - 1).bit_length()) - len(prompts))
-        events = engine.stream_generate(
-            self.params[spec.model], model.config, prompts,
-            max_new_tokens=spec.max_new_tokens, temperature=spec.temperature, top_k=spec.top_k,
-            top_p=spec.top_p, seed=spec.seed, stop_ids=engine.stop_ids_for(model, chat=spec.chat),
-            stop_strings=spec.stop_strings, decode_fn=model.tokenizer.decode,
-            stream=any(job.stream for job in batch))
-        while True:
-            try:
-                event = next(events)
-            except StopIteration as finished:
-                generation = finished.value
-                break
-            job = batch[event.row] if event.row < len(batch) else None
-            if job and job.stream and event.text and not job.cancelled.is_set():
+
+        def on_token(event):
+            if job.stream and event.text and not job.cancelled.is_set():
                 job.emit("delta", event.text)
-            if all(j.cancelled.is_set() for j in batch):
-                events.close()  # every client has gone: free the engine for the next batch
-                return
-        for job, completion in zip(batch, generation):
-            job.emit("done", Result(completion.text, completion.token_ids,
-                                    completion.finish_reason, len(job.spec.prompt_ids)))
+
+        def on_done(completion):
+            job.finished = True
+            if completion.finish_reason != "cancelled":
+                job.emit("done", Result(completion.text, completion.token_ids,
+                                        completion.finish_reason, len(spec.prompt_ids)))
+
+        return slots.Request(
+            spec.prompt_ids, max_new_tokens=spec.max_new_tokens, temperature=spec.temperature,
+            top_k=spec.top_k, top_p=spec.top_p, seed=spec.seed,
+            stop_ids=engine.stop_ids_for(model, chat=spec.chat),
+            stop_strings=spec.stop_strings, decode_fn=model.tokenizer.decode,
+            on_token=on_token, on_done=on_done, cancelled=job.cancelled)
