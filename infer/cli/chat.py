@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from infer.cli import args as cli_args
-from infer.cli import tools_arg
+from infer.cli import docs_arg, tools_arg
 
 HELP = ("commands: /reset  /system TEXT  /temperature T  /help  /quit  "
         "(anything else is your message)")
@@ -21,6 +21,7 @@ def add_subcommand(subparsers) -> None:
     cli_args.add_model_args(p)
     p.add_argument("--system", default=None, help="initial system message")
     tools_arg.add_tools_arg(p)
+    docs_arg.add_docs_args(p)
     cli_args.add_sampling_args(p, max_new_tokens=256,
                                default_note="the model's recommended setting, shown in the "
                                             "banner")
@@ -30,8 +31,11 @@ def add_subcommand(subparsers) -> None:
 class Session:
     """The conversation state and the settings the commands change."""
 
-    def __init__(self, model, sampling: dict, system: str | None, tools: list[str] = ()):
+    def __init__(self, model, sampling: dict, system: str | None, tools: list[str] = (),
+                 retriever=None, docs_k: int = 5):
         self.model = model
+        self.retriever = retriever  # infer.retrieval.Retriever: each message gets documents
+        self.docs_k = docs_k
         self.tools = list(tools)
         self.sampling = dict(sampling)
         self.system = system
@@ -41,6 +45,17 @@ class Session:
     def messages(self, user: str) -> list[dict]:
         system = [{"role": "system", "content": self.system}] if self.system else []
         return system + self.history + [{"role": "user", "content": user}]
+
+    def with_documents(self, user: str) -> str:
+        """The user's message with the passages retrieved for it (only this turn carries them:
+        the history keeps the plain message, so old documents do not fill the context)."""
+        if self.retriever is None:
+            return user
+        from infer.retrieval import prompt as docs_prompt
+
+        hits = self.retriever.search(user, self.docs_k)
+        say("(sources: " + (", ".join(h.chunk.source for h in hits) or "none matched") + ")")
+        return docs_prompt.user_text(user, hits)
 
     def command(self, line: str) -> bool:
         """Handles a /command; False means quit."""
@@ -75,12 +90,13 @@ class Session:
         from infer.runtime import engine
 
         cfg = self.model.config
-        messages = self.messages(user)
+        content = self.with_documents(user)
+        messages = self.messages(content)
         ids = engine.prompt_ids(self.model, messages, chat=True)
         # Forget the oldest turns rather than fail when the conversation outgrows the context.
         while len(ids) >= cfg.max_seq_len - 1 and len(messages) > 1 + bool(self.system):
             self.history = self.history[2:]
-            messages = self.messages(user)
+            messages = self.messages(content)
             ids = engine.prompt_ids(self.model, messages, chat=True)
             say("(dropped the oldest turn to fit the context)")
         if len(ids) >= cfg.max_seq_len - 1:
@@ -109,7 +125,7 @@ class Session:
             turn = [{"role": "user", "content": user}, {"role": "assistant", "content": text}]
         else:  # the tool calls and their results stay in the conversation
             whole = runner.conversation(0, gen[0].token_ids)
-            turn = whole[len(messages) - 1:]
+            turn = [{"role": "user", "content": user}] + whole[len(messages):]
         self.history += turn
         return text
 
@@ -120,10 +136,11 @@ def say(text: str) -> None:
 
 def run(args) -> int:
     cli_args.check_sampling_flags(args)
+    retriever = docs_arg.retriever_from(args)
     model = cli_args.load_model(args.model)
     sampling, source = cli_args.sampling_kwargs(args, model, chat=True)
     tools = tools_arg.tools_from(args)
-    session = Session(model, sampling, args.system, tools)
+    session = Session(model, sampling, args.system, tools, retriever, args.docs_k)
     say(f"chatting with {args.model}: {cli_args.describe_sampling(sampling, source)}"
         + (f"; tools: {', '.join(tools)}" if tools else ""))
     say(HELP)
