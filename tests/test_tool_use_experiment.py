@@ -74,3 +74,20 @@ def test_gap_with_scores_adds_the_paired_interval():
     lo, hi = g["paired"]["ci95"]
     assert 0.0 < lo < 0.8 < hi <= 1.0
     assert g["ci95"][0] < lo  # Newcombe ignores the pairing, so it is the wider one here
+
+
+def test_pretraining_prose_is_worked_right_and_leaves_out_held_out_problems():
+    from experiments.tool_use.corpus import arithmetic_lines
+
+    held_out = arithmetic.problems(200, digits=(4, 3), ops="*", stream="held_out")
+    lines = arithmetic_lines(900, held_out=frozenset(held_out))
+    assert len(lines) == 900  # 100 of each of the 9 operand sizes, the smallest has 121
+    questions, fillers = set(), set()
+    for line in lines:
+        question, rest = line.split("? ", 1)
+        expression = question.removeprefix("What is ")
+        assert rest.endswith(f"{expression} = {eval(expression)}.")  # Python's arithmetic
+        questions.add(question + "?")
+        fillers.add(rest[:rest.rindex(expression)])
+    assert not questions & {p.prompt for p in held_out}
+    assert "" in fillers and len(fillers) > 3  # operands come back at varying distances

@@ -3,7 +3,8 @@
 Each stage writes into the work folder (`--out`, default runs/tool_use) and is skipped when its
 output is there, so the stages can run one locked command at a time and a rerun resumes:
 
-    base/          a 4-layer, width-128 model pretrained on the demo corpus (train.pretrain)
+    corpus/        the plays mixed with arithmetic prose, tokenized (experiments.tool_use.corpus)
+    base/          a 4-layer, width-128 model pretrained on it (train.pretrain)
     data/          tool.jsonl, head.jsonl (equal tokens), their held-out *_val.jsonl, data.json
     sft_tool/      the base fine-tuned on calculator calls (train.sft)
     sft_head/      the base fine-tuned on answers in the head, same steps, batch and rows
@@ -32,12 +33,13 @@ class Settings:
     seed: int = 0
     # The base: the demo model made deeper, since one layer never learnt to copy operands.
     base_layers: int = 4
-    base_steps: int = 1200
+    base_steps: int = 800
+    base_arith_lines: int = 40_000  # arithmetic prose mixed into the plays (about as many bytes)
     base_lr: float = 3e-3
     # Fine-tuning, identical for both arms: same steps of the same rows = same tokens and time.
-    n_tool: int = 9600          # tool-arm conversations (2 epochs); the head arm matches tokens
+    n_tool: int = 4800          # tool-arm conversations (2 epochs); the head arm matches tokens
     n_val: int = 200            # held-out conversations for the validation loss
-    sft_steps: int = 2400
+    sft_steps: int = 1200
     sft_lr: float = 2e-3
     batch_size: int = 8
     seq_len: int = 128          # a row holds one tool conversation (~101 tokens) or three head ones
@@ -69,16 +71,31 @@ def write_json(doc, path: Path) -> None:
 
 
 def base(s: Settings) -> dict:
+    """The base: the demo tokenizer (trained on the plays), pretrained on the plays mixed with
+    arithmetic prose (experiments.tool_use.corpus says why)."""
+    from evals.tasks import arithmetic
+    from experiments.tool_use.corpus import write_mixed_corpus
     from train import config as train_config
-    from train import pretrain
+    from train import data_source, prepare, pretrain
 
     done = s.out / "base" / "summary.json"
     if done.exists() and json.loads(done.read_text()).get("step") == s.base_steps:
         return json.loads(done.read_text())  # finished (its config may predate new fields)
-    cfg = train_config.apply_overrides(train_config.load("demo"), [
+    demo = train_config.load("demo")
+    demo_dir, _ = data_source.resolve(demo)  # the demo shards and their 2048-token tokenizer
+    tokenizer = Path(demo_dir) / data_source.tokenizer_file_name(demo_dir)
+    corpus = s.out / "corpus"
+    held_out = frozenset(arithmetic.problems(s.n_eval, seed=s.seed, digits=s.digits, ops=s.ops,
+                                             stream="held_out"))
+    if not (corpus / "mixed.json").exists():
+        counts = write_mixed_corpus(corpus / "mixed.jsonl", s.base_arith_lines, seed=s.seed,
+                                    held_out=held_out)
+        write_json(counts, corpus / "mixed.json")
+    prepare.prepare(str(corpus / "mixed.jsonl"), tokenizer, corpus / "tokens")
+    cfg = train_config.apply_overrides(demo, [
+        f"data.source={(corpus / 'tokens').resolve()}",
         f"model.n_layers={s.base_layers}", f"steps={s.base_steps}", f"optim.lr={s.base_lr}",
-        f"eval_every={s.base_steps // 2}", f"checkpoint_every={s.base_steps // 2}",
-        f"seed={s.seed}"])
+        f"eval_every={s.base_steps}", f"checkpoint_every={s.base_steps}", f"seed={s.seed}"])
     return pretrain.run(cfg, s.out / "base")
 
 
