@@ -175,6 +175,7 @@ class SlotEngine:
         self._wake = threading.Condition()
         self._last_B = np.zeros(slots, np.int32)  # each row's last token (next step's input)
         self._admitted = 0
+        self._executables: dict = {}
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -281,8 +282,7 @@ class SlotEngine:
         tokens_1C = slot.chunks.pop(0)[None]
         args = (self.params, self.cache, np.int32(b), tokens_1C, np.int32(slot.length),
                 np.int32(slot.pad), tuple(x[0] for x in self._sampling([b])))
-        fn = engine._compiled(_prefill_chunk, {"cfg": self.cfg}, (1,), *args)
-        token, self.cache = fn(*args)
+        token, self.cache = self._executable(_prefill_chunk, args)(*args)
         slot.length += self.chunk
         if not slot.chunks:
             self._record(b, int(token))
@@ -294,12 +294,18 @@ class SlotEngine:
                                for s in self._rows], np.int32)
         args = (self.params, self.cache, self._last_B.copy(), write_B, position_B, live_B,
                 *self._sampling(range(self.slots)))
-        fn = engine._compiled(_decode_step, {"cfg": self.cfg}, (1,), *args)
-        token_B, self.cache = fn(*args)
+        token_B, self.cache = self._executable(_decode_step, args)(*args)
         token_B = np.asarray(token_B)
         for b in np.flatnonzero(live_B):
             self._rows[b].length += 1
             self._record(int(b), int(token_B[b]))
+
+    def _executable(self, fn, args):
+        """fn compiled for this engine's shapes (once; the engine's shapes never change, so
+        later steps skip hashing the arguments' signature)."""
+        if fn not in self._executables:
+            self._executables[fn] = engine._compiled(fn, {"cfg": self.cfg}, (1,), *args)
+        return self._executables[fn]
 
     def _record(self, b: int, token: int) -> None:
         """Appends row b's new token (or the tool's forced one), streams it, and finishes the
