@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     cli.add_run(subparsers)
     cli_arena.add_subcommands(subparsers)
+    cli_attack.add_subcommand(subparsers)
     cli_curve.add_curve(subparsers)
     cli_pairs.add_pairs(subparsers)
     cli_report.add_report(subparsers)
