@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from evals import cli, cli_arena, cli_curve, cli_pairs, cli_report
+from evals import cli, cli_arena, cli_attack, cli_curve, cli_pairs, cli_report
 
 
 def build_parser() -> argparse.ArgumentParser:
