@@ -32,11 +32,11 @@ BAD_LINES = {
     "empty conversation": (json.dumps({"messages": []}), "non-empty"),
     "unknown role": (json.dumps({"messages": [{"role": "bot", "content": "x"}, A]}), "role 'bot'"),
     "content not a string": (json.dumps({"messages": [{"role": "user", "content": 5}, A]}),
-                             "content must be a string"),
+                             "content must be a str"),
     "content missing": (json.dumps({"messages": [{"role": "user"}, A]}),
-                        "content must be a string"),
+                        "a user message needs 'content'"),
     "unknown key": (json.dumps({"messages": [{"role": "user", "contnet": "x", "content": "y"}, A]}),
-                    "unknown key 'contnet'"),
+                    "unknown key(s) ['contnet']"),
     "tool without a call": (json.dumps({"messages": [U, A, {"role": "tool", "tool_call_id": "c1",
                                                             "content": "4"}]}),
                             "answers no call"),
@@ -46,11 +46,18 @@ BAD_LINES = {
                              "call_0 of the assistant message before it have no tool answer"),
     "arguments not JSON": (json.dumps({"messages": [U, {"role": "assistant", "content": "",
                                                         "tool_calls": [_call(arguments="2+2")]}]}),
-                           "arguments are not valid JSON"),
+                           "'arguments' is not JSON"),
     "arguments not a string": (json.dumps({"messages": [U, {"role": "assistant", "tool_calls": [
-        _call(arguments={"expression": "2 + 2"})]}]}), "JSON object in a string"),
+        _call(arguments={"expression": "2 + 2"})]}]}), "'arguments' must be a JSON object as a str"),
     "call not OpenAI-shaped": (json.dumps({"messages": [U, {"role": "assistant", "tool_calls": [
-        {"name": "calculator", "arguments": "{}"}]}]}), '"type": "function"'),
+        {"name": "calculator", "arguments": "{}"}]}]}), "expected {'id', 'type': 'function'"),
+    "call without an id": (json.dumps({"messages": [U, {"role": "assistant", "tool_calls": [
+        {"type": "function", "function": {"name": "calculator", "arguments": "{}"}}]}]}),
+        "needs an 'id'"),
+    "call id used twice": (json.dumps({"messages": [U, {"role": "assistant", "tool_calls": [
+        _call(), _call()]}]}), "id 'call_0' is used twice"),
+    "extra key in a call": (json.dumps({"messages": [U, {"role": "assistant", "tool_calls": [
+        {**_call(), "index": 0}]}]}), "expected {'id', 'type': 'function'"),
     "system not first": (json.dumps({"messages": [U, {"role": "system", "content": "s"}, A]}),
                          "system message may only come first"),
     "no assistant turn": (json.dumps({"messages": [{"role": "system", "content": "s"}, U]}),
@@ -113,3 +120,16 @@ def test_write_refuses_a_bad_conversation_before_writing_anything(tmp_path):
     with pytest.raises(ConversationError, match="conversation 1 .*no assistant message"):
         conv.write(path, [GOOD["messages"], [U]])
     assert list(tmp_path.iterdir()) == []  # no file, no temp file
+
+
+def test_every_conversation_training_accepts_the_renderer_renders():
+    """One definition of a message: what the data check lets through (OpenAI's optional "name"
+    included) renders for SFT instead of failing later inside the trainer."""
+    from infer.chat import render as chat
+    from tests.test_chat_render import byte_twofiles
+    named = [{"role": "system", "content": "s", "name": "policy"},
+             {"role": "user", "content": "hi", "name": "ada"},
+             {"role": "assistant", "content": "hello", "name": "quill"}]
+    for messages in (conv.check(named), conv.check(TOOL_TURN)):
+        ids, mask = chat.render(byte_twofiles(), messages)
+        assert len(ids) == len(mask) and sum(mask) > 0

@@ -16,8 +16,11 @@ import json
 import re
 
 ROLES = ("system", "user", "assistant", "tool")
-_KEYS = {"system": {"content"}, "user": {"content"},
-         "assistant": {"content", "tool_calls"}, "tool": {"content", "tool_call_id", "name"}}
+# OpenAI's optional "name" (of a participant, or of the tool that answered) is allowed and kept;
+# templates that do not write it ignore it.
+_KEYS = {"system": {"content", "name"}, "user": {"content", "name"},
+         "assistant": {"content", "tool_calls", "name"}, "tool": {"content", "tool_call_id", "name"}}
+_CALL_KEYS, _FUNCTION_KEYS = {"id", "type", "function"}, {"name", "arguments"}
 # OpenAI's rule for function names; it also keeps names free of markup such as "<|".
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -39,7 +42,8 @@ def _check_message(i: int, m) -> dict:
     role = m.get("role") if isinstance(m, dict) else m
     if not isinstance(m, dict) or role not in ROLES:
         raise ChatError(f"message {i}: role {role!r} is not one of {ROLES}")
-    m = {k: v for k, v in m.items() if v is not None}
+    # None values, and an empty tool_calls list, say nothing: dropped, as transformers drops them.
+    m = {k: v for k, v in m.items() if v is not None and not (k == "tool_calls" and v == [])}
     unknown = set(m) - _KEYS[role] - {"role"}
     if unknown:
         raise ChatError(f"message {i}: unknown key(s) {sorted(unknown)} for role {role!r}; "
@@ -68,7 +72,8 @@ def _check_tool_calls(i: int, calls) -> None:
     for j, call in enumerate(calls):
         where = f"message {i}, tool call {j}"
         fn = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(fn, dict) or call.get("type", "function") != "function":
+        if (not isinstance(fn, dict) or call.get("type", "function") != "function"
+                or set(call) - _CALL_KEYS or set(fn) - _FUNCTION_KEYS):
             raise ChatError(f"{where}: expected {{'id', 'type': 'function', 'function': "
                             f"{{'name', 'arguments'}}}}, got {call!r:.80}")
         if not isinstance(call.get("id", ""), str):

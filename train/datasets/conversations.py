@@ -23,98 +23,56 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-ROLES = ("system", "user", "assistant", "tool")
-_KEYS = {  # allowed keys per role
-    "system": {"role", "content", "name"},
-    "user": {"role", "content", "name"},
-    "assistant": {"role", "content", "name", "tool_calls"},
-    "tool": {"role", "content", "tool_call_id", "name"},
-}
+from infer.chat import messages as chat_messages
 
 
 class ConversationError(ValueError):
     """A conversation or conversation file that cannot be used; the message says where and why."""
 
 
-def _check_tool_calls(calls) -> list[str]:
-    """The ids of an assistant's OpenAI-shaped tool calls; raises ConversationError if malformed."""
-    if not isinstance(calls, list) or not calls:
-        raise ConversationError("tool_calls must be a non-empty list of "
-                                '{"id", "type": "function", "function": {"name", "arguments"}}')
-    ids = []
-    for j, call in enumerate(calls):
-        fn = call.get("function") if isinstance(call, dict) else None
-        if (not isinstance(call, dict) or call.get("type") != "function"
-                or not isinstance(call.get("id"), str) or not call["id"]
-                or not isinstance(fn, dict) or set(call) - {"id", "type", "function"}):
-            raise ConversationError(f'tool call {j} must be {{"id": str, "type": "function", '
-                                    f'"function": {{"name", "arguments"}}}}, got {call!r:.120}')
-        if set(fn) != {"name", "arguments"} or not isinstance(fn["name"], str) or not fn["name"]:
-            raise ConversationError(f'tool call {j}: "function" must be exactly '
-                                    f'{{"name": str, "arguments": JSON string}}, got {fn!r:.120}')
-        try:
-            args = json.loads(fn["arguments"]) if isinstance(fn["arguments"], str) else None
-        except json.JSONDecodeError as e:
-            raise ConversationError(f"tool call {j}: arguments are not valid JSON ({e})") from None
-        if not isinstance(args, dict):
-            raise ConversationError(f"tool call {j}: arguments must be a JSON object in a string, "
-                                    f"e.g. '{{\"expression\": \"2 + 2\"}}', got "
-                                    f"{fn['arguments']!r:.80}")
-        if call["id"] in ids:
-            raise ConversationError(f"tool call {j}: id {call['id']!r} is used twice")
-        ids.append(call["id"])
-    return ids
-
-
 def check(messages) -> list[dict]:
-    """Validate one conversation and return it with a null assistant content made "".
+    """Validate one conversation for training and return it with a null assistant content made "".
 
-    Raises ConversationError naming the first bad message (0-based). Rules: a non-empty list
-    of dicts; known roles and keys; string content; system only first; every tool message
-    answers a pending call of the assistant just before it; at least one assistant turn (a
-    conversation with nothing to learn from is a mistake, not data).
+    Each message must pass the renderer's own check (`infer.chat.messages.check`: roles, keys,
+    string content, system only first, OpenAI-shaped tool calls), so training data and inference
+    share one definition of a message. Training adds the rules of a whole conversation: every
+    tool call has a unique id and is answered by a tool message before the next turn, and there
+    is at least one assistant turn (a conversation with nothing to learn from is a mistake, not
+    data). Raises ConversationError naming the first bad message (0-based).
     """
-    if not isinstance(messages, list) or not messages:
-        raise ConversationError('"messages" must be a non-empty list of {"role", "content"} dicts')
-    out, pending = [], set()  # pending: ids of tool calls not yet answered
-    for i, m in enumerate(messages):
-        where = f"message {i}"
-        if not isinstance(m, dict):
-            raise ConversationError(f"{where}: must be a dict, got {type(m).__name__}")
-        role = m.get("role")
-        if role not in ROLES:
-            raise ConversationError(f"{where}: role {role!r} is not one of {', '.join(ROLES)}")
-        if unknown := sorted(set(m) - _KEYS[role]):
-            raise ConversationError(f"{where}: unknown key {unknown[0]!r} for role {role!r} "
-                                    f"(allowed: {', '.join(sorted(_KEYS[role]))})")
-        content = m.get("content")
-        if content is None and role == "assistant" and "tool_calls" in m:
-            m = {**m, "content": ""}  # OpenAI writes null content beside tool calls
-        elif not isinstance(content, str):
-            raise ConversationError(f"{where} ({role}): content must be a string, got "
-                                    f"{type(content).__name__}")
-        if role == "system" and i != 0:
-            raise ConversationError(f"{where}: a system message may only come first")
-        if role == "tool":
-            call_id = m.get("tool_call_id")
-            if call_id not in pending:
+    try:
+        out = chat_messages.check(messages)
+    except chat_messages.ChatError as e:
+        raise ConversationError(str(e)) from None
+    pending: set[str] = set()  # ids of tool calls not yet answered
+    for i, m in enumerate(out):
+        if m["role"] == "tool":
+            if m.get("tool_call_id") not in pending:
                 raise ConversationError(
-                    f"{where}: tool message with tool_call_id {call_id!r} answers no call of "
-                    f"the assistant message before it")
-            pending.discard(call_id)
-        else:
-            if pending:
-                raise ConversationError(f"{where}: tool call(s) {', '.join(sorted(pending))} "
-                                        f"of the assistant message before it have no tool answer")
-            if role == "assistant" and "tool_calls" in m:
-                try:
-                    pending = set(_check_tool_calls(m["tool_calls"]))
-                except ConversationError as e:
-                    raise ConversationError(f"{where}: {e}") from None
-        out.append(m)
+                    f"message {i}: tool message with tool_call_id {m.get('tool_call_id')!r} "
+                    "answers no call of the assistant message before it")
+            pending.discard(m["tool_call_id"])
+            continue
+        if pending:
+            raise ConversationError(f"message {i}: tool call(s) {', '.join(sorted(pending))} "
+                                    "of the assistant message before it have no tool answer")
+        if m["role"] == "assistant" and "tool_calls" in m:
+            pending = _call_ids(i, m["tool_calls"])
+            out[i] = {"content": "", **m}  # OpenAI writes null content beside tool calls
     if not any(m["role"] == "assistant" for m in out):
         raise ConversationError("no assistant message: nothing to learn from")
     return out
+
+
+def _call_ids(i: int, calls: list[dict]) -> set[str]:
+    ids = [call.get("id") for call in calls]
+    for j, call_id in enumerate(ids):
+        if not isinstance(call_id, str) or not call_id:
+            raise ConversationError(f"message {i}, tool call {j}: needs an 'id' (a non-empty "
+                                    "str) that its tool message's tool_call_id names")
+        if call_id in ids[:j]:
+            raise ConversationError(f"message {i}, tool call {j}: id {call_id!r} is used twice")
+    return set(ids)
 
 
 def iter_file(path: str | Path) -> Iterator[tuple[str, list[dict]]]:
