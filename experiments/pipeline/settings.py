@@ -33,10 +33,10 @@ class Settings:
     rm_epochs: int = 2
     # rl
     rl_steps: int = 300
-    rl_lr: float = 1e-4
+    rl_lr: float = 3e-4
     rl_group: int = 8
     rl_prompts: int = 8
-    rl_beta_kl: float = 0.0
+    rl_beta_kl: float = 0.05  # k3 penalty to SFT: keeps the KL bounded
     # best-of-n by the reward model
     best_of: int = 16
     best_of_problems: int = 200
