@@ -48,7 +48,7 @@ class OutOfBudget(Exception):
 
 def run(args) -> dict:
     s = FAST if args.fast else FULL
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # runs name their base by absolute path, as the CLI does
     out.mkdir(parents=True, exist_ok=True)
     progress = not args.no_progress
     started = time.time()
