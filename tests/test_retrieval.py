@@ -104,3 +104,26 @@ def test_generate_docs_json_lists_the_sources_it_put_in_the_prompt(docs, monkeyp
     prompt = recorder.model.decode(recorder.prompts[-1])
     assert '<document source="notes.md:3">\nThe design review is on Friday' in prompt
     assert prompt.index("</documents>") < prompt.index("Question: When is the design review?")
+
+
+def test_serve_docs_puts_passages_in_the_last_user_message_and_lists_sources(docs):
+    import httpx
+
+    from infer.chat import render
+    from infer.serve.worker import Worker
+    from tests.injection_helpers import twofiles_chat_model
+    from tests.serve_server import running
+
+    model = twofiles_chat_model()
+    retriever = Retriever.from_dir(docs)
+    question = "When is the design review?"
+    with running(Worker({"tiny": model}), retriever=retriever, docs_k=2) as url:
+        reply = httpx.post(f"{url}/v1/chat/completions", timeout=120, json={
+            "model": "tiny", "max_tokens": 2, "temperature": 0,
+            "messages": [{"role": "user", "content": "hi"}, {"role": "assistant",
+                          "content": "hello"}, {"role": "user", "content": question}]}).json()
+    assert [(s["path"], s["line"]) for s in reply["sources"]] == [("notes.md", 3)]
+    with_docs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                 {"role": "user", "content": docs_prompt.user_text(
+                     question, retriever.search(question, 2))}]
+    assert reply["usage"]["prompt_tokens"] == len(render.prompt_ids(model, with_docs))

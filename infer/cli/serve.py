@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from infer.cli import args as cli_args
+from infer.cli import docs_arg
 
 
 def add_subcommand(subparsers) -> None:
@@ -28,6 +29,7 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("--cors-origin", default=None, metavar="ORIGIN",
                    help="let pages from this origin (e.g. http://localhost:3000) call the API; "
                         "by default no cross-origin page may")
+    docs_arg.add_docs_args(p)
     p.set_defaults(func=run)
 
 
@@ -57,10 +59,12 @@ def run(args) -> int:
     from infer.serve.worker import Worker
 
     check_flags(args)
+    retriever = docs_arg.retriever_from(args)
     models = {src: cli_args.load_model(src) for src in args.model}
     worker = Worker(models, weights=args.weights, max_queue=args.max_queue,
                     max_batch=args.max_batch).start()
-    app = create_app(worker, api_key=args.api_key, cors_origin=args.cors_origin)
+    app = create_app(worker, api_key=args.api_key, cors_origin=args.cors_origin,
+                     retriever=retriever, docs_k=args.docs_k)
     if not _is_loopback(args.host) and args.api_key is None:
         print(f"warning: listening on {args.host} without --api-key: anyone who can reach it "
               "can use it")

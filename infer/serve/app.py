@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from infer.serve import responses, schema, spec as spec_lib, tool_calls
+from infer.serve import docs, responses, schema, spec as spec_lib, tool_calls
 from infer.serve.errors import APIError
 from infer.serve.worker import Job, QueueFull, Worker
 
@@ -33,8 +33,9 @@ _PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsa
 
 
 def create_app(worker: Worker, *, api_key: str | None = None, cors_origin: str | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    """The server's application; the caller starts and closes the worker."""
+               max_body_bytes: int = MAX_BODY_BYTES, retriever=None, docs_k: int = 5) -> FastAPI:
+    """The server's application; the caller starts and closes the worker. With `retriever`
+    (infer.retrieval, `--docs`), chat requests get documents (infer.serve.docs)."""
     app = FastAPI(title="twofiles", docs_url=None, redoc_url=None, openapi_url=None)
     page = (Path(__file__).parent / "chat.html").read_text(encoding="utf-8")
     started = int(time.time())
@@ -95,9 +96,12 @@ def create_app(worker: Worker, *, api_key: str | None = None, cors_origin: str |
         authorize(request)
         body = schema.parse(schema.ChatRequest, await read_body(request, max_body_bytes))
         model = find_model(body.model)
+        hits = None
+        if retriever is not None:
+            body, hits = docs.with_documents(body, retriever, docs_k)
         spec = spec_lib.chat_spec(body.model, model, body)
         marks = tool_calls.markers(model) if spec.tools else None
-        return await answer(request, body, spec, "chat.completion", marks)
+        return await answer(request, body, spec, "chat.completion", marks, hits)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -106,7 +110,7 @@ def create_app(worker: Worker, *, api_key: str | None = None, cors_origin: str |
         spec = spec_lib.completion_spec(body.model, find_model(body.model), body)
         return await answer(request, body, spec, "text_completion")
 
-    async def answer(request: Request, body, spec, kind: str, marks=None):
+    async def answer(request: Request, body, spec, kind: str, marks=None, hits=None):
         job = Job(spec, body.stream, asyncio.get_running_loop())
         try:
             worker.submit(job)
@@ -124,7 +128,10 @@ def create_app(worker: Worker, *, api_key: str | None = None, cors_origin: str |
         if kind != "chat.completion":
             return JSONResponse(responses.text_completion(rid, body.model, result))
         content, calls = tool_calls.split(result.text, marks) if marks else (result.text, [])
-        return JSONResponse(responses.chat_completion(rid, body.model, result, content, calls))
+        reply = responses.chat_completion(rid, body.model, result, content, calls)
+        if hits is not None:
+            reply["sources"] = [h.source() for h in hits]
+        return JSONResponse(reply)
 
     return app
 
