@@ -127,3 +127,19 @@ def test_serve_docs_puts_passages_in_the_last_user_message_and_lists_sources(doc
                  {"role": "user", "content": docs_prompt.user_text(
                      question, retriever.search(question, 2))}]
     assert reply["usage"]["prompt_tokens"] == len(render.prompt_ids(model, with_docs))
+
+
+def test_chat_docs_gives_each_turn_its_documents_and_keeps_the_history_plain(docs, monkeypatch,
+                                                                            capsys):
+    from tests.injection_helpers import Recorder, twofiles_chat_model
+
+    recorder = Recorder(monkeypatch, twofiles_chat_model())
+    recorder.cli("chat", "--docs", str(docs), "--docs-k", "1",
+                 stdin="When is the design review?\nWho owns Falcon?\n/quit\n",
+                 monkeypatch=monkeypatch)
+    first, second = (recorder.model.decode(p) for p in recorder.prompts)
+    assert '<document source="notes.md:3">' in first
+    assert '<document source="sub/facts.jsonl:3">' in second
+    assert "notes.md:3" not in second and "When is the design review?" in second
+    out = capsys.readouterr().out
+    assert "(sources: notes.md:3)" in out and "(sources: sub/facts.jsonl:3)" in out
