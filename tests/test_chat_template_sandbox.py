@@ -90,3 +90,8 @@ def test_a_template_carried_by_a_model_is_refused_when_rendering_a_prompt():
                                 chat_template="{{ messages.__class__.__base__ }}")
     with pytest.raises(ChatTemplateError, match="__class__"):
         engine.prompt_ids(model, "hello", chat=True)
+
+
+def test_a_bounded_range_still_has_a_length_and_items():
+    assert render_text("{{ range(4)|length }} {{ range(2, 9)[1] }} {{ range(3)|list }}",
+                       MESSAGES) == "4 3 [0, 1, 2]"

@@ -63,9 +63,26 @@ def _bounded_range(*args):
     if len(items) > MAX_RANGE:
         raise ChatTemplateError(f"the chat template asked for range{args} ({len(items)} "
                                 f"items); at most {MAX_RANGE}: refused")
-    for i in items:
-        _check_time()
-        yield i
+    return _Range(items)
+
+
+class _Range:
+    """A range whose iteration checks the deadline at every step (|length and indexing as a
+    range's)."""
+
+    def __init__(self, items: range):
+        self._items = items  # underscore: out of a template's reach
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i):
+        return self._items[i]
+
+    def __iter__(self):
+        for i in self._items:
+            _check_time()
+            yield i
 
 
 def _check_call(args, kwargs) -> None:
