@@ -65,7 +65,9 @@ def peer_main(gguf: str, port: int, threads: int, ctx: int) -> None:
     settings = ModelSettings(model=gguf, n_ctx=ctx, n_threads=threads, n_threads_batch=threads,
                              verbose=False)
     with _no_extra_buffers():  # the model loads inside create_app
-        app = create_app(server_settings=ServerSettings(host="127.0.0.1", port=port),
+        # Requests wait their turn: by default a new request interrupts the one streaming.
+        app = create_app(server_settings=ServerSettings(host="127.0.0.1", port=port,
+                                                        interrupt_requests=False),
                          model_settings=[settings])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
@@ -150,6 +152,8 @@ def main(argv=None):
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--weights", choices=("float32", "int8"), default="int8",
                    help="twofiles' weights (default int8, its serving format on CPUs)")
+    p.add_argument("--max-batch", type=int, default=None,
+                   help="twofiles' slots (default: the highest concurrency)")
     p.add_argument("--threads", type=int, default=2, help="llama.cpp's threads")
     p.add_argument("--only", choices=("twofiles", "llama.cpp"), default=None)
     p.add_argument("--json", default=None, metavar="OUT", help="also write the results here")
@@ -175,7 +179,7 @@ def main(argv=None):
 
     servers = {
         "twofiles": [sys.executable, "-m", "infer", "serve", "--model", args.model,
-                     "--weights", args.weights, "--max-batch", str(max(args.concurrency))],
+                     "--weights", args.weights, "--max-batch", str(args.max_batch or max(args.concurrency))],
         "llama.cpp": [sys.executable, str(Path(__file__).resolve()), "--peer", "--model",
                       args.model, "--threads", str(args.threads)],
     }
