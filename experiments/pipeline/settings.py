@@ -26,8 +26,8 @@ class Settings:
     pair_reference_chosen: bool = False  # all-wrong problems: the worked answer as chosen
     # dpo
     dpo_beta: float = 0.1
-    dpo_lr: float = 1e-4
-    dpo_epochs: int = 2
+    dpo_lr: float = 2e-4
+    dpo_epochs: int = 3
     # rm
     rm_lr: float = 3e-4
     rm_epochs: int = 2
