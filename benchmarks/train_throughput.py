@@ -61,7 +61,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 TORCH_VARIANTS = ("torch-eager", "torch-compile", "torch-bf16", "torch-bf16-compile")
-JAX_VARIANTS = ("twofiles-fp32", "twofiles-bf16")
+JAX_VARIANTS = ("twofiles-fp32", "twofiles-bf16", "twofiles-fp32-flash", "twofiles-bf16-flash")
+# "-flash": the config's kernels section set to flash attention and the loss in chunks of
+# LOSS_CHUNK tokens (train.config.KernelsConfig), the options a user sets for speed.
+LOSS_CHUNK = 1024
 ALL_VARIANTS = TORCH_VARIANTS + JAX_VARIANTS
 # bf16 autocast is left out by default: on this AVX2 CPU (no bf16 dot instructions) PyTorch's
 # bf16 matmuls are several times slower than float32 (2 warmup steps took 466 s against 64 s).
@@ -113,6 +116,8 @@ class JaxVariant:
     def __init__(self, name, cfg, compute_dtype, params0, inputs, targets):
         import jax
 
+        from train.config import KernelsConfig
+
         from train import losses
         from train import state as tstate
         from train import step as tstep
@@ -120,7 +125,8 @@ class JaxVariant:
 
         self.name = name
         self.cfg = dataclasses.replace(
-            cfg, model=dataclasses.replace(cfg.model, compute_dtype=compute_dtype))
+            cfg, model=dataclasses.replace(cfg.model, compute_dtype=compute_dtype),
+            kernels=KernelsConfig("flash", LOSS_CHUNK) if name.endswith("-flash") else cfg.kernels)
         mesh = tstep.make_mesh(self.cfg)
         optimizer = make_optimizer(self.cfg.optim, self.cfg.steps)
         shardings = tstate.state_shardings(tstate.abstract_params(self.cfg.model, mesh),
@@ -130,8 +136,9 @@ class JaxVariant:
             lambda p: {"params": p, "opt_state": optimizer.init(p),
                        "step": jax.numpy.zeros((), jax.numpy.int32)},
             out_shardings=shardings)(params)
-        self.train_step = tstep.make_step(losses.next_token_loss(self.cfg.model), optimizer,
-                                          shardings, mesh, grad_accum=self.cfg.data.grad_accum)
+        loss_fn = losses.next_token_loss(self.cfg.model, self.cfg.kernels)
+        self.train_step = tstep.make_step(loss_fn, optimizer, shardings, mesh,
+                                          grad_accum=self.cfg.data.grad_accum)
         from model import sharding
         b_shard = sharding.batch_sharding(mesh)
         self.batch = {"inputs": jax.device_put(inputs, b_shard),
@@ -304,7 +311,7 @@ def main(argv=None) -> dict:
         if name.startswith("torch"):
             variants.append(TorchVariant(name, cfg, params0, inputs, targets))
         else:
-            dtype = "bfloat16" if name.endswith("bf16") else "float32"
+            dtype = "bfloat16" if "bf16" in name else "float32"
             variants.append(JaxVariant(name, cfg, dtype, params0, inputs, targets))
     results = race(variants, args.rounds, args.warmup)
     rows = summarise(results, cfg, peak)

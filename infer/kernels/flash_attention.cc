@@ -51,32 +51,69 @@ struct Dims {
   int64_t Blocks() const { return (T + kBlock - 1) / kBlock; }
 };
 
-// e^x, branch-free so that loops over it vectorize: x = n ln2 + f, e^f by a degree-6
-// polynomial (relative error ~2e-7), 2^n through the exponent bits. x must be >= -87.
-TF_INLINE float Exp(float x) {
-  x = std::min(x, 88.0f);
-  const float n = std::floor(x * 1.44269504f + 0.5f);
-  float f = x - n * 0.693145752f;
+// Eight floats in GCC's vector extension: one AVX2 register, half an AVX-512 one. Written
+// with it rather than as loops, since GCC does not vectorize a loop whose float compares might
+// trap (the project builds without -ffast-math).
+typedef float F8 __attribute__((vector_size(32)));
+typedef int32_t I8 __attribute__((vector_size(32)));
+
+TF_INLINE F8 LoadF8(const float* p) {
+  F8 x;
+  std::memcpy(&x, p, sizeof x);
+  return x;
+}
+
+TF_INLINE void StoreF8(float* p, F8 x) { std::memcpy(p, &x, sizeof x); }
+
+// e^x: x = n ln2 + f with |f| <= ln2/2, e^f by a degree-6 polynomial (relative error ~2e-7),
+// 2^n through the exponent bits. Inputs below -87 give e^-87 (callers zero masked lanes).
+TF_INLINE F8 Exp8(F8 x) {
+  const F8 zero = {};
+  x = x < zero - 87.0f ? zero - 87.0f : x;
+  x = x > zero + 88.0f ? zero + 88.0f : x;
+  const F8 t = x * 1.44269504f + 0.5f;
+  I8 ni = __builtin_convertvector(t, I8);                   // truncates towards zero:
+  ni += __builtin_convertvector(ni, F8) > t;                // floor (a true compare is -1)
+  const F8 n = __builtin_convertvector(ni, F8);
+  F8 f = x - n * 0.693145752f;
   f = f - n * 1.42860677e-6f;
-  float p = 1.0f / 720;
-  p = p * f + 1.0f / 120;
+  F8 p = f * (1.0f / 720) + 1.0f / 120;
   p = p * f + 1.0f / 24;
   p = p * f + 1.0f / 6;
   p = p * f + 0.5f;
   p = p * f + 1.0f;
   p = p * f + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
+  const I8 bits = (ni + 127) << 23;
+  F8 scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return p * scale;
 }
 
-// exp(s - shift) for visible scores, 0 for masked ones (-inf), over a tile row.
-TF_INLINE void ExpRow(float* __restrict row, float shift) {
-  for (int64_t s = 0; s < kBlock; ++s) {
-    const float x = row[s];
-    row[s] = x == kNegInf ? 0.0f : Exp(std::max(x - shift, -87.0f));
+// exp(s - shift) for visible scores, 0 for masked ones (-inf), over a tile row; returns the
+// row's sum.
+TF_INLINE float ExpRow(float* row, float shift) {
+  F8 sum = {};
+  for (int64_t s = 0; s < kBlock; s += 8) {
+    const F8 x = LoadF8(row + s);
+    const F8 e = x != kNegInf ? Exp8(x - shift) : F8{};  // (x - x would be NaN at -inf)
+    StoreF8(row + s, e);
+    sum += e;
   }
+  float total = 0.0f;
+  for (int i = 0; i < 8; ++i) total += sum[i];
+  return total;
+}
+
+// The row's largest score (-inf if all are masked).
+TF_INLINE float RowMax(const float* row) {
+  F8 mx = LoadF8(row);
+  for (int64_t s = 8; s < kBlock; s += 8) {
+    const F8 x = LoadF8(row + s);
+    mx = x > mx ? x : mx;
+  }
+  float m = mx[0];
+  for (int i = 1; i < 8; ++i) m = std::max(m, mx[i]);
+  return m;
 }
 
 // n rows of K floats, `stride` floats apart, into a contiguous [kBlock][K] tile (rows past n
@@ -125,46 +162,66 @@ TF_INLINE void TileProduct(const float* __restrict a, int64_t n, int64_t K,
   }
 }
 
-// acc[i][:] += sum_s p[i][s] x[s][:] for i < n, s < m: p [n][kBlock], x [kBlock][K].
-TF_INLINE void AccumulateRows(const float* __restrict p, int64_t n, int64_t m, int64_t K,
-                              const float* __restrict x, float* __restrict acc) {
+// acc[i][k0..k0+W) += sum_{s<m} w(i, s) x[s][k0..k0+W) for i < n, with the row's W
+// accumulators in registers across s (W fixed at compile time); w(i, s) = p[i * ps + s * ss]
+// reads p as is (ps = kBlock, ss = 1) or transposed (ps = 1, ss = kBlock). Zero weights (the
+// masked triangle, other segments) are skipped.
+template <int W>
+TF_INLINE void WeightedRows(const float* __restrict p, int64_t ps, int64_t ss, int64_t n,
+                            int64_t m, int64_t K, int64_t k0, const float* __restrict x,
+                            float* __restrict acc) {
   for (int64_t i = 0; i < n; ++i) {
-    float* out = acc + i * K;
+    float o[W];
+    std::memcpy(o, acc + i * K + k0, sizeof o);
     for (int64_t s = 0; s < m; ++s) {
-      const float w = p[i * kBlock + s];
-      if (w == 0.0f) continue;  // masked (the causal triangle, other segments)
-      const float* row = x + s * K;
-      for (int64_t k = 0; k < K; ++k) out[k] += w * row[k];
+      const float w = p[i * ps + s * ss];
+      if (w == 0.0f) continue;
+      const float* row = x + s * K + k0;
+      for (int j = 0; j < W; ++j) o[j] += w * row[j];
     }
+    std::memcpy(acc + i * K + k0, o, sizeof o);
   }
 }
 
-// acc[s][:] += sum_i p[i][s] x[i][:] (the transposed product): p [n][kBlock], x [n][K].
-TF_INLINE void AccumulateCols(const float* __restrict p, int64_t n, int64_t m, int64_t K,
-                              const float* __restrict x, float* __restrict acc) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float* row = x + i * K;
-    for (int64_t s = 0; s < m; ++s) {
-      const float w = p[i * kBlock + s];
-      if (w == 0.0f) continue;
-      float* out = acc + s * K;
-      for (int64_t k = 0; k < K; ++k) out[k] += w * row[k];
-    }
-  }
+TF_INLINE void Weighted(const float* p, int64_t ps, int64_t ss, int64_t n, int64_t m, int64_t K,
+                        const float* x, float* acc) {
+  int64_t k0 = 0;
+  for (; k0 + 64 <= K; k0 += 64) WeightedRows<64>(p, ps, ss, n, m, K, k0, x, acc);
+  for (; k0 + 16 <= K; k0 += 16) WeightedRows<16>(p, ps, ss, n, m, K, k0, x, acc);
+  for (; k0 < K; ++k0) WeightedRows<1>(p, ps, ss, n, m, K, k0, x, acc);
+}
+
+// acc[i][:] += sum_s p[i][s] x[s][:] for i < n, s < m: p [n][kBlock], x [kBlock][K].
+TF_INLINE void AccumulateRows(const float* p, int64_t n, int64_t m, int64_t K, const float* x,
+                              float* acc) {
+  Weighted(p, kBlock, 1, n, m, K, x, acc);
+}
+
+// acc[s][:] += sum_i p[i][s] x[i][:] (the transposed product) for s < m: x [n][K].
+TF_INLINE void AccumulateCols(const float* p, int64_t n, int64_t m, int64_t K, const float* x,
+                              float* acc) {
+  Weighted(p, 1, kBlock, m, n, K, x, acc);
 }
 
 // Sets the scores a query row may not see to -inf: later tokens, other segments, and the slots
-// past the last key (m keys in the block). t0 and s0 are the blocks' first tokens.
+// past the last key (m keys in the block). t0 and s0 are the blocks' first tokens. A block
+// wholly before the query block within one segment needs no mask (most blocks of a long row).
 TF_INLINE void Mask(float* __restrict scores, int64_t n, int64_t m, int64_t t0, int64_t s0,
                     const int32_t* seg) {
+  int32_t sk[kBlock];
+  bool uniform = true;
+  for (int64_t s = 0; s < kBlock; ++s) {
+    sk[s] = seg[s0 + std::min(s, m - 1)];
+    uniform &= sk[s] == seg[t0];
+  }
+  for (int64_t i = 0; i < n; ++i) uniform &= seg[t0 + i] == seg[t0];
+  if (uniform && s0 + kBlock <= t0) return;
   for (int64_t i = 0; i < n; ++i) {
     float* row = scores + i * kBlock;
-    const int64_t t = t0 + i;
-    const int32_t own = seg[t];
-    for (int64_t s = 0; s < kBlock; ++s) {
-      const bool visible = s < m && s0 + s <= t && seg[std::min(s0 + s, t)] == own;
-      row[s] = visible ? row[s] : kNegInf;
-    }
+    const int64_t last = std::min(m - 1, t0 + i - s0);  // the last key the row may see
+    const int32_t own = seg[t0 + i];
+    for (int64_t s = 0; s < kBlock; ++s)
+      row[s] = (s <= last) & (sk[s] == own) ? row[s] : kNegInf;
   }
 }
 
@@ -207,18 +264,14 @@ TF_DISPATCH void ForwardTask(const ForwardJob& j, int64_t task, Scratch& sc) {
     Mask(scores, n, m, t0, s0, seg);
     for (int64_t i = 0; i < n; ++i) {  // online softmax: raise the max, rescale the sums
       float* row = scores + i * kBlock;
-      float mx = kNegInf;
-      for (int64_t s = 0; s < kBlock; ++s) mx = std::max(mx, row[s]);
-      const float m_new = std::max(sc.m[i], mx);
+      const float m_new = std::max(sc.m[i], RowMax(row));
       if (m_new == kNegInf) {  // nothing visible yet
         std::fill(row, row + kBlock, 0.0f);
         sc.alpha[i] = 1.0f;
         continue;
       }
       sc.alpha[i] = sc.m[i] == kNegInf ? 0.0f : std::exp(sc.m[i] - m_new);
-      ExpRow(row, m_new);
-      float sum = 0.0f;
-      for (int64_t s = 0; s < kBlock; ++s) sum += row[s];
+      const float sum = ExpRow(row, m_new);
       sc.m[i] = m_new;
       sc.l[i] = sc.l[i] * sc.alpha[i] + sum;
     }
