@@ -92,3 +92,11 @@ def test_refuses_a_cache():
     ctx = AttentionContext(jnp.ones((1, 8, 8), bool), 0)
     with pytest.raises(ValueError, match="without a cache"):
         fa.model_attention(q, k, v, (k, v), ctx, None)
+
+
+def test_accelerator_path_matches_model_attention():
+    """The path GPUs take (jax.nn.dot_product_attention, here on the CPU) agrees too."""
+    cfg = model.ModelConfig(n_heads=4, n_kv_heads=2, d_model=64, compute_dtype="float32")
+    q, k, v, seg = _inputs(2, 70, 4, 2, 16, segments=True)
+    np.testing.assert_allclose(fa._elsewhere(q, k, v, seg), _model_attention(q, k, v, seg, cfg),
+                               rtol=1e-5, atol=1e-5)
