@@ -66,9 +66,31 @@ JAX_VARIANTS = ("twofiles-fp32", "twofiles-bf16", "twofiles-fp32-flash", "twofil
 # LOSS_CHUNK tokens (train.config.KernelsConfig), the options a user sets for speed.
 LOSS_CHUNK = 1024
 ALL_VARIANTS = TORCH_VARIANTS + JAX_VARIANTS
-# bf16 autocast is left out by default: on this AVX2 CPU (no bf16 dot instructions) PyTorch's
-# bf16 matmuls are several times slower than float32 (2 warmup steps took 466 s against 64 s).
-DEFAULT_VARIANTS = ("torch-eager", "torch-compile") + JAX_VARIANTS
+
+
+def cpu_bf16_flags() -> list[str]:
+    """The CPU's bf16 dot instructions (avx512_bf16, amx_bf16) named in /proc/cpuinfo."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return []
+    return sorted(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                 if line.startswith("model name")), "unknown CPU")
+
+
+# bf16 variants run by default only where the CPU has bf16 dot instructions (detected at run
+# time): on an AVX2 CPU without them PyTorch's bf16 matmuls were several times slower than
+# float32 (2 warmup steps took 466 s against 64 s) and XLA's no faster.
+DEFAULT_VARIANTS = (("torch-compile", "torch-bf16-compile") + JAX_VARIANTS if cpu_bf16_flags()
+                    else ("torch-eager", "torch-compile", "twofiles-fp32", "twofiles-fp32-flash"))
 
 
 def parse_args(argv=None):
@@ -295,6 +317,7 @@ def main(argv=None) -> dict:
           f"T{cfg.seq_len} V{cfg.model.vocab_size}: {model.count_params(cfg.model)['params']:,} "
           f"params; batch {cfg.data.batch_size}; "
           f"{model.flops_per_token(cfg.model, cfg.seq_len) / 1e6:.1f} MFLOP/token (train)")
+    print(f"CPU {cpu_model()}; bf16 dot instructions: {', '.join(cpu_bf16_flags()) or 'none'}")
     print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
           f"({torch.get_num_threads()} threads); peak {peak / 1e9:.0f} GFLOP/s ({peak_note}); "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
