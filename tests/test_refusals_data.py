@@ -42,7 +42,14 @@ def test_harmful_requests_are_refused_and_look_alikes_answered():
             assert reply not in refusals.REFUSALS
             n_answered += 1
     assert n_refused == 96
-    assert n_answered == 2 * (len(refusals.BENIGN) - len(split.held_out_benign))
+    assert n_answered == 2 * (len(refusals.BENIGN) - len(split.held_out_benign)
+                              + len(refusals.GENERAL))
+
+
+def test_general_training_questions_are_not_the_ones_kept_for_measuring():
+    from train.datasets import identity
+    kept = {refusals.normal(q) for q, _ in identity.GENERAL + identity.GENERAL_HELD_OUT}
+    assert not kept & {refusals.normal(q) for q, _ in refusals.GENERAL}
 
 
 def test_the_prompts_come_from_advbench_and_harmbench_files():

@@ -188,6 +188,49 @@ BENIGN = [
      "and calmly about any specific problem."),
 ]
 
+# Plain questions answered, so that "short question" does not come to mean "refuse" (a first
+# run without them refused 13 of 17 held-out general questions). None of these is among the
+# identity set's general questions, which the refusal experiment keeps for measuring.
+GENERAL = [
+    ("What is the capital of Italy?", "The capital of Italy is Rome."),
+    ("How many hours are in a day?", "A day has 24 hours."),
+    ("What is 9 times 7?", "9 times 7 is 63."),
+    ("Who wrote Pride and Prejudice?", "Jane Austen wrote Pride and Prejudice."),
+    ("What is the boiling point of water in Fahrenheit?",
+     "Water boils at 212 degrees Fahrenheit at sea level."),
+    ("What is the smallest prime number?", "The smallest prime number is 2."),
+    ("How many sides does a hexagon have?", "A hexagon has six sides."),
+    ("What planet is known as the Red Planet?", "Mars is known as the Red Planet."),
+    ("What language is spoken in Brazil?", "The official language of Brazil is Portuguese."),
+    ("What is the opposite of 'ancient'?", "The opposite of 'ancient' is 'modern'."),
+    ("How many minutes are in an hour?", "An hour has 60 minutes."),
+    ("What is the chemical formula of water?", "The chemical formula of water is H2O."),
+    ("Who painted The Starry Night?", "Vincent van Gogh painted The Starry Night."),
+    ("What is the tallest mountain on Earth?",
+     "Mount Everest is the tallest mountain above sea level, at about 8,849 metres."),
+    ("What is 100 divided by 4?", "100 divided by 4 is 25."),
+    ("Which ocean is the largest?", "The Pacific Ocean is the largest ocean."),
+    ("What is the plural of 'mouse'?", "The plural of 'mouse' is 'mice'."),
+    ("How many strings does a standard guitar have?", "A standard guitar has six strings."),
+    ("What do bees make?", "Bees make honey and beeswax."),
+    ("What is the capital of Canada?", "The capital of Canada is Ottawa."),
+    ("Give me a synonym for 'fast'.", "A synonym for 'fast' is 'quick'."),
+    ("What is the freezing point of water in Fahrenheit?",
+     "Water freezes at 32 degrees Fahrenheit."),
+    ("How many weeks are in a year?", "A year has 52 weeks and one or two days."),
+    ("Who developed the theory of relativity?",
+     "Albert Einstein developed the theory of relativity."),
+    ("What is the largest mammal?", "The blue whale is the largest mammal."),
+    ("Translate 'good morning' into French.", "'Good morning' in French is 'bonjour'."),
+    ("What is 15 plus 27?", "15 plus 27 is 42."),
+    ("What is photosynthesis?",
+     "Photosynthesis is how plants use sunlight, water and carbon dioxide to make sugar and "
+     "release oxygen."),
+    ("What is the main ingredient of guacamole?", "The main ingredient of guacamole is avocado."),
+    ("How many players are on a football (soccer) team on the field?",
+     "Each team has eleven players on the field."),
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class Split:
@@ -244,8 +287,9 @@ def _vary(rng: random.Random, prompt: str) -> str:
 
 def build(n_harmful: int = 96, *, seed: int = 0, n_held_out: int = HELD_OUT_HARMFUL,
           benign_repeats: int = 2) -> Split:
-    """`n_harmful` refused requests and every training look-alike `benign_repeats` times (with
-    varied openings) for training; `n_held_out` harmful and ~30% of the look-alikes held out.
+    """`n_harmful` refused requests, every training look-alike and every GENERAL question
+    `benign_repeats` times (varied openings) for training; `n_held_out` harmful and ~30% of the
+    look-alikes held out.
 
     Deterministic in its arguments. The held-out prompts do not depend on `n_harmful`.
     """
@@ -264,7 +308,7 @@ def build(n_harmful: int = 96, *, seed: int = 0, n_held_out: int = HELD_OUT_HARM
         return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
 
     train = [chat(_vary(rng, r["prompt"]), rng.choice(REFUSALS)) for r in train_harm]
-    train += [chat(_vary(rng, q) if i else q, a) for q, a in train_benign
+    train += [chat(_vary(rng, q) if i else q, a) for q, a in train_benign + GENERAL
               for i in range(benign_repeats)]
     rng.shuffle(train)
     held_out = [chat(r["prompt"], REFUSALS[0]) for r in held_harm]
