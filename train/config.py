@@ -113,6 +113,12 @@ class SFTConfig:
     val: str = ""  # held-out conversations: validation loss on assistant tokens
     epochs: int = 3  # passes over the data when steps is 0
     truncate: bool = False  # cut conversations longer than a row (counted) instead of refusing
+    # Task accuracy at each evaluation (train.task_eval): greedy answers to the task's held-out
+    # problems (seed 0, what `python -m evals run` scores), logged as task_accuracy.
+    eval_task: str = ""  # an evals task: arithmetic, gsm; "": none
+    eval_task_options: str = ""  # JSON object of the task's options, e.g. {"digits": [2, 2]}
+    eval_problems: int = 64
+    eval_max_new_tokens: int = 0  # 0: the task's own budget (64 for arithmetic)
 
     def __post_init__(self):
         _check_fields(self, "sft.")

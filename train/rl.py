@@ -33,14 +33,14 @@ import numpy as np
 from infer.chat import render as chat_render
 from infer.chat.template import is_twofiles_tokenizer
 from infer.formats import tokenizer_file
-from infer.runtime import engine
 from model.config import ConfigError
-from train import loop, policy_loss, run_dir
+from train import loop, policy_loss, run_dir, task_eval
 from train import config as train_config
 from train import state as state_lib
 from train.config import RLConfig, TrainConfig
 from train.sft import TRAINING_MODEL_FIELDS
 from train.step import batch_sharding, make_mesh
+from train.task_eval import Sampler, cut_at_stop, task_tools  # noqa: F401 (rl's own names)
 
 _ARRAYS = ("inputs", "targets", "loss_mask", "old_logp", "advantages", "reward",
            "zero_advantage", "length", "row_weight")
@@ -73,37 +73,7 @@ def check(rl: RLConfig) -> None:
 
 def load_task(rl: RLConfig):
     """The evals task named rl.task with rl.task_options (a JSON object)."""
-    from evals import tasks
-
-    try:
-        options = json.loads(rl.task_options) if rl.task_options else {}
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"rl.task_options must be a JSON object, e.g. "
-                          f"'{{\"digits\": [2, 2]}}': {e}") from None
-    if not isinstance(options, dict):
-        raise ConfigError(f"rl.task_options must be a JSON object, got {rl.task_options!r}")
-    try:
-        task = tasks.get(rl.task, **options)
-    except (tasks.TaskError, TypeError) as e:
-        raise ConfigError(f"--task {rl.task}: {e}") from None
-    if task.kind != "generate":
-        raise ConfigError(f"--task {rl.task} is scored by log-likelihood of options; rl needs a "
-                          "task whose answers are generated and graded")
-    return task
-
-
-def task_tools(task) -> list[str]:
-    """The tools a task's answers call (arithmetic with tool=True calls the calculator)."""
-    return ["calculator"] if getattr(task, "tool", False) else []
-
-
-def cut_at_stop(token_ids, sampled, stop_ids) -> tuple[list[int], list[bool], bool]:
-    """(ids, sampled flags, stopped): the completion up to and including its first sampled stop
-    token (a forced one, e.g. ending a tool message, does not end the turn)."""
-    for j, (t, s) in enumerate(zip(token_ids, sampled)):
-        if s and t in stop_ids:
-            return list(token_ids[:j + 1]), list(sampled[:j + 1]), True
-    return list(token_ids), list(sampled), False
+    return task_eval.load_task(rl.task, rl.task_options, "rl.task")
 
 
 def rollout_rows(prompts: list[list[int]], completions: list[tuple[list[int], list[bool]]],
@@ -122,44 +92,6 @@ def rollout_rows(prompts: list[list[int]], completions: list[tuple[list[int], li
         start = len(prompt) - 1
         mask[b, start:start + len(ids)] = np.asarray(sampled, np.float32)
     return {"inputs": inputs, "targets": targets, "loss_mask": mask}
-
-
-@dataclasses.dataclass
-class Sampler:
-    """Samples and grades completions of a task's problems with given parameters."""
-
-    base: object  # the infer Model: tokenizer, chat template, conventions
-    mcfg: object  # the run's model config (compute dtype)
-    task: object
-    tools: list[str]
-    max_new_tokens: int
-
-    def __post_init__(self):
-        self.stop_ids = set(engine.stop_ids_for(self.base, chat=True))
-
-    def prompt(self, item) -> list[int]:
-        return chat_render.prompt_ids(self.base, item.prompt)
-
-    def sample(self, params, items, *, temperature: float, seed: int):
-        """(prompt ids, [(ids, sampled)], rewards, texts) for one completion per item."""
-        prompts = [self.prompt(item) for item in items]
-        # One device holds the sampler's copy: the engine caches executables by shape alone,
-        # so parameters laid out over the training mesh must not meet one compiled for others.
-        params = jax.device_put(params, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-        runner = None
-        if self.tools:
-            from infer.tools.session import ToolRunner
-            runner = ToolRunner(self.base, [item.prompt for item in items], self.tools)
-        gen = engine.generate(params, self.mcfg, prompts, max_new_tokens=self.max_new_tokens,
-                              temperature=temperature, seed=seed, tools=runner)
-        completions, rewards, texts = [], [], []
-        for item, c in zip(items, gen):
-            ids, sampled, stopped = cut_at_stop(c.token_ids, c.sampled, self.stop_ids)
-            text = self.base.tokenizer.decode(ids[:-1] if stopped else ids)
-            completions.append((ids, sampled))
-            rewards.append(float(self.task.grade(item, text)))
-            texts.append(text)
-        return prompts, completions, np.asarray(rewards, np.float32), texts
 
 
 class Rollouts:
@@ -221,13 +153,8 @@ class Rollouts:
 
 def evaluate(sampler: Sampler, params, items) -> dict:
     """Greedy pass@1 on held-out problems, with its Wilson 95% interval."""
-    from evals import stats
-
-    _, _, rewards, _ = sampler.sample(params, items, temperature=0.0, seed=0)
-    solved = float(rewards.sum())
-    lo, hi = stats.wilson(solved, len(items))
-    return {"pass1": solved / len(items), "pass1_lo": lo, "pass1_hi": hi,
-            "eval_n": len(items)}
+    r = task_eval.greedy_accuracy(sampler, params, items)
+    return {"pass1": r["accuracy"], "pass1_lo": r["lo"], "pass1_hi": r["hi"], "eval_n": r["n"]}
 
 
 def problems(task, rl: RLConfig) -> tuple[list, list]:

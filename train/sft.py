@@ -10,6 +10,11 @@ conversations are packed into rows (train.packing: attention never crosses two o
 loss is the mean over assistant tokens. With `lora.rank` > 0 only low-rank adapters are trained
 and saved (model.lora), the base staying a frozen input; `infer.load` of the run merges them.
 
+With `--set sft.eval_task=arithmetic sft.eval_problems=64` (and sft.eval_task_options, a JSON
+object such as {"digits": [2, 2]}), each evaluation also logs the greedy accuracy on the task's
+held-out problems with its Wilson interval (task_accuracy, _lo, _hi) in metrics.jsonl, through
+the sampler RL uses (train.task_eval).
+
 The run directory is a run every `infer` command reads: chat with it, export it. Its summary
 holds the validation loss on assistant tokens before (the base) and after, the wall time and the
 process's peak memory.
@@ -30,7 +35,7 @@ from infer.chat.template import is_twofiles_tokenizer
 from infer.formats import tokenizer_file
 from model import lora
 from model.config import ConfigError
-from train import losses, loop, packing, run_dir
+from train import losses, loop, packing, run_dir, task_eval
 from train import config as train_config
 from train import state as state_lib
 from train.config import TrainConfig
@@ -90,6 +95,30 @@ def evaluate(eval_step, params, frozen, batches: list) -> dict:
     return {"val_loss": total / max(count, 1.0), "val_tokens": int(count)}
 
 
+def task_probe(cfg: TrainConfig, base) -> tuple[task_eval.Sampler, list] | None:
+    """(sampler, held-out items) of sft.eval_task, checked before anything is written; None
+    without a task."""
+    sft = cfg.sft
+    if not sft.eval_task:
+        return None
+    if sft.eval_problems < 1 or sft.eval_max_new_tokens < 0:
+        raise ConfigError(f"sft.eval_problems must be >= 1 and sft.eval_max_new_tokens >= 0, "
+                          f"got {sft.eval_problems} and {sft.eval_max_new_tokens}")
+    task = task_eval.load_task(sft.eval_task, sft.eval_task_options, "sft.eval_task")
+    items = task.items(sft.eval_problems, seed=0)
+    max_new = sft.eval_max_new_tokens or task.max_new_tokens
+    task_eval.check_fits(base, items, max_new, "sft.eval_max_new_tokens")
+    sampler = task_eval.Sampler(base, cfg.model, task, task_eval.task_tools(task), max_new)
+    return sampler, items
+
+
+def task_accuracy(sampler: task_eval.Sampler, params, items) -> dict:
+    """The eval hook's task metrics: greedy accuracy and its Wilson 95% interval."""
+    r = task_eval.greedy_accuracy(sampler, params, items)
+    return {"task_accuracy": r["accuracy"], "task_accuracy_lo": r["lo"],
+            "task_accuracy_hi": r["hi"], "task_n": r["n"]}
+
+
 def _val_batches(examples, cfg: TrainConfig, mesh, pad_id: int) -> list:
     rows = packing.PackedBatches(examples, cfg.data.batch_size, cfg.seq_len + 1, cfg.seed,
                                  shuffle=False, pad_id=pad_id)
@@ -108,8 +137,9 @@ def resolve(cfg: TrainConfig, base_config: model.ModelConfig, n_batches: int) ->
     return cfg
 
 
-def stage(cfg: TrainConfig, base, examples: list, val: list, mesh) -> loop.Stage:
-    """Fine-tuning as the loop sees it: the base's parameters (or adapters over them)."""
+def stage(cfg: TrainConfig, base, examples: list, val: list, mesh, probe=None) -> loop.Stage:
+    """Fine-tuning as the loop sees it: the base's parameters (or adapters over them);
+    `probe` (task_probe) adds task accuracy to each evaluation."""
     full_loss = functools.partial(losses.masked_next_token_loss, cfg=cfg.model,
                                   kernels=cfg.kernels)
     base_abstract = state_lib.abstract_params(cfg.model, mesh)
@@ -132,6 +162,13 @@ def stage(cfg: TrainConfig, base, examples: list, val: list, mesh) -> loop.Stage
         abstract, init, loss_fn, frozen = base_abstract, base_params, full_loss, None
     eval_step = make_eval_step(loss_fn, state_lib.shardings_of(abstract), mesh)
     val_batches = _val_batches(val, cfg, mesh, pad_id) if val else []
+    hooks = []
+    if val_batches:
+        hooks.append(lambda params: evaluate(eval_step, params, frozen, val_batches))
+    if probe is not None:
+        merged = ((lambda p: lora.merge(frozen, p, cfg.lora.alpha)) if cfg.lora.rank
+                  else (lambda p: p))
+        hooks.append(lambda params: task_accuracy(probe[0], merged(params), probe[1]))
     meta = {"stage": "sft", "base": cfg.sft.base, "lora": dataclasses.asdict(cfg.lora)
             if cfg.lora.rank else None}
     tokenizer_doc = None  # another tokenizer: a run of it loads the base's (infer.load)
@@ -141,8 +178,8 @@ def stage(cfg: TrainConfig, base, examples: list, val: list, mesh) -> loop.Stage
     return loop.Stage(
         name="sft", loss_fn=loss_fn, batches=batches, abstract_params=abstract,
         init_params=init, frozen=frozen, tokenizer_doc=tokenizer_doc, meta=meta,
-        evaluate=(lambda params: evaluate(eval_step, params, frozen, val_batches))
-        if val_batches else None,
+        evaluate=(lambda params: {k: v for hook in hooks for k, v in hook(params).items()})
+        if hooks else None,
         tokens_per_step=cfg.data.batch_size * cfg.seq_len)
 
 
@@ -173,12 +210,13 @@ def run(cfg: TrainConfig, out_dir, *, force: bool = False, progress: bool = True
                                       shuffle=False).batches_per_epoch()
     cfg = resolve(cfg, base.config, n_batches)
     train_config.validate(cfg, n_devices=jax.device_count())
+    probe = task_probe(cfg, base)
     plan = run_dir.plan(out_dir, cfg, force=force)
     if plan.finished:
         plan.say_finished("sft", cfg.steps)
         return plan.summary
     mesh = make_mesh(cfg)
-    st = stage(cfg, base, examples, val, mesh)
+    st = stage(cfg, base, examples, val, mesh, probe)
     if progress:
         print(f"twofiles sft: {counts['conversations']} conversations ({counts['tokens']:,} "
               f"tokens, {counts['assistant_tokens']:,} learnt, {counts['truncated']} truncated) "
@@ -192,6 +230,8 @@ def run(cfg: TrainConfig, out_dir, *, force: bool = False, progress: bool = True
     saved_before = (plan.saved_meta or {}).get("base_val_loss")
     summary = {"step": cfg.steps, "loss": result.loss, **result.eval,
                "base_val_loss": before.get("val_loss", saved_before),
+               **({"base_task_accuracy": before["task_accuracy"]}
+                  if "task_accuracy" in before else {}),
                "train": counts, "val": val_counts,
                "trained_params": sum(x.size for x in jax.tree.leaves(result.state["params"])),
                "lora_rank": cfg.lora.rank, "wall_s": result.wall_s,
