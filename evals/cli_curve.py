@@ -11,6 +11,7 @@ verifier (pass@n) and, with --rm, best-of-n with a trained reward model as the v
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import numpy as np
@@ -96,6 +97,15 @@ def table(report: dict) -> str:
     return "\n".join(rows)
 
 
+def title(report: dict) -> str:
+    """The plot's title: model, task (with its arithmetic options), temperature, tools."""
+    options = report.get("options") or {}
+    what = (f"{options['digits'][0]}- by {options['digits'][1]}-digit {options['ops']}"
+            if "digits" in options else "")
+    tools = f", tools: {', '.join(report['tools'])}" if report.get("tools") else ""
+    return f"{report['model']} on {report['task']} {what}, T={report['temperature']}{tools}"
+
+
 def _check_flags(args) -> None:
     for flag in ("n", "max_samples", "batch_size", "max_new_tokens"):
         value = getattr(args, flag)
@@ -117,6 +127,7 @@ def _check_flags(args) -> None:
 def run(args) -> int:
     from infer.cli.args import fail, load_model
 
+    started = time.time()
     try:
         _check_flags(args)
         out = harness.check_output(args.json, force=args.force)
@@ -146,7 +157,7 @@ def run(args) -> int:
     report = {**report, "model": args.model, "temperature": args.temperature,
               "seed": args.seed, "tools": args.tools, "rm": args.rm,
               "options": {"digits": list(args.digits), "ops": args.ops}
-              if args.task == "arithmetic" else {}}
+              if args.task == "arithmetic" else {}, "wall_s": round(time.time() - started, 1)}
     harness.write_json(report, out)
     print(table(report))
     for method in ("majority", "oracle", "reward_model"):
@@ -158,7 +169,7 @@ def run(args) -> int:
     if png is not None:
         from evals import curve_plot
 
-        curve_plot.plot(report, png, title=f"{args.model} on {task.name}, T={args.temperature}")
+        curve_plot.plot(report, png, title=title(report))
     print(f"{task.name}: {report['n']} problems x {report['samples']} samples -> {out}"
           + (f", {png}" if png else ""))
     return 0

@@ -39,7 +39,7 @@ def plot(report: dict, path, title: str | None = None) -> None:
     ax.set_ylabel(f"accuracy over {report['n']} problems (95% bootstrap)")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
