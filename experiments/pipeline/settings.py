@@ -16,7 +16,7 @@ class Settings:
     base_steps: int = 1200
     # sft
     sft_problems: int = 3500  # + held_out <= 4050, half of all 8100 problems
-    sft_epochs: int = 10
+    sft_epochs: int = 8
     sft_lr: float = 3e-3
     # pairs: K samples of each problem from the SFT model, a right one over a wrong one
     pair_problems: int = 800
@@ -32,14 +32,14 @@ class Settings:
     rm_lr: float = 3e-4
     rm_epochs: int = 2
     # rl
-    rl_steps: int = 300
+    rl_steps: int = 240
     rl_lr: float = 3e-4
     rl_group: int = 8
     rl_prompts: int = 8
     rl_beta_kl: float = 0.05  # k3 penalty to SFT: keeps the KL bounded
     # best-of-n by the reward model
     best_of: int = 16
-    best_of_problems: int = 200
+    best_of_problems: int = 100
 
 
 FULL = Settings()
