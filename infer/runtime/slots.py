@@ -3,7 +3,7 @@
     eng = SlotEngine(decode_model.prepare(params, cfg), cfg, slots=8, max_len=1024)
     req = eng.submit(Request(prompt_ids, max_new_tokens=64, temperature=0.7, seed=1,
                              stop_ids=[eos], decode_fn=enc.decode, on_token=print))
-    eng.run_until_idle()          # or eng.serve(stop_event) on a thread of its own
+    eng.run_until_idle()          # or eng.step() in a loop of one's own (infer/serve/worker.py)
     req.result.text, req.result.finish_reason
 
 How it works (and why), as llama.cpp's server slots and vLLM's scheduler:
@@ -153,7 +153,8 @@ def _decode_step(params, cache, token_B, write_B, position_B, live_B, temperatur
 
 class SlotEngine:
     """A running batch of `slots` rows over `decode_model.prepare`d parameters (see module doc).
-    Thread-safe `submit`/`cancel`; `step`/`run_until_idle`/`serve` run on one thread."""
+    `submit` and `Request.cancel` may be called from any thread; `step` and `run_until_idle`
+    run on one."""
 
     def __init__(self, params, cfg: ModelConfig, *, slots: int = 8, max_len: int | None = None,
                  chunk: int = 64):
@@ -172,7 +173,7 @@ class SlotEngine:
         self.cache["index"] = jnp.zeros((slots,), jnp.int32)
         self._rows: list[_Slot | None] = [None] * slots
         self._waiting: collections.deque[Request] = collections.deque()
-        self._wake = threading.Condition()
+        self._lock = threading.Lock()  # submit (any thread) against _admit (the step)
         self._last_B = np.zeros(slots, np.int32)  # each row's last token (next step's input)
         self._admitted = 0
         self._executables: dict = {}
@@ -202,9 +203,8 @@ class SlotEngine:
     def submit(self, req: Request) -> Request:
         """Queues a request (checked first); it joins the batch at the next free slot."""
         self.check(req)
-        with self._wake:
+        with self._lock:
             self._waiting.append(req)
-            self._wake.notify()
         return req
 
     def busy(self) -> bool:
@@ -234,23 +234,10 @@ class SlotEngine:
         while self.busy():
             self.step()
 
-    def serve(self, stop: threading.Event) -> None:
-        """Runs steps while there is work, waiting for requests otherwise, until `stop`."""
-        while not stop.is_set():
-            with self._wake:
-                while not self.busy() and not stop.is_set():
-                    self._wake.wait(0.5)
-            if not stop.is_set():
-                self.step()
-
-    def wake(self) -> None:
-        with self._wake:
-            self._wake.notify_all()
-
     # -- internals -----------------------------------------------------------------------------
 
     def _admit(self) -> None:
-        with self._wake:
+        with self._lock:
             for b in range(self.slots):
                 while self._rows[b] is None and self._waiting:
                     req = self._waiting.popleft()
