@@ -37,9 +37,9 @@ class Settings:
     base_arith_lines: int = 40_000  # arithmetic prose mixed into the plays (about as many bytes)
     base_lr: float = 3e-3
     # Fine-tuning, identical for both arms: same steps of the same rows = same tokens and time.
-    n_tool: int = 4800          # tool-arm conversations (2 epochs); the head arm matches tokens
+    n_tool: int = 4000          # tool-arm conversations (2 epochs); the head arm matches tokens
     n_val: int = 200            # held-out conversations for the validation loss
-    sft_steps: int = 1200
+    sft_steps: int = 1000
     sft_lr: float = 2e-3
     batch_size: int = 8
     seq_len: int = 128          # a row holds one tool conversation (~101 tokens) or three head ones
