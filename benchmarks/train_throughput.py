@@ -45,6 +45,31 @@ Why 1.2x torch.compile is out of reach here: torch.compile's step is ~3.2 s (~11
 1.2x that is ~1530 tokens/s, i.e. the whole step at 137 GFLOP/s, 92% of what a single large
 float32 matmul reaches on these two cores (~150 GFLOP/s, roofline ~1670 tokens/s), while
 XLA:CPU's dots alone average ~90 GFLOP/s.
+
+Session 5, on an Intel Xeon with AVX-512, AVX512_BF16 and AMX (2 cores, shared; every number
+taken under the machine's lock at load averages 2.0-2.8 from other processes, so medians
+swing by 2x between rounds: compare within a run, and read the min column too):
+  - single matmuls at the bench's shapes (4096 x 384 x {1152, 2048, 8192}, 4096 x 1024 x 384):
+    XLA float32 105-288 GFLOP/s like torch's 104-299; bf16 inputs with float32 results
+    203-1471 in XLA (YNNPACK) against 436-2466 in torch (oneDNN on AMX). bf16 pays here, and
+    torch gets ~1.7-3x more of it than XLA.
+  - first race (torch.compile, its bf16 autocast, twofiles fp32 and bf16): medians 1702,
+    1844 (min 746), 3058 and 3308 ms. torch's bf16 step at its min is ~490 GFLOP/s of model
+    FLOPs; twofiles' bf16 step gained nothing over float32.
+  - profile of twofiles-bf16 with flash attention and the chunked loss (one step, 2.1 s): the
+    YNNPACK dot fusions are most of it; the vocabulary projection in 4 chunks of 1024 tokens
+    ~167 ms (~150 GFLOP/s of bf16), each layer's flash backward ~38 ms.
+  - flash attention (infer/kernels/flash_attention.cc) against XLA's einsums for one layer
+    (16 x 256 tokens, 6 heads of 64), forward + backward: 139-184 ms against 148-272 (not
+    under the lock; the same process, alternating).
+  - second race: torch-bf16-compile median 2240 (min 675) ms, twofiles-bf16 4528, fp32-flash
+    2857 (min 2488), bf16-flash 2896 (min 2272): flash attention + chunked loss is the faster
+    twofiles step, ~0.8x torch's bf16 medians and ~0.3x its best round.
+Why 1.2x torch's best is out of reach here: torch's bf16 step at its best round (675 ms) runs
+the step's 3.67e11 FLOPs at ~545 GFLOP/s, already above what XLA's bf16 dots reach at the
+bench's largest shapes (203-498 GFLOP/s measured above, 1471 only at K = 1024); 1.2x would be
+~650 GFLOP/s for the whole step, above XLA's own dot ceiling at these shapes, before counting
+the norms, rope, softmax and AdamW around them.
 """
 
 from __future__ import annotations
