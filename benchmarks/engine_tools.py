@@ -70,7 +70,7 @@ def run(model, prompts, system, tools, new_tokens, weights):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None,
-                        help="model source: a twofiles run, GGUF, HF folder (default: SmolLM2-135M)")
+                        help="a twofiles run, GGUF or HF folder (default: SmolLM2-135M)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
