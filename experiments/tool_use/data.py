@@ -1,8 +1,8 @@
 """The two arms' training sets: arithmetic through the calculator, and the same in the head.
 
     arms = build_arms(tokenizer, n_tool=4000, digits=(4, 3), ops="*")
-    arms.tool, arms.head          # conversations (OpenAI-shaped message lists)
-    arms.tokens                   # {"tool": 401_386, "head": 401_392}: rendered tokens of each
+    arms.tool, arms.head          # 4,000 and 10,210 conversations (OpenAI-shaped messages)
+    arms.tokens                   # {"tool": 406_602, "head": 406_604}: rendered tokens of each
 
 "Same tokens": a tool conversation is about 2.5 times longer than its in-the-head twin (the call's
 JSON and the tool message), so giving both arms the same *problems* would give the tool arm more
