@@ -62,14 +62,21 @@ swing by 2x between rounds: compare within a run, and read the min column too):
   - flash attention (infer/kernels/flash_attention.cc) against XLA's einsums for one layer
     (16 x 256 tokens, 6 heads of 64), forward + backward: 139-184 ms against 148-272 (not
     under the lock; the same process, alternating).
-  - second race: torch-bf16-compile median 2240 (min 675) ms, twofiles-bf16 4528, fp32-flash
-    2857 (min 2488), bf16-flash 2896 (min 2272): flash attention + chunked loss is the faster
-    twofiles step, ~0.8x torch's bf16 medians and ~0.3x its best round.
-Why 1.2x torch's best is out of reach here: torch's bf16 step at its best round (675 ms) runs
-the step's 3.67e11 FLOPs at ~545 GFLOP/s, already above what XLA's bf16 dots reach at the
-bench's largest shapes (203-498 GFLOP/s measured above, 1471 only at K = 1024); 1.2x would be
-~650 GFLOP/s for the whole step, above XLA's own dot ceiling at these shapes, before counting
-the norms, rope, softmax and AdamW around them.
+  - final race (load 2.04 -> 2.06, all six variants interleaved), median ms:
+    torch.compile 1661, torch bf16 + compile 746, twofiles fp32 3354, bf16 3309, fp32 with
+    flash attention + loss chunks 2818, bf16 with both 2486 (0.30x torch's best). Flash and
+    chunks take the fp32 step 1.19x and the bf16 step 1.33x faster; the loss curves of the
+    first steps agree with plain fp32 to 5 decimals.
+  - XLA flags, single bf16 matmuls at the shapes above (same lock, load ~2): default (YNNPACK)
+    359-1345 GFLOP/s; --xla_cpu_use_onednn=true 376-1361 (the whole bf16-flash step 2391 vs
+    2486 ms: within noise, not kept); --xla_cpu_use_xnnpack 359-1278; prefer_vector_width=512
+    364-1297; YNNPACK fusions off 177-244 (bf16 then no faster than float32).
+Not met: 1.2x torch's best. torch's bf16 step is 746 ms (~490 GFLOP/s of model FLOPs); 1.2x is
+622 ms. The measured ceiling does not rule it out: with the vocabulary projections (21% of the
+FLOPs) at XLA's ~360 GFLOP/s and the rest at ~1000, the dots alone would take ~0.5 s. The
+twofiles bf16 step spends ~2.5 s: what remains is the work around the dots (casts, norms,
+rope, the elementwise fusions, AdamW) and the flash kernel's float32 tiles (~40 ms per
+layer's backward), which a next session should profile one fusion at a time.
 """
 
 from __future__ import annotations
