@@ -70,6 +70,23 @@ def test_set_steps_on_the_command_line_continues_a_finished_run(finished, data_d
     assert sorted(d.split(":")[0] for d in plan.extended) == ["optim.warmup_steps", "steps"]
 
 
+def test_a_run_saved_before_a_config_field_existed_is_still_this_run(finished, tmp_path,
+                                                                      data_dir):
+    """A field added to the code since (its default is the old behaviour) does not make an old
+    run "a different config"; a saved value other than the default still does."""
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    saved = json.loads((out / "config.json").read_text())
+    del saved["sft"]["epochs"], saved["rl"]
+    (out / "config.json").write_text(json.dumps(saved))
+    plan = run_dir.plan(out, tiny(data_dir))
+    assert plan.start_step == 8 and not plan.clear and plan.summary is not None
+    saved["sft"]["epochs"] = 7
+    (out / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match=r"sft.epochs: 7 -> 3"):
+        run_dir.plan(out, tiny(data_dir))
+
+
 def test_lowering_steps_is_a_different_run(finished, data_dir):
     with pytest.raises(ConfigError, match=r"steps: 8 -> 4 \(a run can be continued, not "
                                           r"shortened\)"):

@@ -66,6 +66,16 @@ def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     return diffs
 
 
+def _with_defaults(saved: dict) -> dict:
+    """A saved config with the fields the code has gained since filled in with their defaults:
+    a new field's default is the behaviour from before it existed, so a run saved without it is
+    still this run. A config the code can no longer read is compared as it was saved."""
+    try:
+        return json.loads(json.dumps(train_config.from_dict(saved).to_dict()))
+    except ConfigError:
+        return saved
+
+
 def _is_own(name: str, own: tuple[str, ...]) -> bool:
     # Temporary names of the atomic writes below, left by a kill mid-write, are the run's too.
     base = name.removeprefix(".").removesuffix(".tmp")
@@ -189,7 +199,7 @@ def plan(out, cfg: TrainConfig, *, force: bool = False, own_files: tuple[str, ..
             return Plan(out, clear=True, own_files=own_files)
         raise RunDirError(f"{out} holds the remains of a run without its config.json; use "
                           "another --out, or --force to start over there")
-    old = json.loads(saved.read_text())
+    old = _with_defaults(json.loads(saved.read_text()))
     new = json.loads(json.dumps(cfg.to_dict()))
     changed = config_diff(old, new)
     extended = [d for d in changed if d.split(":")[0] in EXTENDING_FIELDS]

@@ -16,7 +16,7 @@ RUNS = {"injection": ["none", "datamark", "base64"], "jailbreak": ["none"],
         "extraction": ["none"]}
 
 
-def main() -> int:
+def main(argv=None) -> int:
     import infer
     from evals import harness
     from evals.attacks import run
@@ -28,7 +28,7 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--weights", default="int8", choices=("float32", "int8"))
     parser.add_argument("--out", default=str(Path(__file__).parent))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     model = infer.load(args.model)
     for kind in args.kinds:
         for defense in RUNS[kind]:

@@ -108,7 +108,7 @@ def accuracy(model, retriever, qs: list[dict], *, with_docs: bool, max_new_token
             "records": records}
 
 
-def main() -> int:
+def main(argv=None) -> int:
     from infer.retrieval import Retriever
 
     p = argparse.ArgumentParser(prog="python -m experiments.retrieval")
@@ -118,7 +118,7 @@ def main() -> int:
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results", default=str(Path(__file__).parent / "results.json"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
     root = Path(args.out) / "docs"
     files = write_corpus(root)
     bm25 = Retriever.from_dir(root)
