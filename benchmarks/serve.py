@@ -26,13 +26,13 @@ import argparse
 import concurrent.futures
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from experiments.server_process import free_port, start, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = [
@@ -45,12 +45,6 @@ PROMPTS = [
     "Describe the life cycle of a butterfly in detail.",
     "Write a long poem about autumn leaves and the first frost.",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def peer_main(gguf: str, port: int, threads: int, ctx: int) -> None:
@@ -70,34 +64,6 @@ def peer_main(gguf: str, port: int, threads: int, ctx: int) -> None:
                                                         interrupt_requests=False),
                          model_settings=[settings])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
-
-
-def start(argv: list[str], url: str, log: Path, timeout: float = 600) -> subprocess.Popen:
-    """Starts a server process and waits until GET {url}/v1/models answers."""
-    import httpx
-
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            env=dict(os.environ, JAX_PLATFORMS="cpu"))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{argv[:4]} exited with {proc.returncode}; see {log}")
-        try:
-            if httpx.get(url + "/v1/models", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit(f"{argv[:4]} did not answer within {timeout:.0f} s; see {log}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def one_request(http, url: str, model: str, prompt: str, max_tokens: int):
@@ -191,7 +157,8 @@ def main(argv=None):
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = Path(f"/tmp/bench_serve_{name}.log")
-        proc = start(argv_ + ["--port", str(port)], url, log)
+        proc = start(argv_ + ["--port", str(port)], url, log, ready="/v1/models",
+                     env=dict(os.environ, JAX_PLATFORMS="cpu"))
         served = args.model  # both name the model by the path they were given
         try:
             for c in args.concurrency:

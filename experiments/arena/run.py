@@ -24,51 +24,19 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from experiments.server_process import free_port, start, stop
+
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = {"demo": "runs/demo", "smollm2-arith": "runs/smollm2-arith", "smollm2": "smollm2"}
 DIGITS, OPS = (2, 2), "+-"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(argv: list[str], url: str, log: Path, timeout: float = 600) -> subprocess.Popen:
-    """A server subprocess, once GET {url}/health answers."""
-    import httpx
-
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{' '.join(argv[:4])} exited ({proc.returncode}); see {log}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit(f"{' '.join(argv[:4])} did not start in {timeout:.0f} s; see {log}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+# the servers run without the caller's XLA_FLAGS (a simulated device count would slow them)
+SERVER_ENV = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
 
 
 def verdict(correct_a: bool, correct_b: bool) -> str:
@@ -147,7 +115,7 @@ def chat_screenshot(browser, model: str, path: Path, log: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = start([sys.executable, "-m", "infer", "serve", "--model", model, "--port",
-                  str(port), "--weights", "int8"], url, log)
+                  str(port), "--weights", "int8"], url, log, env=SERVER_ENV)
     try:
         page = browser.new_page(viewport={"width": 1000, "height": 700})
         page.goto(url)
@@ -200,7 +168,7 @@ def main(argv=None) -> int:
     flags = [f for name, src in MODELS.items() for f in ("--model", f"{name}={src}")]
     arena = start([sys.executable, "-m", "evals", "arena", *flags, "--db", str(db), "--port",
                    str(port), "--max-new-tokens", str(args.max_new_tokens), "--weights", "int8"],
-                  url, Path("/tmp/arena_experiment.log"))
+                  url, Path("/tmp/arena_experiment.log"), env=SERVER_ENV)
     t0 = time.perf_counter()
     try:
         with sync_playwright() as pw:
