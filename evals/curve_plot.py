@@ -18,9 +18,8 @@ LABELS = {"oracle": "best-of-n, grader as verifier (pass@n)",
 def plot(report: dict, path, title: str | None = None) -> None:
     """Writes a PNG (or any format matplotlib infers from the suffix) of the curves in
     `report` (evals.curve.curves' shape) to `path`, atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed
+    # No matplotlib.use("Agg"): it would switch a notebook's inline backend off for the
+    # whole session; a headless machine falls back to Agg by itself.
     import matplotlib.pyplot as plt
 
     ns = np.asarray(report["ns"])

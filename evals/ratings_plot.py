@@ -10,9 +10,8 @@ from evals.ratings import Ratings
 
 def plot(table: Ratings, path) -> None:
     """Writes a PNG (or any format matplotlib infers from the suffix) of `table` to `path`."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed
+    # No matplotlib.use("Agg"): it would switch a notebook's inline backend off for the
+    # whole session; a headless machine falls back to Agg by itself.
     import matplotlib.pyplot as plt
 
     n = len(table.models)

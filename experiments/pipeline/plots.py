@@ -13,9 +13,8 @@ def _series(metrics: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 def draw(rows: list[dict], curve: dict, path: Path) -> None:
     """Writes a 2 x 2 figure to `path` (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    # No matplotlib.use("Agg"): it would switch a notebook's inline backend off for the
+    # whole session; a headless machine falls back to Agg by itself.
     import matplotlib.pyplot as plt
 
     from evals.report import read_metrics
