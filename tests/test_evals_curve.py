@@ -2,7 +2,6 @@
 force over every ordered draw, the oracle curve never losing accuracy beyond its interval, a
 reward model ranking the samples, and the command's JSON, table and plot."""
 
-import collections
 import itertools
 import json
 import math
@@ -12,6 +11,7 @@ import pytest
 
 from evals import __main__ as evals_main
 from evals import cli_curve, curve, stats, tasks
+from tests.test_evals_harness import scripted
 from tests.test_export_common import tiny_twofiles_model
 
 # 3 problems x 4 samples. A: two right "7", two wrong "8". B: three right "5", one wrong "6".
@@ -117,20 +117,6 @@ class _RewardByLength:
 TASK = tasks.get("arithmetic", digits=(2, 2), ops="+")
 
 
-def _scripted(script):
-    used = collections.Counter()
-
-    def generate(conversations, seed):
-        out = []
-        for conv in conversations:
-            prompt = conv[0]["content"]
-            out.append(script[prompt][used[prompt]])
-            used[prompt] += 1
-        return out
-
-    return generate
-
-
 def test_reward_model_best_of_n_picks_the_highest_scored_sample():
     items = TASK.items(2, seed=0)
     r0, r1 = items[0].reference, items[1].reference
@@ -141,7 +127,7 @@ def test_reward_model_best_of_n_picks_the_highest_scored_sample():
                   (f"= {r1}", True), (f"Surely = {int(r1) + 5}", True),  # the longest is wrong
                   (f"= {r1}", True), (f"Surely it is {r1}", False)]}     # longer, cut off
     rm = _RewardByLength()
-    report = cli_curve.measure(TASK, items, _scripted(script), samples=4, batch_size=3,
+    report = cli_curve.measure(TASK, items, scripted(script), samples=4, batch_size=3,
                                rm=rm, progress=False)
     rm_curve = report["reward_model"]["per_problem"]
     assert rm_curve[0][-1] == 1.0 and rm_curve[1][-1] == 0.0  # n = 4: the top-reward sample

@@ -13,12 +13,14 @@ from tests.test_export_common import tiny_twofiles_model
 TASK = tasks.get("arithmetic", digits=(2, 2), ops="+")
 
 
-def _scripted(script: dict[str, list[tuple[str, bool]]], calls: list):
-    """A generator answering each prompt with its script's next completion, in order."""
+def scripted(script: dict[str, list], calls: list | None = None):
+    """A generator answering each prompt with its script's next completion, in order (the
+    curve and pairs tests use it too); `calls` records (batch size, seed) of each call."""
     used = collections.Counter()
 
     def generate(conversations, seed):
-        calls.append((len(conversations), seed))
+        if calls is not None:
+            calls.append((len(conversations), seed))
         out = []
         for conv in conversations:
             prompt = conv[0]["content"]
@@ -40,7 +42,7 @@ def test_scripted_completions_give_the_exact_numbers():
         [(right[3], True), (wrong[3], True), (right[3], True)],      # 2 of 3
     ])}
     calls = []
-    report = harness.run_generated(TASK, items, _scripted(script, calls), samples=3, seed=10,
+    report = harness.run_generated(TASK, items, scripted(script, calls), samples=3, seed=10,
                                    batch_size=5, progress=False)
     assert calls == [(5, 10), (5, 15), (2, 20)]  # 12 rows in batches of 5, a seed per batch
     assert report["n"] == 4 and report["samples"] == 3
