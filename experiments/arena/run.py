@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from evals import harness
 from experiments.server_process import free_port, start, stop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -198,9 +199,7 @@ def main(argv=None) -> int:
     summary = {"battles": n, "seconds": round(seconds, 1), "task": {"name": "arithmetic",
                "digits": list(DIGITS), "ops": OPS, "seed": args.seed},
                "models": MODELS, "answers_correct": accuracy(seen), "judged": seen}
-    tmp = out / "judge.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, out / "judge.json")
+    harness.write_json(summary, out / "judge.json")
     for name, row in summary["answers_correct"].items():
         lo, hi = row["wilson95"]
         print(f"{name:<14} {row['correct']:3d}/{row['answers']:<3d} correct  "
