@@ -31,14 +31,48 @@ def task(s: Settings):
     return tasks.get("arithmetic", digits=s.digits, ops=s.ops)
 
 
+def scored_problems(s: Settings) -> frozenset:
+    """Every problem a stage is scored on: the card's held-out set (seed 0, which best-of-n
+    and RL's evaluation share) and the held-out pairs' problems (seed 2)."""
+    from evals.tasks import arithmetic
+
+    return frozenset(
+        arithmetic.problems(s.held_out, seed=0, digits=s.digits, ops=s.ops, stream="held_out")
+        + arithmetic.problems(s.val_pair_problems, seed=2, digits=s.digits, ops=s.ops,
+                              stream="held_out"))
+
+
+def base_corpus(s: Settings, out: Path) -> Path:
+    """OUT/corpus/mixed.jsonl: the demo plays and s.base_arith_lines lines of arithmetic prose
+    (experiments.tool_use.corpus), none of them a scored problem."""
+    from evals import harness
+    from experiments.tool_use.corpus import write_mixed_corpus
+
+    corpus = out / "corpus"
+    if not (corpus / "mixed.json").exists():
+        counts = write_mixed_corpus(corpus / "mixed.jsonl", s.base_arith_lines,
+                                    held_out=scored_problems(s))
+        harness.write_json(counts, corpus / "mixed.json")  # last: the corpus is complete
+    return corpus / "mixed.jsonl"
+
+
 def pretrain(s: Settings, out: Path, progress: bool) -> str:
-    """The demo config with more layers, trained on the demo corpus."""
+    """The demo config with more layers, trained on the demo plays mixed with arithmetic prose
+    (on the plays alone the ten digits' embeddings collapse into one direction, and SFT then
+    cannot tell "4" from "7": experiments/tool_use/results/README.md)."""
     if finished(out / "base"):
         return str(out / "base")
+    from train import data_source, prepare
     from train import pretrain as driver
 
-    cfg = _config("demo", [f"model.n_layers={s.base_layers}", f"steps={s.base_steps}",
-                           "eval_every=0", f"checkpoint_every={max(1, s.base_steps // 2)}"])
+    demo_dir, _ = data_source.resolve(_config("demo", []))  # the demo's 2048-token tokenizer
+    tokenizer = Path(demo_dir) / data_source.tokenizer_file_name(demo_dir)
+    tokens = out / "corpus" / "tokens"
+    prepare.prepare(str(base_corpus(s, out)), tokenizer, tokens, progress=progress)
+    cfg = _config("demo", [f"data.source={tokens.resolve()}",
+                           f"model.n_layers={s.base_layers}", f"steps={s.base_steps}",
+                           f"optim.lr={s.base_lr}", "eval_every=0",
+                           f"checkpoint_every={max(1, s.base_steps // 2)}"])
     driver.run(cfg, out / "base", progress=progress)
     return str(out / "base")
 
