@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from model import precision
 from model.config import ModelConfig
 from model.ops import DEFAULT as DEFAULT_OPS, AttentionContext, Ops
 
@@ -18,10 +19,10 @@ def _dot(spec: str, x: jax.Array, w: jax.Array, cfg: ModelConfig) -> jax.Array:
     """A matmul with inputs in the compute dtype and a float32 result.
 
     Accumulating in float32 (rather than rounding the output to bfloat16) keeps bfloat16 compute
-    accurate, and on CPUs with bf16 dot units it is also the fast path.
+    accurate, and on CPUs with bf16 dot units it is also the fast path. The backward's matmuls
+    run in the compute dtype too (model/precision.py says why that needs its own gradient).
     """
-    cd = jnp.dtype(cfg.compute_dtype)
-    return jnp.einsum(spec, x.astype(cd), w.astype(cd), preferred_element_type=jnp.float32)
+    return precision.dot(spec, x, w, cfg.compute_dtype)
 
 
 def rms_norm(x: jax.Array, gain: jax.Array, eps: float) -> jax.Array:

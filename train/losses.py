@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 import model
+from model import precision
 from infer.kernels import flash_attention
 
 
@@ -47,20 +48,19 @@ def chunked_token_losses(hidden_BTD, unembed_DV, targets_BT, chunk: int,
     whose body is rematerialised (jax.checkpoint), so the backward recomputes each chunk's
     logits instead of keeping [B, T, V] float32 (4096 x 8192 x 4 B = 134 MB for the bench
     step, written once and read back twice). The unembedding's gradient is summed over chunks
-    by the scan's transpose. Matmuls in `compute_dtype`, accumulated and reduced in float32.
+    by the scan's transpose. Matmuls in `compute_dtype` (forward and backward, model.precision),
+    accumulated and reduced in float32.
     """
     B, T, D = hidden_BTD.shape
     n = B * T
     pad = -n % chunk
     h_CND = jnp.pad(hidden_BTD.reshape(n, D), ((0, pad), (0, 0))).reshape(-1, chunk, D)
     t_CN = jnp.pad(targets_BT.reshape(n), (0, pad)).reshape(-1, chunk)
-    cd = jnp.dtype(compute_dtype)
-    w_DV = unembed_DV.astype(cd)
 
     @jax.checkpoint
     def chunk_losses(h_ND, t_N):
-        logits_NV = jnp.einsum("nd,dv->nv", h_ND.astype(cd), w_DV,
-                               preferred_element_type=jnp.float32)
+        # The float32 unembedding goes in, so each chunk's dW is float32, summed in float32.
+        logits_NV = precision.dot("nd,dv->nv", h_ND, unembed_DV, compute_dtype)
         return optax.softmax_cross_entropy_with_integer_labels(logits_NV, t_N)
 
     _, nll_CN = jax.lax.scan(lambda c, x: (c, chunk_losses(*x)), None, (h_CND, t_CN))
