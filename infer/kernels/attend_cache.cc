@@ -348,11 +348,14 @@ ffi::Error AttendCacheImpl(ffi::ThreadPool pool, F32x5 q, Cache<DT> k, Cache<DT>
   using C = ffi::NativeType<DT>;
   const auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions();
   const Shape d{qd[0], qd[1], qd[2], qd[3], qd[4], kd[3]};
-  if (kd[0] != d.B || kd[1] != d.G || kd[2] != d.K || vd[0] != d.B || vd[1] != d.G ||
-      vd[2] != d.S || vd[3] != d.K || valid.dimensions()[0] != d.B ||
+  // The cache may hold more rows than q (a decode step of the first B rows of a cache of
+  // slots): rows are outermost, so the first B are a prefix of each buffer.
+  if (kd[0] < d.B || kd[1] != d.G || kd[2] != d.K || vd[0] != kd[0] || vd[1] != d.G ||
+      vd[2] != d.S || vd[3] != d.K || valid.dimensions()[0] != kd[0] ||
       valid.dimensions()[1] != d.S) {
     return ffi::Error::InvalidArgument(
-        "attend_cache: expected q [B,T,G,R,K], k [B,G,K,S], v [B,G,S,K] and valid [B,S]");
+        "attend_cache: expected q [B,T,G,R,K], k [N,G,K,S], v [N,G,S,K] and valid [N,S], "
+        "N >= B");
   }
   auto job = std::make_shared<Job<C>>();
   job->q = q.typed_data();

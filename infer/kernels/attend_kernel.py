@@ -4,7 +4,8 @@ XLA elsewhere. Serves prefill (T = the prompt) and decode steps (T = 1) alike.
     out_BTGRK = attend(q_BTGRK, k_BGKS, v_BGSK, valid_BS, start)
 
 q (already scaled by 1/sqrt(K)) holds each kv head's R query heads; token t sits in slot
-start + t and attends to the valid slots up to its own. XLA:CPU runs attention's small batched
+start + t and attends to the valid slots up to its own. The cache may have more rows than q:
+q's B rows are its first B (a decode step of a cache of slots runs only the busy ones). XLA:CPU runs attention's small batched
 products as separate library calls per layer (measured on SmolLM2: 3.7 ms of an 11.9 ms decode
 step at batch 1, 26 of 50 ms at batch 8); `kernels/attend_cache.cc` does a (batch row, kv head,
 block of 16 tokens) per task and reads only the slots up to the block's last token. `attend_xla`
@@ -25,7 +26,8 @@ CACHE_DTYPES = (jnp.float32, jnp.float16)
 
 def attend_xla(q_BTGRK, k_BGKS, v_BGSK, valid_BS, start):
     """The attention in plain XLA over the whole cache (the reference and the fallback)."""
-    T, S = q_BTGRK.shape[1], k_BGKS.shape[-1]
+    B, T, S = q_BTGRK.shape[0], q_BTGRK.shape[1], k_BGKS.shape[-1]
+    k_BGKS, v_BGSK, valid_BS = k_BGKS[:B], v_BGSK[:B], valid_BS[:B]  # q's rows of the cache
     visible_BTS = (jnp.arange(S)[None, :] <= start + jnp.arange(T)[:, None])[None] & (
         valid_BS[:, None, :])
     scores = jnp.einsum("btgrk,bgks->btgrs", q_BTGRK, k_BGKS.astype(jnp.float32))

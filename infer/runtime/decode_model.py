@@ -153,6 +153,7 @@ class _CacheContext:
     valid_BS: jax.Array
     start: jax.Array
     write_B: jax.Array | None = None
+    span: int | None = None  # static: every row's slots so far lie below it (`forward`)
 
 
 def _attention(q_BTHK, k_BTGK, v_BTGK, kv, ctx: _CacheContext, cfg: ModelConfig):
@@ -171,10 +172,12 @@ def _attention(q_BTHK, k_BTGK, v_BTGK, kv, ctx: _CacheContext, cfg: ModelConfig)
         k_BGKS = kv[0].at[rows_B, :, :, ctx.write_B].set(k_BGKT[..., 0])
         v_BGSK = kv[1].at[rows_B, :, ctx.write_B].set(v_BGTK[:, :, 0])
     q_BTGRK = q_BTHK.reshape(B, T, G, H // G, K) * K**-0.5
-    if _use_attend_kernel():
+    if _use_attend_kernel():  # it reads only q's rows, up to each one's last token
         attn_BTGRK = attend_kernel.attend(q_BTGRK, k_BGKS, v_BGSK, ctx.valid_BS, ctx.start)
-    else:
-        attn_BTGRK = attend_kernel.attend_xla(q_BTGRK, k_BGKS, v_BGSK, ctx.valid_BS, ctx.start)
+    else:  # XLA reads every slot it is given: only the first `span`
+        S = ctx.span or k_BGKS.shape[-1]
+        attn_BTGRK = attend_kernel.attend_xla(q_BTGRK, k_BGKS[..., :S], v_BGSK[:, :, :S],
+                                              ctx.valid_BS[:, :S], ctx.start)
     return attn_BTGRK.reshape(B, T, H, K), (k_BGKS, v_BGSK)
 
 
@@ -201,15 +204,21 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) ->
 
 def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict,
             positions_BT: jax.Array | None = None, valid_BT: jax.Array | None = None,
-            last_only: bool = False, int8: bool | None = None, empty_cache: bool = False):
+            last_only: bool = False, int8: bool | None = None, empty_cache: bool = False,
+            span: int | None = None):
     """`model.forward` with a cache, over `prepare`d parameters (float32 logits): `model`'s
     block with this layout's operations (`OPS`). `int8` uses the int8 copies of the matrices
     (by default, whenever `params` were prepared with them).
 
     `cache["index"]` is the slot of the first new token, a scalar for every row, or a [B]
     array of one slot per row for a step of one token per row (a cache of slots whose rows are
-    at different lengths; positions then default to those slots). `empty_cache` is accepted
-    for the engine's prefill and changes nothing: the kernel reads only the slots written."""
+    at different lengths; positions then default to those slots). The cache may have more
+    rows than `tokens_BT`: the tokens go to its first B rows and the others are left as they
+    are (a step of only the busy rows of a cache of slots). `span` (static) promises that
+    every row's tokens, new ones included, lie in the first `span` slots: XLA's attention then
+    reads no further (the CPU kernel stops at the last token by itself). `empty_cache` is
+    accepted for the engine's prefill and changes nothing: the kernel reads only the slots
+    written."""
     del empty_cache
     if int8 is None:
         int8 = has_int8(params)
@@ -233,7 +242,7 @@ def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict,
     if positions_BT is None:
         positions_BT = default_positions_BT
     rope_BTk = params["rope"]["cos"][positions_BT], params["rope"]["sin"][positions_BT]
-    ctx = _CacheContext(valid_BS, start, write_B)
+    ctx = _CacheContext(valid_BS, start, write_B, span)
     mats = params["int8"]["layers"] if int8 else params["layers"]
     ks, vs = [], []
     for norms, layer_mats, k, v in zip(params["layers"], mats, cache["k"], cache["v"]):
