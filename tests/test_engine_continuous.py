@@ -34,6 +34,7 @@ def eng(request, tiny):
     cfg, params = tiny
     prepared = decode_model.prepare(params, cfg, request.param)
     e = slots.SlotEngine(prepared, cfg, slots=4, max_len=128, chunk=16)
+    e.warmup()  # every bucket compiled: requests coming and going compile nothing more
     e.weights = request.param
     return e
 
@@ -96,16 +97,19 @@ def test_seeded_sampling_is_the_same_alone_and_joined(eng):
 
 def test_chunked_prefill_interleaves_with_running_rows(eng):
     """A 64-token prompt (4 chunks) joins a running row: the row gets a token at every step
-    of the prefill instead of waiting for all of it."""
-    running = eng.submit(slots.Request(_prompt(3, 5), max_new_tokens=30))
+    of the prefill instead of waiting for all of it (one per step while chunks remain: the
+    engine runs single decode steps then, so the next chunk is not held back)."""
+    running = eng.submit(slots.Request(_prompt(3, 5), max_new_tokens=60))
     for _ in range(3):
         eng.step()
     count = lambda: len(eng._rows[0].tokens)
     n0 = count()
     long = eng.submit(slots.Request(_prompt(4, 64), max_new_tokens=4))
+    counts = []
     for _ in range(4):
         eng.step()
-    assert count() == n0 + 4
+        counts.append(count())
+    assert counts[:3] == [n0 + 1, n0 + 2, n0 + 3] and counts[3] > counts[2]
     eng.run_until_idle()
     assert running.result.finish_reason == "length" and len(long.result.token_ids) == 4
 
@@ -114,7 +118,7 @@ def test_cancelled_request_frees_its_slot_before_the_next_step(tiny):
     cfg, params = tiny
     e = slots.SlotEngine(decode_model.prepare(params, cfg), cfg, slots=1, max_len=64, chunk=16)
     first = e.submit(slots.Request(_prompt(5, 8), max_new_tokens=40))
-    second = e.submit(slots.Request(_prompt(6, 8), max_new_tokens=3))
+    second = e.submit(slots.Request(_prompt(6, 8), max_new_tokens=20))
     for _ in range(3):
         e.step()
     first.cancel()
@@ -122,7 +126,7 @@ def test_cancelled_request_frees_its_slot_before_the_next_step(tiny):
     assert first.done.is_set() and first.result.finish_reason == "cancelled"
     assert e._rows[0] is not None and e._rows[0].req is second
     e.run_until_idle()
-    assert len(second.result.token_ids) == 3 and not e.busy()
+    assert len(second.result.token_ids) == 20 and not e.busy()
 
 
 def test_stop_ids_stop_strings_and_limits_per_request(eng):

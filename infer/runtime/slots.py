@@ -1,31 +1,53 @@
 """Continuous batching over a cache of slots: requests join and leave a running batch.
 
     eng = SlotEngine(decode_model.prepare(params, cfg), cfg, slots=8, max_len=1024)
+    eng.warmup()                  # optional: compile every bucket now rather than on first use
     req = eng.submit(Request(prompt_ids, max_new_tokens=64, temperature=0.7, seed=1,
                              stop_ids=[eos], decode_fn=enc.decode, on_token=print))
     eng.run_until_idle()          # or eng.step() in a loop of one's own (infer/serve/worker.py)
     req.result.text, req.result.finish_reason
 
 How it works (and why), as llama.cpp's server slots and vLLM's scheduler:
-- The KV cache has `slots` rows of `max_len` positions (decode_model's layout, k [B, G, K, S]);
-  each row holds one request at its own length. Two executables serve every request: a prefill
-  chunk ([1, chunk] tokens into one row) and a decode step ([slots, 1]: one token for every
-  row, each written at its own slot). Shapes never change, so requests coming and going never
-  compile anything (`engine.compilations()` counts).
+- The KV cache has `slots` rows of `row_len` positions (decode_model's layout, k [B, G, K, S]);
+  each row holds one request at its own length. The busy rows are always the lowest ones:
+  when a request leaves, the highest busy row is moved into its place (a copy of the cache
+  row's written slots, `_move_row`), and a new request takes the lowest free row.
+- Buckets, so one request pays for one row and its own length: a decode step ([rows, 1]: one
+  token for each of the first `rows` rows, each written at its own slot) runs the smallest
+  power-of-two row bucket that covers the busy rows; a prefill chunk ([1, chunk] tokens into
+  one row) and a row move read and write only a power-of-two bucket of positions (`span`,
+  from MIN_SPAN) that covers the row. With XLA's attention (accelerators) a decode step also
+  attends over a span bucket covering the longest row; the CPU kernel needs none (it reads
+  each row only up to the last token written, a bound it gets at run time). One executable
+  per bucket, compiled on first use or all at once by `warmup()`, never per request
+  (`engine.compilations()` counts them).
+- Decode calls run several steps on the device when the host has nothing to do between
+  them (`_decode_run`, a while loop; up to RUN_TOKENS // rows steps): a row stops there on its
+  stop or tool-pause ids or its token limit, and its tokens stream in runs of a few. One step
+  per call whenever the host has work between steps: a prompt being prefilled, a request
+  waiting for a free row, a tool's answer to feed in. The step is one compiled body whatever
+  the run's length, so this changes no number. On SmolLM2 int8 alone this took a token from
+  ~20.4 to ~NN ms here (a host round trip per token: argument handling and synchronisation).
 - Chunked prefill: a new prompt is split into chunks of `chunk` tokens, the last one ending at
   the prompt's end (the first one padded on the left), and the scheduler runs one chunk, then
   one decode step of the running rows, and so on: a long prompt delays the running rows by one
   chunk per step, never by its whole prefill. Chunks are aligned to multiples of `chunk`
   slots, so one never runs past the row.
-- A request's numbers do not depend on the batch: every decode step has the same shape and a
-  row's arithmetic never mixes with another's (the int8 kernels round per row and choose their
-  path by tokens per row; the attention kernel reads a row's own slots); its random draws use
-  its own key, `fold_in(key(seed), n)` for its n-th token. So a greedy (or seeded) reply is the
-  same alone as in a busy batch, whichever slot it lands in (tests/test_engine_continuous.py).
+- A request's numbers do not depend on the batch, its row or its bucket: a row's arithmetic
+  never mixes with another's (the int8 kernels round per row and choose their path by tokens
+  per row; the attention kernel reads a row's own slots), and a moved row is a bitwise copy.
+  One exception, measured: XLA:CPU multiplies a single float32 row by a matrix on a
+  matrix-vector path that sums in another order than its matrix-matrix path (which gives every
+  row the same bits from 2 rows up), so float32 decode steps run at least 2 rows
+  (`_min_rows`); the int8 kernel treats one row like any other. Random draws use the
+  request's own key, `fold_in(key(seed), n)` for its n-th token. So a greedy (or seeded) reply
+  is the same alone as in a busy batch, whichever rows and buckets it passes through
+  (tests/test_engine_continuous.py, tests/test_slot_buckets.py).
 - Per request: temperature, top_p, seed, stop ids, stop strings (checked on the host after each
   token), a token limit, tools (`pause_ids` and `after(row, ids)`, as `engine.generate`'s: the
   ids a tool answers are fed in one per step, replacing what was sampled, `sampled=False`).
-  `cancel()` frees the request's slot before the next step.
+  `cancel()` frees the request's slot before the next step (after the current call's run). `Request.row` names the request
+  in its events and tool calls; it is not the cache row, which may change.
 - Sampling stays `infer.runtime.sampling`'s: greedy rows take its argmax; sampled rows its
   draw with their own key (one `sample` call per row, vmapped).
 """
@@ -76,21 +98,40 @@ class Request:
 
 @dataclasses.dataclass
 class _Slot:
-    """Host state of a request in a row of the cache."""
+    """Host state of a request in a row of the cache (the numbers every step sends to the
+    device live in SlotEngine._host instead, one array per field, indexed by row)."""
 
     req: Request
     chunks: list[np.ndarray]  # prompt chunks still to prefill
     pad: int  # empty slots before the prompt: positions are slot - pad
     order: int  # admission order: the oldest prompt is prefilled first
-    length: int = 0  # slots written so far
     tokens: list[int] = dataclasses.field(default_factory=list)
     sampled: list[bool] = dataclasses.field(default_factory=list)
     forced: collections.deque = dataclasses.field(default_factory=collections.deque)
     text: engine._RowText | None = None
 
 
+MIN_SPAN = 128  # the smallest position bucket (the attention kernel's block of slots)
+RUN_TOKENS = 8  # tokens (steps x rows) a decode call may make before the host looks again
+HALT_IDS = 8  # stop and pause ids per row the device checks (more: one step per call)
+
+
+def _buckets(smallest: int, largest: int) -> list[int]:
+    """Powers of two times `smallest` below `largest`, then `largest` itself."""
+    out = []
+    while smallest < largest:
+        out.append(smallest)
+        smallest *= 2
+    return out + [largest]
+
+
+def _fit(buckets: Sequence[int], n: int) -> int:
+    """The smallest bucket that holds n."""
+    return next(b for b in buckets if b >= n)
+
+
 # ---------------------------------------------------------------------------------------------
-# Device functions (pure; each compiled once per engine shape)
+# Device functions (pure; each compiled once per bucket)
 
 
 def _sample_rows(logits_BV, temperature_B, top_k_B, top_p_B, seed_B, count_B):
@@ -110,51 +151,104 @@ def _sample_rows(logits_BV, temperature_B, top_k_B, top_p_B, seed_B, count_B):
                                               seed_B, count_B))
 
 
-def _prefill_chunk(params, cache, slot, tokens_1C, start, pad, sampling_6, *, cfg: ModelConfig):
-    """Writes one chunk of a prompt into row `slot` at slots start..start+C-1 (its first `pad`
-    columns are padding when start is 0) and samples from its last position."""
+def _row_slots(cache, b, span: int):
+    """Slots [0, span) of cache row b: ([k [1, G, K, span]], [v [1, G, span, K]]) per layer."""
+    k = [jax.lax.dynamic_slice(x, (b, 0, 0, 0), (1, *x.shape[1:3], span)) for x in cache["k"]]
+    v = [jax.lax.dynamic_slice(x, (b, 0, 0, 0), (1, x.shape[1], span, x.shape[3]))
+         for x in cache["v"]]
+    return k, v
+
+
+def _put_row_slots(cache, b, k, v, valid_S):
+    """Writes `_row_slots`-shaped k and v into row b from slot 0, and its whole valid row."""
+    put = lambda x, r: jax.lax.dynamic_update_slice(x, r.astype(x.dtype), (b, 0, 0, 0))
+    return {"k": [put(x, r) for x, r in zip(cache["k"], k)],
+            "v": [put(x, r) for x, r in zip(cache["v"], v)],
+            "valid": jax.lax.dynamic_update_index_in_dim(cache["valid"], valid_S, b, 0)}
+
+
+def _prefill_chunk(params, cache, b, tokens_1C, start, pad, sampling_5, *, cfg: ModelConfig,
+                   span: int):
+    """Writes one chunk of a prompt into row b at slots start..start+C-1 (its first `pad`
+    columns are padding when start is 0; start + C <= span) and samples from its last
+    position. Only the row's first `span` slots are read and written."""
     C = tokens_1C.shape[1]
     S = cache["valid"].shape[1]
-    row = lambda x: jax.lax.dynamic_index_in_dim(x, slot, 0, keepdims=True)
+    k, v = _row_slots(cache, b, span)
     # Slots at and past `start` are the previous request's (or this chunk's): never visible.
-    valid_1S = row(cache["valid"]) & (jnp.arange(S) < start)
-    row_cache = {"k": [row(k) for k in cache["k"]], "v": [row(v) for v in cache["v"]],
-                 "valid": valid_1S, "index": start}
+    valid_1P = jax.lax.dynamic_slice(cache["valid"], (b, 0), (1, span)) & (
+        jnp.arange(span) < start)
     columns_C = start + jnp.arange(C)
-    valid_1C = (columns_C >= pad)[None]
-    positions_1C = jnp.maximum(columns_C - pad, 0)[None]
-    logits_11V, row_cache = decode_model.forward(params, tokens_1C, cfg, row_cache,
-                                                 positions_BT=positions_1C, valid_BT=valid_1C,
-                                                 last_only=True)
-    put = lambda x, r: jax.lax.dynamic_update_index_in_dim(x, r, slot, 0)
-    cache = {"k": [put(k, r) for k, r in zip(cache["k"], row_cache["k"])],
-             "v": [put(v, r) for v, r in zip(cache["v"], row_cache["v"])],
-             "valid": put(cache["valid"], row_cache["valid"]), "index": cache["index"]}
-    token_1 = _sample_rows(logits_11V[:, 0], *(x[None] for x in sampling_6))
+    logits_11V, row = decode_model.forward(
+        params, tokens_1C, cfg, {"k": k, "v": v, "valid": valid_1P, "index": start},
+        positions_BT=jnp.maximum(columns_C - pad, 0)[None], valid_BT=(columns_C >= pad)[None],
+        last_only=True)
+    valid_S = jnp.zeros((S,), bool).at[:span].set(row["valid"][0])  # none past the span
+    cache = _put_row_slots(cache, b, row["k"], row["v"], valid_S)
+    token_1 = _sample_rows(logits_11V[:, 0], *(x[None] for x in sampling_5))
     return token_1[0], cache
 
 
-def _decode_step(params, cache, token_B, write_B, position_B, live_B, temperature_B, top_k_B,
-                 top_p_B, seed_B, count_B, *, cfg: ModelConfig):
-    """One token for every row, written at the row's own slot (`write_B`); rows that are not
-    live write nothing visible (their slot is marked invalid and rewritten later)."""
-    step_cache = dict(cache, index=write_B)
-    logits_B1V, cache = decode_model.forward(params, token_B[:, None], cfg, step_cache,
-                                             positions_BT=position_B[:, None],
-                                             valid_BT=live_B[:, None])
-    token_B = _sample_rows(logits_B1V[:, 0], temperature_B, top_k_B, top_p_B, seed_B,
-                           count_B)
-    return token_B, dict(cache, index=jnp.zeros_like(write_B))
+def _decode_run(params, cache, token_B, write_B, position_B, live_B, temperature_B, top_k_B,
+                top_p_B, seed_B, count_B, left_B, halt_BN, until, *, cfg: ModelConfig,
+                span: int | None, steps: int):
+    """Up to `until` (<= `steps`) decode steps of the cache's first B rows, on the device: each
+    step takes one token per live row, writes it at the row's own slot (`write_B`), and samples
+    the next. A row stops being live after sampling one of its `halt_BN` ids (its stop ids and
+    its tools' pause ids, -1 padded) or its `left_B` last token. Rows that are not live write
+    nothing visible (their slot is marked invalid and rewritten later); rows past B are
+    untouched. Returns the sampled tokens [steps, B] (the first n_B[b] of row b are its own),
+    n_B and the cache. The step is the same whatever `until` is, so a reply's numbers do not
+    depend on how many steps each call ran."""
+    B = token_B.shape[0]
+
+    def step(state):
+        i, cache, token_B, write_B, position_B, live_B, count_B, left_B, out_KB, n_B = state
+        logits_B1V, cache = decode_model.forward(params, token_B[:, None], cfg,
+                                                 dict(cache, index=write_B),
+                                                 positions_BT=position_B[:, None],
+                                                 valid_BT=live_B[:, None], span=span)
+        new_B = _sample_rows(logits_B1V[:, 0], temperature_B, top_k_B, top_p_B, seed_B,
+                             count_B)
+        out_KB = jax.lax.dynamic_update_index_in_dim(out_KB, new_B, i, 0)
+        cache = {"k": cache["k"], "v": cache["v"], "valid": cache["valid"]}
+        halted_B = jnp.any(new_B[:, None] == halt_BN, axis=1) | (left_B <= 1)
+        step_B = live_B.astype(jnp.int32)
+        return (i + 1, cache, jnp.where(live_B, new_B, token_B), write_B + step_B,
+                position_B + step_B, live_B & ~halted_B, count_B + step_B, left_B - step_B,
+                out_KB, n_B + step_B)
+
+    def more(state):
+        return (state[0] < until) & jnp.any(state[5])
+
+    state = (jnp.int32(0), cache, token_B, write_B, position_B, live_B, count_B, left_B,
+             jnp.zeros((steps, B), jnp.int32), jnp.zeros((B,), jnp.int32))
+    state = jax.lax.while_loop(more, step, state)
+    return state[8], state[9], state[1]
+
+
+def _move_row(cache, src, dst, *, span: int):
+    """Copies row src's first `span` slots (all it has written) and valid row into row dst."""
+    k, v = _row_slots(cache, src, span)
+    return _put_row_slots(cache, dst, k, v, cache["valid"][src])
 
 
 # ---------------------------------------------------------------------------------------------
 # The scheduler
 
+# Per-row numbers sent to the device at every step, kept in one array each (no Python list
+# rebuilt per step): slots written, padding before the prompt, last token, generating or not,
+# tokens so far and still allowed, the request's sampling settings, whether its halting ids
+# fit the device's HALT_IDS (and, beside these, the ids: "halt" [slots, HALT_IDS]).
+_HOST_FIELDS = {"length": np.int32, "pad": np.int32, "last": np.int32, "live": bool,
+                "count": np.int32, "left": np.int32, "temperature": np.float32,
+                "top_k": np.int32, "top_p": np.float32, "seed": np.uint32, "fits": bool}
+
 
 class SlotEngine:
     """A running batch of `slots` rows over `decode_model.prepare`d parameters (see module doc).
-    `submit` and `Request.cancel` may be called from any thread; `step` and `run_until_idle`
-    run on one."""
+    `submit` and `Request.cancel` may be called from any thread; `step`, `run_until_idle` and
+    `warmup` run on one."""
 
     def __init__(self, params, cfg: ModelConfig, *, slots: int = 8, max_len: int | None = None,
                  chunk: int = 64):
@@ -170,13 +264,25 @@ class SlotEngine:
         self.row_len = -(-self.max_len // chunk) * chunk + chunk
         self.cache = decode_model.init_cache(cfg, slots, self.row_len,
                                              decode_model.cache_dtype(params))
-        self.cache["index"] = jnp.zeros((slots,), jnp.int32)
+        del self.cache["index"]  # each executable sets its own
+        self.row_buckets = _buckets(min(self._min_rows(), slots), slots)
+        self.span_buckets = _buckets(min(MIN_SPAN, self.row_len), self.row_len)
+        # With the CPU kernel a decode step reads each row up to its last token whatever the
+        # cache's length, so its executables need no position bucket (None: the whole row).
+        self._decode_spans = [None] if decode_model._use_attend_kernel() else self.span_buckets
         self._rows: list[_Slot | None] = [None] * slots
+        self._host = {name: np.zeros(slots, dtype) for name, dtype in _HOST_FIELDS.items()}
+        self._host["halt"] = np.full((slots, HALT_IDS), -1, np.int32)  # see _decode_run
         self._waiting: collections.deque[Request] = collections.deque()
         self._lock = threading.Lock()  # submit (any thread) against _admit (the step)
-        self._last_B = np.zeros(slots, np.int32)  # each row's last token (next step's input)
         self._admitted = 0
         self._executables: dict = {}
+        self.decode_calls: collections.Counter = collections.Counter()  # by row bucket
+
+    def _min_rows(self) -> int:
+        """The fewest rows a decode step runs: 2 for float32 matrices (XLA:CPU's one-row
+        product rounds differently, see the module doc), 1 for the int8 kernels."""
+        return 1 if decode_model.has_int8(self.params) else 2
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -217,24 +323,50 @@ class SlotEngine:
     # -- the loop ------------------------------------------------------------------------------
 
     def step(self) -> None:
-        """One scheduler step: drop cancelled requests, admit waiting ones into free slots, run
-        one prefill chunk (the oldest admitted prompt's) and one decode step of the rows that
-        are generating."""
+        """One scheduler step: drop cancelled requests, move the busy rows down into the
+        lowest ones, admit waiting requests into free slots, run one prefill chunk (the oldest
+        admitted prompt's) and one decode step of the rows that are generating."""
         for b, slot in enumerate(self._rows):
             if slot is not None and slot.req.cancelled.is_set():
                 self._finish(b, "cancelled")
+        self._compact()
         self._admit()
         prefilling = [b for b, s in enumerate(self._rows) if s is not None and s.chunks]
         if prefilling:
             self._prefill(min(prefilling, key=lambda b: self._rows[b].order))
-        if any(s is not None and not s.chunks for s in self._rows):
+        if self._host["live"].any():
             self._decode()
 
     def run_until_idle(self) -> None:
         while self.busy():
             self.step()
 
+    def warmup(self) -> None:
+        """Compiles every executable the engine may use (each prefill and move span, each
+        decode row bucket), so no request waits for a compilation."""
+        for span in self.span_buckets:
+            self._executable(_prefill_chunk, span, self._prefill_args(0))
+            self._executable(_move_row, span, (self.cache, np.int32(0), np.int32(0)))
+        for rows in self.row_buckets:
+            for span in self._decode_spans:
+                self._executable(_decode_run, (rows, span), self._decode_args(rows))
+
     # -- internals -----------------------------------------------------------------------------
+
+    def _compact(self) -> None:
+        """Moves the highest busy rows into the free rows below them: the busy rows are then
+        rows 0..n-1, and a decode step runs the smallest bucket of rows that covers them."""
+        busy = [b for b, s in enumerate(self._rows) if s is not None]
+        holes = [b for b in range(len(busy)) if self._rows[b] is None]
+        for dst, src in zip(holes, reversed(busy)):
+            length = int(self._host["length"][src])
+            if length:  # a row with nothing written yet has nothing to copy
+                span = _fit(self.span_buckets, length)
+                args = (self.cache, np.int32(src), np.int32(dst))
+                self.cache = self._executable(_move_row, span, args)(*args)
+            self._rows[dst], self._rows[src] = self._rows[src], None
+            for a in self._host.values():
+                a[dst], a[src] = a[src], 0
 
     def _admit(self) -> None:
         with self._lock:
@@ -245,54 +377,97 @@ class SlotEngine:
                         self._done(req, Completion([], "" if req.decode_fn else None,
                                                    "cancelled"))
                         continue
-                    self._rows[b] = self._new_slot(req)
+                    self._rows[b] = self._new_slot(b, req)
 
-    def _new_slot(self, req: Request) -> _Slot:
+    def _new_slot(self, b: int, req: Request) -> _Slot:
         ids = np.asarray([int(t) for t in req.prompt_ids], np.int32)
         pad = -len(ids) % self.chunk
         padded = np.concatenate([np.zeros(pad, np.int32), ids])
         self._admitted += 1
+        h = self._host
+        h["length"][b], h["pad"][b], h["last"][b], h["live"][b], h["count"][b] = 0, pad, 0, 0, 0
+        h["temperature"][b], h["top_k"][b], h["top_p"][b] = req.temperature, req.top_k, req.top_p
+        h["seed"][b] = req.seed % (1 << 31)
+        halt = sorted({int(t) for t in req.stop_ids}
+                      | {int(t) for t in (req.tools.pause_ids if req.tools else ())})
+        h["halt"][b] = -1
+        h["halt"][b, :len(halt)] = halt[:HALT_IDS]
+        h["fits"][b] = len(halt) <= HALT_IDS
         return _Slot(req, list(padded.reshape(-1, self.chunk)), pad, self._admitted,
                      text=engine._RowText(req.decode_fn, req.stop_strings))
 
-    def _sampling(self, rows: Sequence[int]):
-        reqs = [self._rows[b].req if self._rows[b] is not None else None for b in rows]
-        return (np.asarray([r.temperature if r else 0.0 for r in reqs], np.float32),
-                np.asarray([r.top_k if r else 0 for r in reqs], np.int32),
-                np.asarray([r.top_p if r else 1.0 for r in reqs], np.float32),
-                np.asarray([r.seed % (1 << 31) if r else 0 for r in reqs], np.uint32),
-                np.asarray([len(self._rows[b].tokens) if r else 0 for b, r in zip(rows, reqs)],
-                           np.int32))
+    def _settings(self, rows: slice) -> tuple:
+        h = self._host
+        return tuple(h[name][rows].copy()
+                     for name in ("temperature", "top_k", "top_p", "seed", "count"))
+
+    def _prefill_args(self, b: int, tokens_1C=None) -> tuple:
+        if tokens_1C is None:
+            tokens_1C = np.zeros((1, self.chunk), np.int32)
+        h = self._host
+        return (self.params, self.cache, np.int32(b), tokens_1C, np.int32(h["length"][b]),
+                np.int32(h["pad"][b]), tuple(x[0] for x in self._settings(slice(b, b + 1))))
 
     def _prefill(self, b: int) -> None:
         slot = self._rows[b]
-        tokens_1C = slot.chunks.pop(0)[None]
-        args = (self.params, self.cache, np.int32(b), tokens_1C, np.int32(slot.length),
-                np.int32(slot.pad), tuple(x[0] for x in self._sampling([b])))
-        token, self.cache = self._executable(_prefill_chunk, args)(*args)
-        slot.length += self.chunk
+        args = self._prefill_args(b, slot.chunks.pop(0)[None])
+        span = _fit(self.span_buckets, int(self._host["length"][b]) + self.chunk)
+        token, self.cache = self._executable(_prefill_chunk, span, args)(*args)
+        self._host["length"][b] += self.chunk
         if not slot.chunks:
+            self._host["live"][b] = True
             self._record(b, int(token))
 
-    def _decode(self) -> None:
-        live_B = np.array([s is not None and not s.chunks for s in self._rows])
-        write_B = np.array([s.length if s is not None else 0 for s in self._rows], np.int32)
-        position_B = np.array([max(s.length - s.pad, 0) if s is not None else 0
-                               for s in self._rows], np.int32)
-        args = (self.params, self.cache, self._last_B.copy(), write_B, position_B, live_B,
-                *self._sampling(range(self.slots)))
-        token_B, self.cache = self._executable(_decode_step, args)(*args)
-        token_B = np.asarray(token_B)
-        for b in np.flatnonzero(live_B):
-            self._rows[b].length += 1
-            self._record(int(b), int(token_B[b]))
+    def _decode_args(self, rows: int, until: int = 1) -> tuple:
+        h, r = self._host, slice(0, rows)
+        position_B = np.maximum(h["length"][r] - h["pad"][r], 0)
+        return (self.params, self.cache, h["last"][r].copy(), h["length"][r].copy(), position_B,
+                h["live"][r].copy(), *self._settings(r), h["left"][r].copy(),
+                h["halt"][r].copy(), np.int32(until))
 
-    def _executable(self, fn, args):
-        """fn compiled for this engine's shapes (once; the engine's shapes never change, so
-        later steps skip hashing the arguments' signature)."""
-        if fn not in self._executables:
-            self._executables[fn] = engine._compiled(fn, {"cfg": self.cfg}, (1,), *args)
-        return self._executables[fn]
+    def _run_steps(self, rows: int) -> int:
+        """Decode steps the next call may run before the host looks again: RUN_TOKENS // rows
+        (a row's tokens then stream in runs of a few, ~0.1 s), or one when the host has work
+        between steps: a prompt to prefill, a waiting request and a free row, a tool's
+        answer to feed in, or more halting ids than the device checks."""
+        h = self._host
+        if ((self._waiting and None in self._rows)
+                or any(s is not None and (s.chunks or s.forced) for s in self._rows[:rows])
+                or not h["fits"][:rows][h["live"][:rows]].all()):
+            return 1
+        return max(1, RUN_TOKENS // rows)
+
+    def _decode(self) -> None:
+        h = self._host
+        rows = _fit(self.row_buckets, 1 + max(b for b, s in enumerate(self._rows)
+                                              if s is not None))
+        until = self._run_steps(rows)
+        span = self._decode_spans[0] if len(self._decode_spans) == 1 else _fit(
+            self._decode_spans, min(self.row_len, int(h["length"][:rows].max()) + until))
+        args = self._decode_args(rows, until)
+        self.decode_calls[rows] += 1
+        out_KB, n_B, self.cache = self._executable(_decode_run, (rows, span), args)(*args)
+        out_KB, n_B = np.asarray(out_KB), np.asarray(n_B)
+        for b in np.flatnonzero(n_B):
+            slot = self._rows[b]
+            h["length"][b] += n_B[b]
+            for token in out_KB[:n_B[b], b]:
+                if self._rows[b] is not slot:  # finished by a stop string: the rest is void
+                    break
+                self._record(int(b), int(token))
+
+    def _executable(self, fn, bucket, args):
+        """fn compiled for this bucket (once; later steps skip hashing the arguments'
+        signature). `bucket` is the span (prefill, move) or (rows, span) (decode)."""
+        key = (fn, bucket)
+        if key not in self._executables:
+            static = {"cfg": self.cfg} if fn is not _move_row else {}
+            static["span"] = bucket[1] if fn is _decode_run else bucket
+            if fn is _decode_run:
+                static["steps"] = max(1, RUN_TOKENS // bucket[0])
+            donate = (0,) if fn is _move_row else (1,)
+            self._executables[key] = engine._compiled(fn, static, donate, *args)
+        return self._executables[key]
 
     def _record(self, b: int, token: int) -> None:
         """Appends row b's new token (or the tool's forced one), streams it, and finishes the
@@ -304,7 +479,9 @@ class SlotEngine:
             token = slot.forced.popleft()
         slot.tokens.append(token)
         slot.sampled.append(sampled)
-        self._last_B[b] = token
+        self._host["last"][b] = token
+        self._host["count"][b] = len(slot.tokens)
+        self._host["left"][b] = req.max_new_tokens - len(slot.tokens)
         stopped = sampled and token in req.stop_ids
         if not stopped:
             text = slot.text.update(slot.tokens)
@@ -320,6 +497,8 @@ class SlotEngine:
 
     def _finish(self, b: int, reason: str) -> None:
         slot, self._rows[b] = self._rows[b], None
+        for a in self._host.values():
+            a[b] = 0
         ids, row = slot.tokens, slot.text
         sampled = slot.sampled
         if row.stop_at is not None:
