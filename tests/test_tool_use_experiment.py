@@ -91,3 +91,23 @@ def test_pretraining_prose_is_worked_right_and_leaves_out_held_out_problems():
         fillers.add(rest[:rest.rindex(expression)])
     assert not questions & {p.prompt for p in held_out}
     assert "" in fillers and len(fillers) > 3  # operands come back at varying distances
+
+
+def test_copies_counts_each_way_an_answer_goes_wrong():
+    def item(question, expression, output, final):
+        text = ('<|tool_call_start|>{"name": "calculator", "arguments": {"expression": "'
+                f'{expression}"}}}}<|tool_call_end|><|assistant_end|><|tool_output_start|>'
+                f"{output}<|tool_output_end|><|assistant_start|>{final}")
+        return {"prompt": [{"role": "user", "content": f"What is {question}?"}],
+                "completions": [text]}
+
+    report = {"items": [
+        item("5436 * 474", "5436 * 474", "2576664", "5436 * 474 = 2576664."),  # both: right
+        item("5436 * 474", "5436 * 494", "2685384", "5436 * 474 = 2685384."),  # result only
+        item("1217 * 326", "1217 * 326", "396742", "1217 * 326 = 396741."),    # operands only
+        item("9692 * 996", "6692 * 996", "6665232", "6692 * 996 = 3665230."),  # neither
+        {"prompt": [{"role": "user", "content": "What is 12 * 34?"}],
+         "completions": ["12 * 34 = 408."]},                                  # no call
+    ]}
+    assert analysis.copies(report) == {"n": 5, "calls": 4, "expression_copied": 2,
+                                       "result_copied": 2, "both": 1}

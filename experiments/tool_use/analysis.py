@@ -2,6 +2,7 @@
 
     cell(correct=93, n=100)                  # {"accuracy": 0.93, "ci95": [0.863, 0.966], ...}
     gap(cell(93, 100), cell(2, 100))          # {"diff": 0.91, "ci95": [...], "paired": {...}}
+    copies(report)                            # calls, operands copied in, results copied out
 
 The gap's interval is Newcombe's hybrid score interval (Newcombe 1998, "Interval estimation for
 the difference between independent proportions", method 10): it combines the two Wilson
@@ -16,9 +17,11 @@ same problems hard.
 from __future__ import annotations
 
 import math
+import re
 from typing import Sequence
 
 from evals import stats
+from evals.tasks.grading import final_number
 
 
 def cell(correct: float, n: int) -> dict:
@@ -50,3 +53,27 @@ def gap(a: dict, b: dict, scores_a: Sequence[float] | None = None,
                          "b_only": boot["a_only"], "method": "paired bootstrap (95%, "
                          f"{boot['resamples']} resamples of problems)"}
     return out
+
+
+_CALL = re.compile(r'"expression": "(.*?)"')
+_OUTPUT = re.compile(r"<\|tool_output_start\|>(.*?)<\|tool_output_end\|>", re.DOTALL)
+
+
+def copies(report: dict) -> dict:
+    """Where the calculator model's answers go wrong: of the harness report's items, how many
+    make a call, copy the question's expression into it exactly, and copy the tool's result
+    exactly into the final line (an answer is right when it does both)."""
+    calls = expression = result = both = 0
+    for item in report["items"]:
+        question = item["prompt"][-1]["content"]
+        text = item["completions"][0]
+        call, output = _CALL.search(text), _OUTPUT.search(text)
+        said = final_number(text)
+        copied_expression = bool(call) and f"What is {call.group(1)}?" == question
+        copied_result = bool(output) and said is not None and said == output.group(1).strip()
+        calls += bool(call)
+        expression += copied_expression
+        result += copied_result
+        both += copied_expression and copied_result
+    return {"n": len(report["items"]), "calls": calls, "expression_copied": expression,
+            "result_copied": result, "both": both}

@@ -60,6 +60,7 @@ def gather(s) -> dict:
         "cells": cells,
         "gaps": gaps,
         "diagnostic": _read(diag) if diag.exists() else None,
+        "copies": analysis.copies(best),
     }
 
 
