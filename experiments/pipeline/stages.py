@@ -117,6 +117,7 @@ def pairs(s: Settings, sft_dir: str, out: Path, progress: bool) -> tuple[Path, P
     train_path, val_path = out / "data" / "pairs.jsonl", out / "data" / "pairs_val.jsonl"
     if val_path.exists():
         return train_path, val_path
+    train_path.parent.mkdir(parents=True, exist_ok=True)
     t = task(s)
     model = infer.load(sft_dir)
     val_items, _ = cli_pairs.without_held_out(t, t.items(s.val_pair_problems, seed=2),
