@@ -93,9 +93,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 TORCH_VARIANTS = ("torch-eager", "torch-compile", "torch-bf16", "torch-bf16-compile")
-JAX_VARIANTS = ("twofiles-fp32", "twofiles-bf16", "twofiles-fp32-flash", "twofiles-bf16-flash")
+JAX_VARIANTS = ("twofiles-fp32", "twofiles-bf16", "twofiles-fp32-flash", "twofiles-bf16-flash",
+                "twofiles-fp32-chunks", "twofiles-bf16-chunks")
 # "-flash": the config's kernels section set to flash attention and the loss in chunks of
-# LOSS_CHUNK tokens (train.config.KernelsConfig), the options a user sets for speed.
+# LOSS_CHUNK tokens (train.config.KernelsConfig), the options a user sets for speed;
+# "-chunks": the loss in chunks, attention in XLA.
 LOSS_CHUNK = 1024
 ALL_VARIANTS = TORCH_VARIANTS + JAX_VARIANTS
 
@@ -121,7 +123,7 @@ def cpu_model() -> str:
 # bf16 variants run by default only where the CPU has bf16 dot instructions (detected at run
 # time): on an AVX2 CPU without them PyTorch's bf16 matmuls were several times slower than
 # float32 (2 warmup steps took 466 s against 64 s) and XLA's no faster.
-DEFAULT_VARIANTS = (("torch-compile", "torch-bf16-compile") + JAX_VARIANTS if cpu_bf16_flags()
+DEFAULT_VARIANTS = (("torch-compile", "torch-bf16-compile") + JAX_VARIANTS[:4] if cpu_bf16_flags()
                     else ("torch-eager", "torch-compile", "twofiles-fp32", "twofiles-fp32-flash"))
 
 
@@ -164,13 +166,20 @@ def make_batch(cfg, seed: int = 0):
 
 # ---- twofiles ------------------------------------------------------------------------------
 
+def variant_kernels(name: str, default):
+    """The kernels section of a twofiles variant: its name's suffix, else the config's."""
+    from train.config import KernelsConfig
+
+    suffix = name.rsplit("-", 1)[-1]
+    return {"flash": KernelsConfig("flash", LOSS_CHUNK),
+            "chunks": KernelsConfig("xla", LOSS_CHUNK)}.get(suffix, default)
+
+
 class JaxVariant:
     """twofiles' own jitted train step (train.step.make_step) at a compute dtype."""
 
     def __init__(self, name, cfg, compute_dtype, params0, inputs, targets):
         import jax
-
-        from train.config import KernelsConfig
 
         from train import losses
         from train import state as tstate
@@ -180,7 +189,7 @@ class JaxVariant:
         self.name = name
         self.cfg = dataclasses.replace(
             cfg, model=dataclasses.replace(cfg.model, compute_dtype=compute_dtype),
-            kernels=KernelsConfig("flash", LOSS_CHUNK) if name.endswith("-flash") else cfg.kernels)
+            kernels=variant_kernels(name, cfg.kernels))
         mesh = tstep.make_mesh(self.cfg)
         optimizer = make_optimizer(self.cfg.optim, self.cfg.steps)
         shardings = tstate.state_shardings(tstate.abstract_params(self.cfg.model, mesh),

@@ -3,6 +3,11 @@ model.forward's own attention (dense float32 XLA einsums, `_attention` of model.
 float32 tolerance, causal, within packed segments, with grouped-query heads, at lengths that are
 not a multiple of the kernel's 64-token blocks."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,6 +43,7 @@ def _inputs(B, T, H, G, K, seed=0, segments=False):
     (2, 150, 4, 2, 16, False),   # GQA, T not a multiple of 64
     (2, 130, 3, 3, 8, True),     # packed segments
     (1, 64, 4, 1, 32, True),     # one kv head, exactly one block
+    (1, 130, 2, 1, 64, True),    # the bench's head size: 64-float register blocks
 ])
 def test_values_and_grads_match_model_attention(B, T, H, G, K, segments):
     cfg = model.ModelConfig(n_heads=H, n_kv_heads=G, d_model=H * K, compute_dtype="float32")
@@ -100,3 +106,34 @@ def test_accelerator_path_matches_model_attention():
     q, k, v, seg = _inputs(2, 70, 4, 2, 16, segments=True)
     np.testing.assert_allclose(fa._elsewhere(q, k, v, seg), _model_attention(q, k, v, seg, cfg),
                                rtol=1e-5, atol=1e-5)
+
+
+_AVX2_RUN = """
+import sys, jax, jax.numpy as jnp, numpy as np
+from infer.kernels import flash_attention as fa
+data = dict(np.load(sys.argv[1]))
+q, k, v, seg, w = (jnp.asarray(data[n]) for n in ("q", "k", "v", "seg", "w"))
+out = fa.attention(q, k, v, seg)
+grads = jax.grad(lambda q, k, v: jnp.sum(fa.attention(q, k, v, seg) * w), (0, 1, 2))(q, k, v)
+np.savez(sys.argv[1], out=out, dq=grads[0], dk=grads[1], dv=grads[2])
+"""
+
+
+def test_avx2_path_matches_model_attention(tmp_path):
+    """The kernel's AVX2 build (other register blocks), forced on this CPU by TWOFILES_CPU_ISA
+    in a fresh process, gives model.forward's attention and gradients too."""
+    B, T, H, G, K = 2, 150, 4, 2, 64
+    cfg = model.ModelConfig(n_heads=H, n_kv_heads=G, d_model=H * K, compute_dtype="float32")
+    q, k, v, seg = _inputs(B, T, H, G, K, seed=3, segments=True)
+    w = jnp.asarray(np.random.default_rng(4).normal(size=(B, T, H, K)), jnp.float32)
+    path = tmp_path / "io.npz"
+    np.savez(path, q=q, k=k, v=v, seg=seg, w=w)
+    env = {**os.environ, "TWOFILES_CPU_ISA": "avx2", "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, "-c", _AVX2_RUN, str(path)], check=True, env=env,
+                   cwd=Path(__file__).resolve().parent.parent)
+    got = np.load(path)
+    theirs = lambda q, k, v: _model_attention(q, k, v, seg, cfg)
+    np.testing.assert_allclose(got["out"], theirs(q, k, v), rtol=1e-5, atol=1e-5)
+    g_theirs = jax.grad(lambda q, k, v: jnp.sum(theirs(q, k, v) * w), (0, 1, 2))(q, k, v)
+    for name, b in zip("qkv", g_theirs):
+        np.testing.assert_allclose(got[f"d{name}"], b, rtol=1e-4, atol=1e-4, err_msg=f"d{name}")

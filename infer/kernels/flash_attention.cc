@@ -20,16 +20,20 @@
 // recomputes the scores and dP that pass 1 had (7 tile products instead of 5), the price of
 // writing every output from exactly one task. delta = rowsum(dout * out) comes precomputed.
 //
-// Run-time CPU dispatch: the task functions are compiled twice (GCC target_clones), for
-// AVX-512 and for the AVX2 + FMA baseline the kernels require; the loader picks one per CPU.
-// The tiles' inner loops are plain loops over 64 contiguous floats that the compiler vectorizes.
+// Run-time CPU dispatch: the task functions are compiled twice, for AVX-512 and for the AVX2 +
+// FMA baseline the kernels require, and picked per CPU when a job starts. The tiles' inner loops
+// are plain loops over 64 contiguous floats that the compiler vectorizes, over a block of rows
+// that share each loaded vector: 4 rows with AVX-512's 32 registers, 2 (products) and 1
+// (weighted sums) within AVX2's 16 -- a 64-float row is 4 AVX-512 registers or 8 AVX2 ones.
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -43,7 +47,7 @@ constexpr int64_t kBlock = 64;  // query and key block, in tokens (one tile: 64 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 #define TF_INLINE inline __attribute__((always_inline))
-#define TF_DISPATCH __attribute__((target_clones("avx512f", "default")))
+#define TF_AVX512 __attribute__((target("avx512f")))
 
 struct Dims {
   int64_t B, T, H, G, K;
@@ -51,68 +55,93 @@ struct Dims {
   int64_t Blocks() const { return (T + kBlock - 1) / kBlock; }
 };
 
-// Eight floats in GCC's vector extension: one AVX2 register, half an AVX-512 one. Written
+// Eight or sixteen floats in GCC's vector extension: one AVX2 or AVX-512 register. Written
 // with it rather than as loops, since GCC does not vectorize a loop whose float compares might
 // trap (the project builds without -ffast-math).
 typedef float F8 __attribute__((vector_size(32)));
 typedef int32_t I8 __attribute__((vector_size(32)));
+typedef float F16 __attribute__((vector_size(64)));
+typedef int32_t I16 __attribute__((vector_size(64)));
 
-TF_INLINE F8 LoadF8(const float* p) {
-  F8 x;
+// Per instruction set: rows per register block (see the top), the tile products' and the
+// weighted sums', and the float vector (with its int32 twin) of the exponentials and maxima.
+struct Avx512 {
+  static constexpr int kProductRows = 4, kWeightRows = 4;
+  using F = F16;
+  using I = I16;
+};
+struct Avx2 {
+  static constexpr int kProductRows = 2, kWeightRows = 1;
+  using F = F8;
+  using I = I8;
+};
+
+template <class F>
+TF_INLINE F LoadV(const float* p) {
+  F x;
   std::memcpy(&x, p, sizeof x);
   return x;
 }
 
-TF_INLINE void StoreF8(float* p, F8 x) { std::memcpy(p, &x, sizeof x); }
+template <class F>
+TF_INLINE void StoreV(float* p, F x) { std::memcpy(p, &x, sizeof x); }
+
+template <class F>
+constexpr int kLanes = sizeof(F) / sizeof(float);
 
 // e^x: x = n ln2 + f with |f| <= ln2/2, e^f by a degree-6 polynomial (relative error ~2e-7),
 // 2^n through the exponent bits. Inputs below -87 give e^-87 (callers zero masked lanes).
-TF_INLINE F8 Exp8(F8 x) {
-  const F8 zero = {};
+template <class F, class I>
+TF_INLINE F ExpV(F x) {
+  const F zero = {};
   x = x < zero - 87.0f ? zero - 87.0f : x;
   x = x > zero + 88.0f ? zero + 88.0f : x;
-  const F8 t = x * 1.44269504f + 0.5f;
-  I8 ni = __builtin_convertvector(t, I8);                   // truncates towards zero:
-  ni += __builtin_convertvector(ni, F8) > t;                // floor (a true compare is -1)
-  const F8 n = __builtin_convertvector(ni, F8);
-  F8 f = x - n * 0.693145752f;
+  const F t = x * 1.44269504f + 0.5f;
+  I ni = __builtin_convertvector(t, I);                    // truncates towards zero:
+  ni += __builtin_convertvector(ni, F) > t;                // floor (a true compare is -1)
+  const F n = __builtin_convertvector(ni, F);
+  F f = x - n * 0.693145752f;
   f = f - n * 1.42860677e-6f;
-  F8 p = f * (1.0f / 720) + 1.0f / 120;
+  F p = f * (1.0f / 720) + 1.0f / 120;
   p = p * f + 1.0f / 24;
   p = p * f + 1.0f / 6;
   p = p * f + 0.5f;
   p = p * f + 1.0f;
   p = p * f + 1.0f;
-  const I8 bits = (ni + 127) << 23;
-  F8 scale;
+  const I bits = (ni + 127) << 23;
+  F scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return p * scale;
 }
 
 // exp(s - shift) for visible scores, 0 for masked ones (-inf), over a tile row; returns the
 // row's sum.
+template <class Isa>
 TF_INLINE float ExpRow(float* row, float shift) {
-  F8 sum = {};
-  for (int64_t s = 0; s < kBlock; s += 8) {
-    const F8 x = LoadF8(row + s);
-    const F8 e = x != kNegInf ? Exp8(x - shift) : F8{};  // (x - x would be NaN at -inf)
-    StoreF8(row + s, e);
+  using F = typename Isa::F;
+  F sum = {};
+  for (int64_t s = 0; s < kBlock; s += kLanes<F>) {
+    const F x = LoadV<F>(row + s);
+    const F e = x != kNegInf ? ExpV<F, typename Isa::I>(x - shift) : F{};  // (-inf - -inf: NaN)
+    StoreV(row + s, e);
     sum += e;
   }
   float total = 0.0f;
-  for (int i = 0; i < 8; ++i) total += sum[i];
+  for (int i = 0; i < kLanes<F>; ++i) total += sum[i];
   return total;
 }
 
 // The row's largest score (-inf if all are masked).
+template <class Isa>
 TF_INLINE float RowMax(const float* row) {
-  F8 mx = LoadF8(row);
-  for (int64_t s = 8; s < kBlock; s += 8) {
-    const F8 x = LoadF8(row + s);
+  using F = typename Isa::F;
+  F mx = LoadV<F>(row);
+  for (int64_t s = kLanes<F>; s < kBlock; s += kLanes<F>) {
+    const F x = LoadV<F>(row + s);
     mx = x > mx ? x : mx;
   }
   float m = mx[0];
-  for (int i = 1; i < 8; ++i) m = std::max(m, mx[i]);
+  for (int i = 1; i < kLanes<F>; ++i) m = std::max(m, mx[i]);
   return m;
 }
 
@@ -132,75 +161,86 @@ TF_INLINE void LoadCols(const float* src, int64_t stride, int64_t n, int64_t K,
     for (int64_t i = 0; i < K; ++i) dst[i * kBlock + r] = src[r * stride + i];
 }
 
-// c[i][:] = a[i][:] . bt[:][...] for i < n: a [n][K], bt [K][kBlock], c [n][kBlock]. Two rows
+// c[i][:] = a[i][:] . bt[:][...] for i < n: a [n][K], bt [K][kBlock], c [n][kBlock]. R rows
 // at a time share each loaded row of bt.
+template <int R>
+TF_INLINE void ProductRows(const float* __restrict a, int64_t K, const float* __restrict bt,
+                           float* __restrict c) {
+  float acc[R][kBlock] = {};
+  for (int64_t d = 0; d < K; ++d) {
+    const float* b = bt + d * kBlock;
+    for (int r = 0; r < R; ++r) {
+      const float x = a[r * K + d];
+      for (int64_t s = 0; s < kBlock; ++s) acc[r][s] += x * b[s];
+    }
+  }
+  std::memcpy(c, acc, sizeof acc);
+}
+
+template <class Isa>
 TF_INLINE void TileProduct(const float* __restrict a, int64_t n, int64_t K,
                            const float* __restrict bt, float* __restrict c) {
+  constexpr int R = Isa::kProductRows;
   int64_t i = 0;
-  for (; i + 2 <= n; i += 2) {
-    float c0[kBlock] = {}, c1[kBlock] = {};
-    const float *a0 = a + i * K, *a1 = a0 + K;
-    for (int64_t d = 0; d < K; ++d) {
-      const float x0 = a0[d], x1 = a1[d];
-      const float* b = bt + d * kBlock;
-      for (int64_t s = 0; s < kBlock; ++s) {
-        c0[s] += x0 * b[s];
-        c1[s] += x1 * b[s];
-      }
-    }
-    std::memcpy(c + i * kBlock, c0, sizeof c0);
-    std::memcpy(c + (i + 1) * kBlock, c1, sizeof c1);
-  }
-  for (; i < n; ++i) {
-    float c0[kBlock] = {};
-    for (int64_t d = 0; d < K; ++d) {
-      const float x0 = a[i * K + d];
-      const float* b = bt + d * kBlock;
-      for (int64_t s = 0; s < kBlock; ++s) c0[s] += x0 * b[s];
-    }
-    std::memcpy(c + i * kBlock, c0, sizeof c0);
-  }
+  for (; i + R <= n; i += R) ProductRows<R>(a + i * K, K, bt, c + i * kBlock);
+  for (; i < n; ++i) ProductRows<1>(a + i * K, K, bt, c + i * kBlock);
 }
 
-// acc[i][k0..k0+W) += sum_{s<m} w(i, s) x[s][k0..k0+W) for i < n, with the row's W
+// acc[i][k0..k0+W) += sum_{s<m} w(i, s) x[s][k0..k0+W) for rows i0..i0+R, with the rows' W
 // accumulators in registers across s (W fixed at compile time); w(i, s) = p[i * ps + s * ss]
-// reads p as is (ps = kBlock, ss = 1) or transposed (ps = 1, ss = kBlock). Zero weights (the
-// masked triangle, other segments) are skipped.
-template <int W>
-TF_INLINE void WeightedRows(const float* __restrict p, int64_t ps, int64_t ss, int64_t n,
+// reads p as is (ps = kBlock, ss = 1) or transposed (ps = 1, ss = kBlock). An s whose weights
+// are all zero (the masked triangle, other segments) is skipped.
+template <int W, int R>
+TF_INLINE void WeightedRows(const float* __restrict p, int64_t ps, int64_t ss, int64_t i0,
                             int64_t m, int64_t K, int64_t k0, const float* __restrict x,
                             float* __restrict acc) {
-  for (int64_t i = 0; i < n; ++i) {
-    float o[W];
-    std::memcpy(o, acc + i * K + k0, sizeof o);
-    for (int64_t s = 0; s < m; ++s) {
-      const float w = p[i * ps + s * ss];
-      if (w == 0.0f) continue;
-      const float* row = x + s * K + k0;
-      for (int j = 0; j < W; ++j) o[j] += w * row[j];
+  float o[R][W];
+  for (int r = 0; r < R; ++r) std::memcpy(o[r], acc + (i0 + r) * K + k0, sizeof o[r]);
+  for (int64_t s = 0; s < m; ++s) {
+    float w[R];
+    bool any = false;
+    for (int r = 0; r < R; ++r) {
+      w[r] = p[(i0 + r) * ps + s * ss];
+      any |= w[r] != 0.0f;
     }
-    std::memcpy(acc + i * K + k0, o, sizeof o);
+    if (!any) continue;
+    const float* row = x + s * K + k0;
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < W; ++j) o[r][j] += w[r] * row[j];
   }
+  for (int r = 0; r < R; ++r) std::memcpy(acc + (i0 + r) * K + k0, o[r], sizeof o[r]);
 }
 
+template <int R>
+TF_INLINE void WeightedBlock(const float* p, int64_t ps, int64_t ss, int64_t i0, int64_t m,
+                             int64_t K, const float* x, float* acc) {
+  int64_t k0 = 0;
+  for (; k0 + 64 <= K; k0 += 64) WeightedRows<64, R>(p, ps, ss, i0, m, K, k0, x, acc);
+  for (; k0 + 16 <= K; k0 += 16) WeightedRows<16, R>(p, ps, ss, i0, m, K, k0, x, acc);
+  for (; k0 < K; ++k0) WeightedRows<1, R>(p, ps, ss, i0, m, K, k0, x, acc);
+}
+
+template <class Isa>
 TF_INLINE void Weighted(const float* p, int64_t ps, int64_t ss, int64_t n, int64_t m, int64_t K,
                         const float* x, float* acc) {
-  int64_t k0 = 0;
-  for (; k0 + 64 <= K; k0 += 64) WeightedRows<64>(p, ps, ss, n, m, K, k0, x, acc);
-  for (; k0 + 16 <= K; k0 += 16) WeightedRows<16>(p, ps, ss, n, m, K, k0, x, acc);
-  for (; k0 < K; ++k0) WeightedRows<1>(p, ps, ss, n, m, K, k0, x, acc);
+  constexpr int R = Isa::kWeightRows;
+  int64_t i = 0;
+  for (; i + R <= n; i += R) WeightedBlock<R>(p, ps, ss, i, m, K, x, acc);
+  for (; i < n; ++i) WeightedBlock<1>(p, ps, ss, i, m, K, x, acc);
 }
 
 // acc[i][:] += sum_s p[i][s] x[s][:] for i < n, s < m: p [n][kBlock], x [kBlock][K].
+template <class Isa>
 TF_INLINE void AccumulateRows(const float* p, int64_t n, int64_t m, int64_t K, const float* x,
                               float* acc) {
-  Weighted(p, kBlock, 1, n, m, K, x, acc);
+  Weighted<Isa>(p, kBlock, 1, n, m, K, x, acc);
 }
 
 // acc[s][:] += sum_i p[i][s] x[i][:] (the transposed product) for s < m: x [n][K].
+template <class Isa>
 TF_INLINE void AccumulateCols(const float* p, int64_t n, int64_t m, int64_t K, const float* x,
                               float* acc) {
-  Weighted(p, 1, kBlock, m, n, K, x, acc);
+  Weighted<Isa>(p, 1, kBlock, m, n, K, x, acc);
 }
 
 // Sets the scores a query row may not see to -inf: later tokens, other segments, and the slots
@@ -243,7 +283,8 @@ struct ForwardJob {
   twofiles::Tasks tasks;  // B * H * blocks, the last query blocks (the most work) first
 };
 
-TF_DISPATCH void ForwardTask(const ForwardJob& j, int64_t task, Scratch& sc) {
+template <class Isa>
+TF_INLINE void ForwardTask(const ForwardJob& j, int64_t task, Scratch& sc) {
   const Dims& d = j.d;
   const int64_t K = d.K, bh = task % (d.B * d.H), b = bh / d.H, h = bh % d.H, g = h / d.R();
   const int64_t qi = d.Blocks() - 1 - task / (d.B * d.H);
@@ -260,24 +301,24 @@ TF_DISPATCH void ForwardTask(const ForwardJob& j, int64_t task, Scratch& sc) {
     LoadCols(k, d.G * K, m, K, sc.kt.data());
     LoadRows(v, d.G * K, m, K, sc.vr.data());
     float* scores = sc.s.data();
-    TileProduct(sc.q.data(), n, K, sc.kt.data(), scores);
+    TileProduct<Isa>(sc.q.data(), n, K, sc.kt.data(), scores);
     Mask(scores, n, m, t0, s0, seg);
     for (int64_t i = 0; i < n; ++i) {  // online softmax: raise the max, rescale the sums
       float* row = scores + i * kBlock;
-      const float m_new = std::max(sc.m[i], RowMax(row));
+      const float m_new = std::max(sc.m[i], RowMax<Isa>(row));
       if (m_new == kNegInf) {  // nothing visible yet
         std::fill(row, row + kBlock, 0.0f);
         sc.alpha[i] = 1.0f;
         continue;
       }
       sc.alpha[i] = sc.m[i] == kNegInf ? 0.0f : std::exp(sc.m[i] - m_new);
-      const float sum = ExpRow(row, m_new);
+      const float sum = ExpRow<Isa>(row, m_new);
       sc.m[i] = m_new;
       sc.l[i] = sc.l[i] * sc.alpha[i] + sum;
     }
     for (int64_t i = 0; i < n; ++i)
       for (int64_t x = 0; x < K; ++x) sc.acc[i * K + x] *= sc.alpha[i];
-    AccumulateRows(scores, n, m, K, sc.vr.data(), sc.acc.data());
+    AccumulateRows<Isa>(scores, n, m, K, sc.vr.data(), sc.acc.data());
   }
   for (int64_t i = 0; i < n; ++i) {  // every row sees its own token: l > 0
     float* out = j.out + ((b * d.T + t0 + i) * d.H + h) * K;
@@ -287,9 +328,22 @@ TF_DISPATCH void ForwardTask(const ForwardJob& j, int64_t task, Scratch& sc) {
   }
 }
 
+TF_AVX512 void ForwardTask512(const ForwardJob& j, int64_t t, Scratch& sc) {
+  ForwardTask<Avx512>(j, t, sc);
+}
+void ForwardTask256(const ForwardJob& j, int64_t t, Scratch& sc) { ForwardTask<Avx2>(j, t, sc); }
+
+// TWOFILES_CPU_ISA=avx2 takes the AVX2 path on an AVX-512 CPU too (so its test runs there).
+bool HasAvx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f") &&
+                          std::string(std::getenv("TWOFILES_CPU_ISA") ?: "") != "avx2";
+  return yes;
+}
+
 void ForwardWork(ForwardJob& j) {
   Scratch scratch(j.d.K);
-  j.tasks.Run([&](int64_t t) { ForwardTask(j, t, scratch); });
+  const auto task = HasAvx512() ? ForwardTask512 : ForwardTask256;
+  j.tasks.Run([&](int64_t t) { task(j, t, scratch); });
 }
 
 // ---- backward ------------------------------------------------------------------------------
@@ -305,14 +359,15 @@ struct BackwardJob {
 
 // The probabilities P = exp(S - lse) of query block (t0, n rows in sc.q) against the key block
 // (s0, m keys in sc.kt), into sc.s; and dS = P (dP - delta) with dP = dout v^T, into sc.dp.
+template <class Isa>
 TF_INLINE void ProbsAndScoreGrads(const BackwardJob& j, const int32_t* seg, int64_t t0,
                                   int64_t n, int64_t s0, int64_t m, Scratch& sc) {
   const int64_t K = j.d.K;
   float *p = sc.s.data(), *ds = sc.dp.data();
-  TileProduct(sc.q.data(), n, K, sc.kt.data(), p);
+  TileProduct<Isa>(sc.q.data(), n, K, sc.kt.data(), p);
   Mask(p, n, m, t0, s0, seg);
-  for (int64_t i = 0; i < n; ++i) ExpRow(p + i * kBlock, sc.lse[i]);
-  TileProduct(sc.acc.data(), n, K, sc.vt.data(), ds);  // sc.acc holds dout's rows here
+  for (int64_t i = 0; i < n; ++i) ExpRow<Isa>(p + i * kBlock, sc.lse[i]);
+  TileProduct<Isa>(sc.acc.data(), n, K, sc.vt.data(), ds);  // sc.acc holds dout's rows here
   for (int64_t i = 0; i < n; ++i)
     for (int64_t s = 0; s < kBlock; ++s)
       ds[i * kBlock + s] = p[i * kBlock + s] * (ds[i * kBlock + s] - sc.delta[i]);
@@ -330,7 +385,8 @@ TF_INLINE int64_t LoadQueryBlock(const BackwardJob& j, int64_t b, int64_t h, int
   return n;
 }
 
-TF_DISPATCH void KeyValueGradTask(const BackwardJob& j, int64_t task, Scratch& sc) {
+template <class Isa>
+TF_INLINE void KeyValueGradTask(const BackwardJob& j, int64_t task, Scratch& sc) {
   const Dims& d = j.d;
   const int64_t K = d.K, bg = task % (d.B * d.G), b = bg / d.G, g = bg % d.G;
   const int64_t kj = task / (d.B * d.G), s0 = kj * kBlock, m = std::min(kBlock, d.T - s0);
@@ -345,9 +401,9 @@ TF_DISPATCH void KeyValueGradTask(const BackwardJob& j, int64_t task, Scratch& s
     const int64_t h = g * d.R() + r;
     for (int64_t qi = kj; qi < d.Blocks(); ++qi) {
       const int64_t n = LoadQueryBlock(j, b, h, qi, sc);
-      ProbsAndScoreGrads(j, seg, qi * kBlock, n, s0, m, sc);
-      AccumulateCols(sc.s.data(), n, m, K, sc.acc.data(), dv);  // dv += P^T dout
-      AccumulateCols(sc.dp.data(), n, m, K, sc.q.data(), dk);   // dk += dS^T q
+      ProbsAndScoreGrads<Isa>(j, seg, qi * kBlock, n, s0, m, sc);
+      AccumulateCols<Isa>(sc.s.data(), n, m, K, sc.acc.data(), dv);  // dv += P^T dout
+      AccumulateCols<Isa>(sc.dp.data(), n, m, K, sc.q.data(), dk);   // dk += dS^T q
     }
   }
   for (int64_t s = 0; s < m; ++s) {
@@ -356,7 +412,8 @@ TF_DISPATCH void KeyValueGradTask(const BackwardJob& j, int64_t task, Scratch& s
   }
 }
 
-TF_DISPATCH void QueryGradTask(const BackwardJob& j, int64_t task, Scratch& sc) {
+template <class Isa>
+TF_INLINE void QueryGradTask(const BackwardJob& j, int64_t task, Scratch& sc) {
   const Dims& d = j.d;
   const int64_t K = d.K, bh = task % (d.B * d.H), b = bh / d.H, h = bh % d.H, g = h / d.R();
   const int64_t qi = d.Blocks() - 1 - task / (d.B * d.H), t0 = qi * kBlock;
@@ -370,21 +427,36 @@ TF_DISPATCH void QueryGradTask(const BackwardJob& j, int64_t task, Scratch& sc) 
     LoadCols(j.k + at, d.G * K, m, K, sc.kt.data());
     LoadCols(j.v + at, d.G * K, m, K, sc.vt.data());
     LoadRows(j.k + at, d.G * K, m, K, sc.kr.data());
-    ProbsAndScoreGrads(j, seg, t0, n, s0, m, sc);
-    AccumulateRows(sc.dp.data(), n, m, K, sc.kr.data(), dq);  // dq += dS k
+    ProbsAndScoreGrads<Isa>(j, seg, t0, n, s0, m, sc);
+    AccumulateRows<Isa>(sc.dp.data(), n, m, K, sc.kr.data(), dq);  // dq += dS k
   }
   for (int64_t i = 0; i < n; ++i)
     std::memcpy(j.dq + ((b * d.T + t0 + i) * d.H + h) * K, dq + i * K, K * sizeof(float));
 }
 
+TF_AVX512 void KeyValueGradTask512(const BackwardJob& j, int64_t t, Scratch& sc) {
+  KeyValueGradTask<Avx512>(j, t, sc);
+}
+void KeyValueGradTask256(const BackwardJob& j, int64_t t, Scratch& sc) {
+  KeyValueGradTask<Avx2>(j, t, sc);
+}
+TF_AVX512 void QueryGradTask512(const BackwardJob& j, int64_t t, Scratch& sc) {
+  QueryGradTask<Avx512>(j, t, sc);
+}
+void QueryGradTask256(const BackwardJob& j, int64_t t, Scratch& sc) {
+  QueryGradTask<Avx2>(j, t, sc);
+}
+
 void KeyValueGradWork(BackwardJob& j) {
   Scratch scratch(j.d.K);
-  j.kv_tasks.Run([&](int64_t t) { KeyValueGradTask(j, t, scratch); });
+  const auto task = HasAvx512() ? KeyValueGradTask512 : KeyValueGradTask256;
+  j.kv_tasks.Run([&](int64_t t) { task(j, t, scratch); });
 }
 
 void QueryGradWork(BackwardJob& j) {
   Scratch scratch(j.d.K);
-  j.q_tasks.Run([&](int64_t t) { QueryGradTask(j, t, scratch); });
+  const auto task = HasAvx512() ? QueryGradTask512 : QueryGradTask256;
+  j.q_tasks.Run([&](int64_t t) { task(j, t, scratch); });
 }
 
 // ---- XLA FFI handlers ----------------------------------------------------------------------
