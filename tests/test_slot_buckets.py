@@ -137,7 +137,8 @@ def test_xla_attention_reads_a_bucket_of_positions(tiny, monkeypatch):
     assert e.span_buckets == [128, 224] and e._decode_spans == e.span_buckets
     before = engine.compilations()
     e.warmup()
-    assert engine.compilations() - before == 2 * 2 + 2 * 2  # prefill, move; rows 2, 4 x spans
+    # per span: prefill groups of 1, 2, 4 prompts and a move; decode: rows 2, 4 x spans
+    assert engine.compilations() - before == (3 + 1) * 2 + 2 * 2
     prompt = _prompt(3, 100)
     want = _reference_greedy(cfg, params, prompt, NEW)
     assert slots.generate(e, [prompt], max_new_tokens=NEW)[0].token_ids == want
@@ -145,4 +146,17 @@ def test_xla_attention_reads_a_bucket_of_positions(tiny, monkeypatch):
     others = [e.submit(slots.Request(_prompt(50 + i, 30), max_new_tokens=20)) for i in range(3)]
     e.run_until_idle()
     assert req.result.token_ids == want and all(len(o.result.token_ids) == 20 for o in others)
-    assert engine.compilations() - before == 8
+    assert engine.compilations() - before == 12
+
+
+def test_a_burst_is_prefilled_together_with_the_replies_of_alone(eng):
+    """Four prompts submitted at once get their first chunks in one prefill call: each has its
+    first token after one step. Each reply is the one it gets alone (int8 activations are
+    rounded per token row, float32 rows do not mix)."""
+    prompts = [_prompt(60 + i, 6 + 3 * i) for i in range(4)]  # one chunk each
+    alone = [slots.generate(eng, [p], max_new_tokens=NEW)[0].token_ids for p in prompts]
+    reqs = [eng.submit(slots.Request(p, max_new_tokens=NEW)) for p in prompts]
+    eng.step()
+    assert all(len(eng._rows[_row_of(eng, r)].tokens) >= 1 for r in reqs)
+    eng.run_until_idle()
+    assert [r.result.token_ids for r in reqs] == alone

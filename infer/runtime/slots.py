@@ -14,9 +14,9 @@ How it works (and why), as llama.cpp's server slots and vLLM's scheduler:
   row's written slots, `_move_row`), and a new request takes the lowest free row.
 - Buckets, so one request pays for one row and its own length: a decode step ([rows, 1]: one
   token for each of the first `rows` rows, each written at its own slot) runs the smallest
-  power-of-two row bucket that covers the busy rows; a prefill chunk ([1, chunk] tokens into
-  one row) and a row move read and write only a power-of-two bucket of positions (`span`,
-  from MIN_SPAN) that covers the row. With XLA's attention (accelerators) a decode step also
+  power-of-two row bucket that covers the busy rows; a prefill call ([P, chunk]: a chunk of
+  each of P prompts) and a row move read and write only a power-of-two bucket of positions
+  (`span`, from MIN_SPAN) that covers the rows. With XLA's attention (accelerators) a decode step also
   attends over a span bucket covering the longest row; the CPU kernel needs none (it reads
   each row only up to the last token written, a bound it gets at run time). One executable
   per bucket, compiled on first use or all at once by `warmup()`, never per request
@@ -32,7 +32,9 @@ How it works (and why), as llama.cpp's server slots and vLLM's scheduler:
   the prompt's end (the first one padded on the left), and the scheduler runs one chunk, then
   one decode step of the running rows, and so on: a long prompt delays the running rows by one
   chunk per step, never by its whole prefill. Chunks are aligned to multiples of `chunk`
-  slots, so one never runs past the row.
+  slots, so one never runs past the row. Prompts at the same point (a burst of new requests:
+  all at their first chunk) are prefilled together, up to PREFILL_ROWS per call, so the last
+  of a burst waits for fewer steps before its first token.
 - A request's numbers do not depend on the batch, its row or its bucket: a row's arithmetic
   never mixes with another's (the int8 kernels round per row and choose their path by tokens
   per row; the attention kernel reads a row's own slots), and a moved row is a bitwise copy.
@@ -113,6 +115,7 @@ class _Slot:
 
 MIN_SPAN = 128  # the smallest position bucket (the attention kernel's block of slots)
 RUN_TOKENS = 8  # tokens (steps x rows) a decode call may make before the host looks again
+PREFILL_ROWS = 4  # prompts whose next chunks one prefill call may take together
 HALT_IDS = 8  # stop and pause ids per row the device checks (more: one step per call)
 
 
@@ -167,26 +170,32 @@ def _put_row_slots(cache, b, k, v, valid_S):
             "valid": jax.lax.dynamic_update_index_in_dim(cache["valid"], valid_S, b, 0)}
 
 
-def _prefill_chunk(params, cache, b, tokens_1C, start, pad, sampling_5, *, cfg: ModelConfig,
-                   span: int):
-    """Writes one chunk of a prompt into row b at slots start..start+C-1 (its first `pad`
-    columns are padding when start is 0; start + C <= span) and samples from its last
-    position. Only the row's first `span` slots are read and written."""
-    C = tokens_1C.shape[1]
+def _prefill_chunks(params, cache, rows_P, tokens_PC, start, pad_P, temperature_P, top_k_P,
+                    top_p_P, seed_P, count_P, *, cfg: ModelConfig, span: int):
+    """Writes one chunk of each of P prompts, into rows `rows_P`, all at slots
+    start..start+C-1 (a row's first pad_P columns are padding when start is 0; start + C <=
+    span), and samples from each one's last position. Only the rows' first `span` slots are
+    read and written. Several prompts in one call: a burst of requests reaches its first
+    tokens sooner than with one prompt's chunk per step."""
+    P, C = tokens_PC.shape
     S = cache["valid"].shape[1]
-    k, v = _row_slots(cache, b, span)
+    k = [x[rows_P, :, :, :span] for x in cache["k"]]
+    v = [x[rows_P, :, :span] for x in cache["v"]]
     # Slots at and past `start` are the previous request's (or this chunk's): never visible.
-    valid_1P = jax.lax.dynamic_slice(cache["valid"], (b, 0), (1, span)) & (
-        jnp.arange(span) < start)
-    columns_C = start + jnp.arange(C)
-    logits_11V, row = decode_model.forward(
-        params, tokens_1C, cfg, {"k": k, "v": v, "valid": valid_1P, "index": start},
-        positions_BT=jnp.maximum(columns_C - pad, 0)[None], valid_BT=(columns_C >= pad)[None],
-        last_only=True)
-    valid_S = jnp.zeros((S,), bool).at[:span].set(row["valid"][0])  # none past the span
-    cache = _put_row_slots(cache, b, row["k"], row["v"], valid_S)
-    token_1 = _sample_rows(logits_11V[:, 0], *(x[None] for x in sampling_5))
-    return token_1[0], cache
+    valid_PS = cache["valid"][rows_P, :span] & (jnp.arange(span) < start)
+    columns_1C = (start + jnp.arange(C))[None]
+    logits_P1V, new = decode_model.forward(
+        params, tokens_PC, cfg, {"k": k, "v": v, "valid": valid_PS, "index": start},
+        positions_BT=jnp.maximum(columns_1C - pad_P[:, None], 0),
+        valid_BT=columns_1C >= pad_P[:, None], last_only=True)
+    valid_PS = jnp.zeros((P, S), bool).at[:, :span].set(new["valid"])  # none past the span
+    cache = {"k": [x.at[rows_P, :, :, :span].set(r.astype(x.dtype))
+                   for x, r in zip(cache["k"], new["k"])],
+             "v": [x.at[rows_P, :, :span].set(r.astype(x.dtype))
+                   for x, r in zip(cache["v"], new["v"])],
+             "valid": cache["valid"].at[rows_P].set(valid_PS)}
+    token_P = _sample_rows(logits_P1V[:, 0], temperature_P, top_k_P, top_p_P, seed_P, count_P)
+    return token_P, cache
 
 
 def _decode_run(params, cache, token_B, write_B, position_B, live_B, temperature_B, top_k_B,
@@ -267,6 +276,7 @@ class SlotEngine:
         del self.cache["index"]  # each executable sets its own
         self.row_buckets = _buckets(min(self._min_rows(), slots), slots)
         self.span_buckets = _buckets(min(MIN_SPAN, self.row_len), self.row_len)
+        self.prefill_buckets = _buckets(1, min(PREFILL_ROWS, slots))
         # With the CPU kernel a decode step reads each row up to its last token whatever the
         # cache's length, so its executables need no position bucket (None: the whole row).
         self._decode_spans = [None] if decode_model._use_attend_kernel() else self.span_buckets
@@ -324,16 +334,15 @@ class SlotEngine:
 
     def step(self) -> None:
         """One scheduler step: drop cancelled requests, move the busy rows down into the
-        lowest ones, admit waiting requests into free slots, run one prefill chunk (the oldest
-        admitted prompt's) and one decode step of the rows that are generating."""
+        lowest ones, admit waiting requests into free slots, run one prefill call (the oldest
+        admitted prompt's next chunk, with those of prompts at the same point) and one decode
+        call of the rows that are generating."""
         for b, slot in enumerate(self._rows):
             if slot is not None and slot.req.cancelled.is_set():
                 self._finish(b, "cancelled")
         self._compact()
         self._admit()
-        prefilling = [b for b, s in enumerate(self._rows) if s is not None and s.chunks]
-        if prefilling:
-            self._prefill(min(prefilling, key=lambda b: self._rows[b].order))
+        self._prefill()
         if self._host["live"].any():
             self._decode()
 
@@ -345,7 +354,8 @@ class SlotEngine:
         """Compiles every executable the engine may use (each prefill and move span, each
         decode row bucket), so no request waits for a compilation."""
         for span in self.span_buckets:
-            self._executable(_prefill_chunk, span, self._prefill_args(0))
+            for n in self.prefill_buckets:
+                self._executable(_prefill_chunks, (n, span), self._prefill_args([0] * n))
             self._executable(_move_row, span, (self.cache, np.int32(0), np.int32(0)))
         for rows in self.row_buckets:
             for span in self._decode_spans:
@@ -396,27 +406,40 @@ class SlotEngine:
         return _Slot(req, list(padded.reshape(-1, self.chunk)), pad, self._admitted,
                      text=engine._RowText(req.decode_fn, req.stop_strings))
 
-    def _settings(self, rows: slice) -> tuple:
+    def _settings(self, rows) -> tuple:
         h = self._host
         return tuple(h[name][rows].copy()
                      for name in ("temperature", "top_k", "top_p", "seed", "count"))
 
-    def _prefill_args(self, b: int, tokens_1C=None) -> tuple:
-        if tokens_1C is None:
-            tokens_1C = np.zeros((1, self.chunk), np.int32)
+    def _prefill_args(self, rows: list[int], tokens_PC=None) -> tuple:
+        if tokens_PC is None:
+            tokens_PC = np.zeros((len(rows), self.chunk), np.int32)
         h = self._host
-        return (self.params, self.cache, np.int32(b), tokens_1C, np.int32(h["length"][b]),
-                np.int32(h["pad"][b]), tuple(x[0] for x in self._settings(slice(b, b + 1))))
+        return (self.params, self.cache, np.asarray(rows, np.int32), tokens_PC,
+                np.int32(h["length"][rows[0]]), h["pad"][rows], *self._settings(rows))
 
-    def _prefill(self, b: int) -> None:
-        slot = self._rows[b]
-        args = self._prefill_args(b, slot.chunks.pop(0)[None])
-        span = _fit(self.span_buckets, int(self._host["length"][b]) + self.chunk)
-        token, self.cache = self._executable(_prefill_chunk, span, args)(*args)
-        self._host["length"][b] += self.chunk
-        if not slot.chunks:
-            self._host["live"][b] = True
-            self._record(b, int(token))
+    def _prefill(self) -> None:
+        """The next chunk of the oldest admitted prompt still prefilling, together with those
+        of the next oldest at the same point of theirs (the same slots), in a power-of-two
+        group of at most PREFILL_ROWS."""
+        h = self._host
+        prefilling = sorted((b for b, s in enumerate(self._rows) if s is not None and s.chunks),
+                            key=lambda b: self._rows[b].order)
+        if not prefilling:
+            return
+        start = int(h["length"][prefilling[0]])
+        rows = [b for b in prefilling if h["length"][b] == start]
+        rows = rows[:max(n for n in self.prefill_buckets if n <= len(rows))]
+        tokens_PC = np.stack([self._rows[b].chunks.pop(0) for b in rows])
+        args = self._prefill_args(rows, tokens_PC)
+        span = _fit(self.span_buckets, start + self.chunk)
+        token_P, self.cache = self._executable(_prefill_chunks, (len(rows), span), args)(*args)
+        token_P = np.asarray(token_P)
+        h["length"][rows] += self.chunk
+        for b, token in zip(rows, token_P):
+            if not self._rows[b].chunks:
+                h["live"][b] = True
+                self._record(b, int(token))
 
     def _decode_args(self, rows: int, until: int = 1) -> tuple:
         h, r = self._host, slice(0, rows)
@@ -458,11 +481,11 @@ class SlotEngine:
 
     def _executable(self, fn, bucket, args):
         """fn compiled for this bucket (once; later steps skip hashing the arguments'
-        signature). `bucket` is the span (prefill, move) or (rows, span) (decode)."""
+        signature). `bucket` is the span (move) or (rows, span) (prefill, decode)."""
         key = (fn, bucket)
         if key not in self._executables:
             static = {"cfg": self.cfg} if fn is not _move_row else {}
-            static["span"] = bucket[1] if fn is _decode_run else bucket
+            static["span"] = bucket if fn is _move_row else bucket[1]
             if fn is _decode_run:
                 static["steps"] = max(1, RUN_TOKENS // bucket[0])
             donate = (0,) if fn is _move_row else (1,)
