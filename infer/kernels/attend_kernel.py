@@ -5,11 +5,13 @@ XLA elsewhere. Serves prefill (T = the prompt) and decode steps (T = 1) alike.
 
 q (already scaled by 1/sqrt(K)) holds each kv head's R query heads; token t sits in slot
 start + t and attends to the valid slots up to its own. The cache may have more rows than q:
-q's B rows are its first B (a decode step of a cache of slots runs only the busy ones). XLA:CPU runs attention's small batched
-products as separate library calls per layer (measured on SmolLM2: 3.7 ms of an 11.9 ms decode
-step at batch 1, 26 of 50 ms at batch 8); `kernels/attend_cache.cc` does a (batch row, kv head,
-block of 16 tokens) per task and reads only the slots up to the block's last token. `attend_xla`
-computes the same in plain XLA: the reference, and the fallback on other platforms.
+q's B rows are its first B (a decode step of a cache of slots runs only the busy ones).
+
+XLA:CPU runs attention's small batched products as separate library calls per layer (measured on
+SmolLM2: 3.7 ms of an 11.9 ms decode step at batch 1, 26 of 50 ms at batch 8);
+`kernels/attend_cache.cc` does a (batch row, kv head, block of 16 tokens) per task and reads only
+the slots up to the block's last token. `attend_xla` computes the same in plain XLA: the reference,
+and the fallback on other platforms.
 """
 
 from __future__ import annotations

@@ -14,12 +14,12 @@ How it works (and why), as llama.cpp's server slots and vLLM's scheduler:
   row's written slots, `_move_row`), and a new request takes the lowest free row.
 - Buckets, so one request pays for one row and its own length: a decode step ([rows, 1]: one
   token for each of the first `rows` rows, each written at its own slot) runs the smallest
-  power-of-two row bucket that covers the busy rows; a prefill call ([P, chunk]: a chunk of
+  power- of-two row bucket that covers the busy rows; a prefill call ([P, chunk]: a chunk of
   each of P prompts) and a row move read and write only a power-of-two bucket of positions
-  (`span`, from MIN_SPAN) that covers the rows. With XLA's attention (accelerators) a decode step also
-  attends over a span bucket covering the longest row; the CPU kernel needs none (it reads
-  each row only up to the last token written, a bound it gets at run time). One executable
-  per bucket, compiled on first use or all at once by `warmup()`, never per request
+  (`span`, from MIN_SPAN) that covers the rows. With XLA's attention (accelerators) a decode
+  step also attends over a span bucket covering the longest row; the CPU kernel needs none (it
+  reads each row only up to the last token written, a bound it gets at run time). One
+  executable per bucket, compiled on first use or all at once by `warmup()`, never per request
   (`engine.compilations()` counts them).
 - Decode calls run several steps on the device when the host has nothing to do between
   them (`_decode_run`, a while loop; up to RUN_TOKENS // rows steps): a row stops there on its
@@ -49,8 +49,9 @@ How it works (and why), as llama.cpp's server slots and vLLM's scheduler:
 - Per request: temperature, top_p, seed, stop ids, stop strings (checked on the host after each
   token), a token limit, tools (`pause_ids` and `after(row, ids)`, as `engine.generate`'s: the
   ids a tool answers are fed in one per step, replacing what was sampled, `sampled=False`).
-  `cancel()` frees the request's slot before the next step (after the current call's run). `Request.row` names the request
-  in its events and tool calls; it is not the cache row, which may change.
+  `cancel()` frees the request's slot before the next step (after the current call's run).
+  `Request.row` names the request in its events and tool calls; it is not the cache row,
+  which may change.
 - Sampling stays `infer.runtime.sampling`'s: greedy rows take its argmax; sampled rows its
   draw with their own key (one `sample` call per row, vmapped).
 """
