@@ -14,7 +14,7 @@ How it works (and why), as llama.cpp's server slots and vLLM's scheduler:
   row's written slots, `_move_row`), and a new request takes the lowest free row.
 - Buckets, so one request pays for one row and its own length: a decode step ([rows, 1]: one
   token for each of the first `rows` rows, each written at its own slot) runs the smallest
-  power- of-two row bucket that covers the busy rows; a prefill call ([P, chunk]: a chunk of
+  power-of-two row bucket that covers the busy rows; a prefill call ([P, chunk]: a chunk of
   each of P prompts) and a row move read and write only a power-of-two bucket of positions
   (`span`, from MIN_SPAN) that covers the rows. With XLA's attention (accelerators) a decode
   step also attends over a span bucket covering the longest row; the CPU kernel needs none (it
