@@ -26,6 +26,9 @@ def add_subcommand(subparsers) -> None:
                    help="requests that may wait for the engine; more get 429 (default 64)")
     p.add_argument("--max-batch", type=int, default=16,
                    help="most greedy requests run together in one batch (default 16)")
+    p.add_argument("--warmup", type=int, default=0, metavar="POSITIONS",
+                   help="compile the engine for requests up to this many tokens (prompt + "
+                        "reply) before serving them (default 0: on first use)")
     p.add_argument("--cors-origin", default=None, metavar="ORIGIN",
                    help="let pages from this origin (e.g. http://localhost:3000) call the API; "
                         "by default no cross-origin page may")
@@ -39,6 +42,8 @@ def check_flags(args) -> None:
         cli_args.fail(f"--port must be in 1..65535, got {args.port}")
     if args.max_queue < 1 or args.max_batch < 1:
         cli_args.fail("--max-queue and --max-batch must be >= 1")
+    if args.warmup < 0:
+        cli_args.fail(f"--warmup must be >= 0, got {args.warmup}")
     if len(set(args.model)) != len(args.model):
         cli_args.fail(f"--model: each model once, got {args.model}")
     if args.api_key is not None and not args.api_key:
@@ -62,7 +67,7 @@ def run(args) -> int:
     retriever = docs_arg.retriever_from(args)
     models = {src: cli_args.load_model(src) for src in args.model}
     worker = Worker(models, weights=args.weights, max_queue=args.max_queue,
-                    max_batch=args.max_batch).start()
+                    max_batch=args.max_batch, warmup=args.warmup).start()
     app = create_app(worker, api_key=args.api_key, cors_origin=args.cors_origin,
                      retriever=retriever, docs_k=args.docs_k)
     if not _is_loopback(args.host) and args.api_key is None:
