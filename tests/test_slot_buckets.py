@@ -160,3 +160,19 @@ def test_a_burst_is_prefilled_together_with_the_replies_of_alone(eng):
     assert all(len(eng._rows[_row_of(eng, r)].tokens) >= 1 for r in reqs)
     eng.run_until_idle()
     assert [r.result.token_ids for r in reqs] == alone
+
+
+def test_warmup_up_to_a_length_compiles_what_such_requests_use(tiny):
+    """warmup(100) compiles the 128-slot span's prefill groups and move and every decode row
+    bucket, nothing of the longer span; a request of that length then compiles nothing."""
+    cfg, params = tiny
+    e = slots.SlotEngine(decode_model.prepare(params, cfg, "int8"), cfg, slots=4, max_len=200,
+                         chunk=16)
+    e.warmup(100)
+    spans = {b if isinstance(b, int) else b[1] for _, b in e._executables}
+    assert spans <= {128, None} and len(e._executables) == 3 + 1 + 3  # rows 1, 2, 4
+    before = engine.compilations()
+    reqs = [e.submit(slots.Request(_prompt(70 + i, 20), max_new_tokens=60)) for i in range(3)]
+    e.run_until_idle()
+    assert all(len(r.result.token_ids) == 60 for r in reqs)
+    assert engine.compilations() == before

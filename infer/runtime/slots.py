@@ -352,16 +352,19 @@ class SlotEngine:
         while self.busy():
             self.step()
 
-    def warmup(self) -> None:
-        """Compiles every executable the engine may use (each prefill and move span, each
-        decode row bucket), so no request waits for a compilation."""
-        for span in self.span_buckets:
+    def warmup(self, positions: int | None = None) -> None:
+        """Compiles the executables that requests of up to `positions` slots (padded prompt
+        and reply; default: a whole row) may use: every decode row bucket, and each prefill
+        group and move of those spans. Requests that fit then never wait for a compilation."""
+        top = _fit(self.span_buckets, min(positions or self.row_len, self.row_len))
+        for span in (s for s in self.span_buckets if s <= top):
             for n in self.prefill_buckets:
                 self._executable(_prefill_chunks, (n, span), self._prefill_args([0] * n))
             self._executable(_move_row, span, (self.cache, np.int32(0), np.int32(0)))
         for rows in self.row_buckets:
             for span in self._decode_spans:
-                self._executable(_decode_run, (rows, span), self._decode_args(rows))
+                if span is None or span <= top:
+                    self._executable(_decode_run, (rows, span), self._decode_args(rows))
 
     # -- internals -----------------------------------------------------------------------------
 

@@ -61,12 +61,16 @@ class Worker:
     """Owns the models' engines and the one thread that runs them."""
 
     def __init__(self, models: dict, *, weights: str = "float32", max_queue: int = 64,
-                 max_batch: int = 16, max_len: int = MAX_LEN):
+                 max_batch: int = 16, max_len: int = MAX_LEN, warmup: int = 0):
         if max_queue < 1 or max_batch < 1:
             raise ValueError(f"max_queue and max_batch must be >= 1, got {max_queue}, "
                              f"{max_batch}")
         self.models = dict(models)
         self.weights, self.max_batch, self.max_len = weights, max_batch, max_len
+        # Positions (prompt + reply) up to which each engine compiles its executables when the
+        # thread starts, before serving (0: none; each compiles when a request first needs it,
+        # and that request and the batch wait a few seconds).
+        self.warmup = warmup
         self.engines = {name: self._engine(name) for name in self.models}
         self.max_queue = max_queue
         self._pending: collections.deque[Job] = collections.deque()
@@ -116,6 +120,9 @@ class Worker:
     # -- the thread ------------------------------------------------------------------------------
 
     def _serve(self) -> None:
+        if self.warmup:
+            for eng in self.engines.values():
+                eng.warmup(self.warmup)
         while True:
             with self._wake:
                 while not self._closed and not self._pending and not self._busy():
