@@ -62,7 +62,11 @@ def _narrow_dot_bwd(spec, dtype, res, g):
     dx_spec, dw_spec = _transposed_specs(spec)
     g_c = g.astype(dtype)
     dx = jnp.einsum(dx_spec, g_c, w_c, preferred_element_type=jnp.float32)
-    dw = jnp.einsum(dw_spec, x_c, g_c, preferred_element_type=jnp.float32)
+    # The barrier keeps XLA from folding a transpose that follows (a tied unembedding's
+    # embed.T) into this dot: the folded bf16 x bf16 -> f32 dot is one XLA:CPU's YNNPACK
+    # fusion declines, and its fallback (DotThunk) refuses bf16 ("Unsupported element type").
+    dw = jax.lax.optimization_barrier(
+        jnp.einsum(dw_spec, x_c, g_c, preferred_element_type=jnp.float32))
     return dx.astype(x_kind.dtype), dw.astype(w_kind.dtype)
 
 
