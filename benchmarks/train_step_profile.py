@@ -186,6 +186,10 @@ def main(argv=None):
     for kind, ms in by_kind.most_common():
         if ms >= 0.5:
             print(f"  {ms:8.1f}  {kind}")
+    print("\ndots by what they compute (ms per step, GFLOP/s, operands of the first):")
+    for what, (ms, flops, shapes) in sorted(dots_by_role(dot_rows, args.steps).items(),
+                                            key=lambda kv: -kv[1][0]):
+        print(f"  {ms:8.1f} ms {flops / ms / 1e6:6.0f} GFLOP/s  {what:<44} {shapes}")
     print(f"\ndot instructions, slowest first ({min(args.top, len(dot_rows))} of "
           f"{len(dot_rows)}; xN: calls per profiled steps, e.g. a loop body's):")
     for ms, flops, name, dots, n in sorted(dot_rows, key=lambda r: -r[0])[:args.top]:
@@ -200,6 +204,16 @@ def main(argv=None):
         print(f"  {ms:8.1f}  {what}")
     shutil.rmtree(dump, ignore_errors=True)
     shutil.rmtree(trace_dir, ignore_errors=True)
+
+
+def dots_by_role(dot_rows, steps: int) -> dict:
+    """{fwd/bwd + einsum: [ms, FLOPs, operand shapes]} per step, over the dot instructions."""
+    out = {}
+    for ms, flops, _, dots, n in dot_rows:
+        row = out.setdefault(short_op_name(dots[0]["op_name"]), [0.0, 0.0, dots[0]["shapes"]])
+        row[0] += ms
+        row[1] += flops * n / steps
+    return out
 
 
 def op_name_of(ins: dict, comps) -> str:

@@ -77,6 +77,55 @@ FLOPs) at XLA's ~360 GFLOP/s and the rest at ~1000, the dots alone would take ~0
 twofiles bf16 step spends ~2.5 s: what remains is the work around the dots (casts, norms,
 rope, the elementwise fusions, AdamW) and the flash kernel's float32 tiles (~40 ms per
 layer's backward), which a next session should profile one fusion at a time.
+
+Session 6 (the same Xeon; every number under the lock, at load averages 1.6-2.1 from others).
+Profile of twofiles-bf16-flash (benchmarks/train_step_profile.py: XLA's per-thunk trace joined
+with the step's optimised HLO; the session's first and last code, back to back, load 1.7-2.0):
+
+  | ms per step                                   | before | after |
+  |-----------------------------------------------|-------:|------:|
+  | all ops                                       |   2406 |  1561 |
+  | dots (YNNPACK fusions, plain dots)            |   1247 |   661 |
+  |   their GFLOP/s (364 GFLOP a step)            |    292 |   550 |
+  | flash attention kernel, 6 layers fwd + bwd    |    350 |   265 |
+  | the rest: converts, norms, rope, silu, the    |    809 |   635 |
+  |   loss scan's softmax, AdamW, copies          |        |       |
+
+  - Most of the unexplained ~2 s was the backward's matmuls running in float32. JAX's
+    transpose of a bf16 x bf16 -> f32 dot multiplies the f32 cotangent by the other bf16
+    operand, which XLA upcasts: every backward matmul of the bf16 step was an f32 x f32 dot
+    at 128-149 GFLOP/s (the MLP's dx, f32[4096,2048] x f32[384,2048], 43-46 ms each; the loss
+    chunks' dx 181 ms a step). model/precision.py gives the bf16 dot its own VJP (the
+    cotangent rounded to bf16 once, both gradients bf16 x bf16 -> f32). Interleaved A/B in
+    one process (4 rounds, load 1.6 -> 2.1): 2845 -> 1653 ms median.
+  - The dots after, per instruction: vocabulary chunks (fwd, dx, dW) 1040-1150 GFLOP/s; the
+    MLP's forward and dx 550-640; its dW (bf16[384,4096] x bf16[4096,2048]: the 4096 tokens
+    contracted, activations transposed first) 395-440; q/k/v dW and dx 365-450; the q/k/v
+    forward (bf16[4096,384] x bf16[384,1152]) 180-335, the slowest for its size.
+  - The flash kernel's tiles now use register blocks of 4 rows and 16-wide exponentials on
+    AVX-512 (AVX2 keeps its 2 and 1 rows, 8 wide; picked per CPU, TWOFILES_CPU_ISA=avx2 forces
+    it): one layer's forward + backward at the bench's shape 48 ms (best of 6, load 1.65)
+    against XLA's bf16 einsums 100-104 and float32 ones 118-122. The step with flash ran
+    1653 ms before this change (A/B above) and 1503 after (a later A/B, load 1.7-1.9); with
+    XLA attention instead of the old kernel it was no faster (1625 vs 1653). bf16 tiles
+    (vdpbf16ps) were not tried.
+  - Tried and dropped: the block's matmuls returning bf16 (activations bf16 between the
+    matmuls, the residual stream f32): 1582 against 1503 ms, interleaved: XLA materialised
+    more converts than it saved bytes.
+  - The rest, after: converts to bf16 152 ms (activations before each matmul, the q/k/v
+    cotangent, the unembedding once per loss chunk), silu forward and backward 67, the
+    concatenations (q/k/v and gate/up weights, rope's halves) 58, the adds (residual stream,
+    AdamW's updates) 48.
+Not met: 1.2x, nor 1.0x, torch's best. The arithmetic with this session's measurements: the
+step's dots are 364 GFLOP; at the 550 GFLOP/s they reach inside the step (the profile above)
+they alone take 661 ms, more than the 622 ms that 1.2x torch's 746 ms bf16 step (session 5's
+race) allows, so
+1.2x is out of reach while XLA:CPU's YNNPACK dots run at these rates (torch's oneDNN runs the
+same shapes on AMX at 436-2466 GFLOP/s, session 5). 1.0x (746 ms) would leave 85 ms for the
+flash kernel (265 ms now) and every elementwise op (635 ms now). The next steps in size:
+the q/k/v forward and the token-contracting dW dots (180-440 GFLOP/s), the flash kernel's
+float32 tiles (bf16 or AMX tiles), and the elementwise passes (5-9 GB/s of reads and writes
+each, e.g. silu 32 MB in 6.5 ms).
 """
 
 from __future__ import annotations
