@@ -2,7 +2,7 @@
 
     python benchmarks/engine_tools.py                  # SmolLM2-135M, batch 4, 64 new tokens
     python benchmarks/engine_tools.py --batch 1 --new-tokens 32
-    python benchmarks/engine_tools.py --model runs/tool_use/sft_tool --batch 32 --new-tokens 96
+    python benchmarks/engine_tools.py --model runs/tool_use_v3/sft_tool --batch 32 --new-tokens 96
 
 Two kinds of model, two kinds of prompt:
 - a twofiles chat model (the project's chat tokens; e.g. the tool-use experiment's calculator
