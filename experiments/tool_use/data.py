@@ -1,8 +1,8 @@
 """The two arms' training sets: arithmetic through the calculator, and the same in the head.
 
-    arms = build_arms(tokenizer, n_tool=4000, digits=(4, 3), ops="*")
-    arms.tool, arms.head          # 4,000 and 10,210 conversations (OpenAI-shaped messages)
-    arms.tokens                   # {"tool": 406_602, "head": 406_604}: rendered tokens of each
+    arms = build_arms(tokenizer, n_tool=12_000, digits=(4, 3), ops="*")
+    arms.tool, arms.head          # 12,000 and 30,629 conversations (OpenAI-shaped messages)
+    arms.tokens                   # {"tool": 1_219_782, "head": 1_219_793}: rendered tokens of each
 
 "Same tokens": a tool conversation is about 2.5 times longer than its in-the-head twin (the call's
 JSON and the tool message), so giving both arms the same *problems* would give the tool arm more
