@@ -116,16 +116,33 @@ with the step's optimised HLO; the session's first and last code, back to back, 
     cotangent, the unembedding once per loss chunk), silu forward and backward 67, the
     concatenations (q/k/v and gate/up weights, rope's halves) 58, the adds (residual stream,
     AdamW's updates) 48.
+  - The optimization barrier on bf16 weight gradients (model/precision.py: without it XLA
+    folded the tied embed.T into a bf16 dot that XLA:CPU then refused, so the whole-logits
+    twofiles-bf16 step failed) costs 1370 vs 1348 ms, interleaved, 3 rounds: within noise.
+Final race (`--rounds 4`, all six variants interleaved in one run, load 1.57 -> 2.13):
+
+  | variant (bench, batch 16 x 256)  | median ms | min ms | tokens/s | vs torch bf16+compile |
+  |----------------------------------|----------:|-------:|---------:|----------------------:|
+  | torch.compile float32            |      1556 |   1504 |     2632 |                 0.39x |
+  | torch.compile + bf16 autocast    |       608 |    581 |     6735 |                 1.00x |
+  | twofiles fp32                    |      2662 |   2618 |     1539 |                 0.23x |
+  | twofiles bf16                    |      1317 |   1273 |     3110 |                 0.46x |
+  | twofiles fp32, flash + chunks    |      2398 |   2302 |     1708 |                 0.25x |
+  | twofiles bf16, flash + chunks    |      1268 |   1256 |     3231 |                 0.48x |
+
+  twofiles' best went from 0.30x to 0.48x of torch's best (session 5: 2486 ms against 746; the
+  torch bf16 step itself ran faster in this run, at lower load). The losses of six steps agree:
+  fp32 twofiles and torch 9.08069, 9.08069, 8.91541, 8.73287, 8.55569, 8.34800; the bf16
+  variants within 1.2e-4 of them.
 Not met: 1.2x, nor 1.0x, torch's best. The arithmetic with this session's measurements: the
 step's dots are 364 GFLOP; at the 550 GFLOP/s they reach inside the step (the profile above)
-they alone take 661 ms, more than the 622 ms that 1.2x torch's 746 ms bf16 step (session 5's
-race) allows, so
-1.2x is out of reach while XLA:CPU's YNNPACK dots run at these rates (torch's oneDNN runs the
-same shapes on AMX at 436-2466 GFLOP/s, session 5). 1.0x (746 ms) would leave 85 ms for the
-flash kernel (265 ms now) and every elementwise op (635 ms now). The next steps in size:
-the q/k/v forward and the token-contracting dW dots (180-440 GFLOP/s), the flash kernel's
-float32 tiles (bf16 or AMX tiles), and the elementwise passes (5-9 GB/s of reads and writes
-each, e.g. silu 32 MB in 6.5 ms).
+they alone take 661 ms, more than torch's whole bf16 step (608 ms here; 1.2x would need 507),
+so neither target is reachable while XLA:CPU's YNNPACK dots run at these rates (torch's oneDNN
+runs the same shapes on AMX at 436-2466 GFLOP/s, session 5). Beyond the dots, twofiles spends
+265 ms in the flash kernel and 635 ms in elementwise ops. The next steps in size: the q/k/v
+forward and the token-contracting dW dots (180-440 GFLOP/s), the flash kernel's float32 tiles
+(bf16 or AMX tiles), and the elementwise passes (5-9 GB/s of reads and writes each, e.g. silu's
+32 MB in 6.5 ms).
 """
 
 from __future__ import annotations
