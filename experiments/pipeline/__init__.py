@@ -1,11 +1,12 @@
 """The laptop pipeline: one command from raw text to a model tuned on comparisons and rewards.
 
-    python -m experiments.pipeline --out runs/pipeline            # about 30 min on 2 CPU cores
+    python -m experiments.pipeline --out runs/pipeline            # about 13 min on 2 CPU cores
     python -m experiments.pipeline --out /tmp/p --fast             # a tiny live version (~2 min)
 
 Stages, each a run directory under OUT (rerunning skips the finished ones, resumes the others):
 
-    base   pretrain a 4-layer model on the demo corpus (or --base SRC: start from any model)
+    base   pretrain a 4-layer model on the demo plays mixed with arithmetic prose
+           (experiments.tool_use.corpus, no scored problem in it; or --base SRC)
     sft    fine-tune it on 2-digit additions answered in the head (no calculator)
     pairs  on-policy preference pairs from the SFT model's own graded samples (evals pairs)
     dpo    DPO of the SFT model on those pairs
