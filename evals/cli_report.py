@@ -12,6 +12,7 @@ The card is written as markdown (OUT) and as JSON beside it (OUT with .json), bo
 from __future__ import annotations
 
 import argparse
+import hashlib
 from pathlib import Path
 
 from evals import harness, report, tasks
@@ -53,7 +54,13 @@ def task_key(task) -> str:
 
 
 def eval_path(evals_dir: Path, run_dir: str, task, n: int) -> Path:
-    return evals_dir / f"{Path(run_dir).name}.{task_key(task)}.n{n}.json"
+    """Where a run's kept evaluation lives: keyed by the run's absolute path and its summary, so
+    two runs named alike in different folders, or a run trained further, never share one."""
+    run = Path(run_dir).resolve()
+    summary = run / "summary.json"
+    identity = f"{run}\n{summary.read_text() if summary.is_file() else ''}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
+    return evals_dir / f"{run.name}-{digest}.{task_key(task)}.n{n}.json"
 
 
 def evaluate_run(run_dir: str, task, n: int, max_new_tokens, path: Path,

@@ -90,3 +90,22 @@ def test_the_command_writes_the_card_and_refuses_a_folder_that_is_not_a_run(tmp_
     with pytest.raises(SystemExit):
         evals_main.main(["report", str(sft), "--out", str(tmp_path / "y.md")])
     assert "has not finished" in capsys.readouterr().err
+
+
+def test_kept_evaluations_never_mix_two_runs_named_alike_or_a_run_trained_further(tmp_path):
+    """The card reuses a kept evaluation only for the same run as it was when evaluated: two
+    `dpo` folders in different places, or one trained on after, each get their own file."""
+    from evals import cli_report
+    from evals.tasks.arithmetic import ArithmeticTask
+
+    task = ArithmeticTask(digits=(2, 2), ops="+")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = _run(tmp_path / "a" / "dpo")
+    second = _run(tmp_path / "b" / "dpo")
+    kept = tmp_path / "evals"
+    path_first = cli_report.eval_path(kept, str(first), task, 50)
+    assert path_first != cli_report.eval_path(kept, str(second), task, 50)
+    assert path_first == cli_report.eval_path(kept, str(first), task, 50)  # reused when unchanged
+    (first / "summary.json").write_text(json.dumps({"step": 20}))  # trained further
+    assert path_first != cli_report.eval_path(kept, str(first), task, 50)
