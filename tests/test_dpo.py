@@ -41,19 +41,11 @@ SETTINGS = {"data": {"batch_size": 8}, "steps": 16, "eval_every": 8, "checkpoint
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A tiny twofiles base (random weights, exported as the two files) and pair files."""
-    from infer.formats.export import export
-    from infer.load_model import Model, twofiles_fields
     from tests.test_export_common import CORPUS
-    from train import tokenizer as tok
+    from tests.train_helpers import export_tiny_base
 
     root = tmp_path_factory.mktemp("dpo")
-    ranks, pattern = tok.train_tokenizer(CORPUS * 4 + [json.dumps(TRAIN + VAL)] * 4, 400)
-    enc = tok.encoding(ranks, pattern)
-    cfg = model.apply_overrides(model.preset("tiny"), [f"vocab_size={enc.n_vocab}",
-                                                       "max_seq_len=64"])
-    base = Model(source="tiny", kind="twofiles",
-                 **twofiles_fields(cfg, model.init(cfg, jax.random.key(0)), enc))
-    export(base, "twofiles", root / "base")
+    export_tiny_base(root, CORPUS * 4 + [json.dumps(TRAIN + VAL)] * 4)
     preferences.write(root / "train.jsonl", TRAIN)
     preferences.write(root / "val.jsonl", VAL)
     return root

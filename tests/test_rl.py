@@ -29,20 +29,12 @@ SETTINGS = {"rl": {"task": "arithmetic", "task_options": json.dumps(TASK_OPTIONS
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A tiny twofiles base with a tokenizer that knows the arithmetic prompts."""
-    from infer.formats.export import export
-    from infer.load_model import Model, twofiles_fields
     from tests.test_export_common import CORPUS
-    from train import tokenizer as tok
+    from tests.train_helpers import export_tiny_base
 
     root = tmp_path_factory.mktemp("rl")
     sums = [f"What is {a} + {b}? {a} + {b} = {a + b}." for a in range(10) for b in range(10)]
-    ranks, pattern = tok.train_tokenizer(CORPUS * 2 + sums, 400)
-    enc = tok.encoding(ranks, pattern)
-    cfg = model.apply_overrides(model.preset("tiny"), [f"vocab_size={enc.n_vocab}",
-                                                       "max_seq_len=64"])
-    base = Model(source="tiny", kind="twofiles",
-                 **twofiles_fields(cfg, model.init(cfg, jax.random.key(0)), enc))
-    export(base, "twofiles", root / "base")
+    export_tiny_base(root, CORPUS * 2 + sums)
     return root
 
 

@@ -4,11 +4,9 @@ run; a bad task is refused before anything is written."""
 
 import json
 
-import jax
 import pytest
 
 import infer
-import model
 from evals import harness, tasks
 from model.config import ConfigError
 from train import config as train_config
@@ -24,20 +22,12 @@ HELD_OUT = TASK.items(8, seed=0)  # what the hook scores (the task's seed 0)
 def files(tmp_path_factory):
     """A tiny base whose tokenizer knows the sums, and the held-out problems' own worked
     answers as training data: memorised, they give the hook something to find."""
-    from infer.formats.export import export
-    from infer.load_model import Model, twofiles_fields
     from tests.test_export_common import CORPUS
-    from train import tokenizer as tok
+    from tests.train_helpers import export_tiny_base
 
     root = tmp_path_factory.mktemp("sft_task")
     chats = [it.conversation() for it in HELD_OUT]
-    ranks, pattern = tok.train_tokenizer(CORPUS * 2 + [json.dumps(chats)] * 8, 400)
-    enc = tok.encoding(ranks, pattern)
-    cfg = model.apply_overrides(model.preset("tiny"), [f"vocab_size={enc.n_vocab}",
-                                                       "max_seq_len=64"])
-    base = Model(source="tiny", kind="twofiles",
-                 **twofiles_fields(cfg, model.init(cfg, jax.random.key(0)), enc))
-    export(base, "twofiles", root / "base")
+    export_tiny_base(root, CORPUS * 2 + [json.dumps(chats)] * 8)
     conversations.write(root / "train.jsonl", chats)
     return root
 

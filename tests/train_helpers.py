@@ -121,3 +121,22 @@ def kill_after_checkpoint_then_rerun(cmd: list[str], out: Path, step: int, devic
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resuming" in rerun.stdout
     return rerun
+
+
+def export_tiny_base(folder: Path, texts: list[str], vocab_size: int = 400) -> Path:
+    """A `tiny` twofiles model with random weights (key 0), its tokenizer trained on `texts`,
+    exported as the two files into folder/base: the base the stage tests fine-tune."""
+    import jax
+
+    import model
+    from infer.formats.export import export
+    from infer.load_model import Model, twofiles_fields
+    from train import tokenizer
+
+    enc = tokenizer.encoding(*tokenizer.train_tokenizer(texts, vocab_size))
+    cfg = model.apply_overrides(model.preset("tiny"), [f"vocab_size={enc.n_vocab}",
+                                                       "max_seq_len=64"])
+    base = Model(source="tiny", kind="twofiles",
+                 **twofiles_fields(cfg, model.init(cfg, jax.random.key(0)), enc))
+    export(base, "twofiles", folder / "base")
+    return folder / "base"
