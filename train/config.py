@@ -144,6 +144,7 @@ class DPOConfig:
     epochs: int = 1  # passes over the pairs when steps is 0
     beta: float = 0.1  # strength of the pull towards the reference (DPO's beta)
     label_smoothing: float = 0.0  # conservative DPO: the chance a label is flipped, < 0.5
+    rpo_alpha: float = 0.0  # RPO: weight of the chosen answer's mean token NLL (TRL rpo_alpha)
     reference: str = "precomputed"  # precomputed once before training, or "frozen": a copy
 
     def __post_init__(self):
@@ -157,6 +158,8 @@ class RMConfig:
     pairs: str = ""  # preference pairs, JSONL {"prompt", "chosen", "rejected"}
     val: str = ""  # held-out pairs: pair accuracy before and after
     epochs: int = 1  # passes over the pairs when steps is 0
+    head_init_std: float = 0.0  # reward head ~ N(0, std^2); 0: zeros (then, at step 0, no
+    # gradient reaches the body: it flows to it through the head)
 
     def __post_init__(self):
         _check_fields(self, "rm.")
