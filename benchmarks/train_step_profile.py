@@ -245,4 +245,6 @@ def other_ops(per_step, instrs, comps, loops) -> collections.Counter:
 
 
 if __name__ == "__main__":
+    from train import host_malloc
+    host_malloc.reexec_with_tunables()  # as `python -m train` runs: train/host_malloc.py
     main()

@@ -461,4 +461,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    from train import host_malloc
+    host_malloc.reexec_with_tunables()  # as `python -m train` runs: train/host_malloc.py
     main()

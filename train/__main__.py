@@ -95,4 +95,6 @@ def _guarded(train) -> int:
 
 
 if __name__ == "__main__":
+    from train import host_malloc
+    host_malloc.reexec_with_tunables()  # before jax is imported: see train/host_malloc.py
     sys.exit(main())
