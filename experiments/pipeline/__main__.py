@@ -120,4 +120,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from train import host_malloc
+    host_malloc.reexec_with_tunables()  # it trains in this process: train/host_malloc.py
     sys.exit(main())
