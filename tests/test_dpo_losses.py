@@ -140,3 +140,58 @@ def test_bradley_terry_matches_numpy():
     expected = np.logaddexp(0.0, -(r[:, 0] - r[:, 1]))
     np.testing.assert_allclose(float(loss_sum), (expected * valid).sum(), rtol=1e-5)
     assert float(count) == 13 and float(m["accuracy"]) == ((r[:, 0] > r[:, 1]) * valid).sum()
+
+
+def test_rpo_adds_alpha_times_the_chosen_answers_mean_token_nll(params):
+    """RPO (TRL's rpo_alpha): each pair's DPO loss plus alpha times the chosen answer's NLL
+    per completion token, written out here from log-softmax of the logits."""
+    batch = _pair_batch(seed=6)
+    ref = jax.tree.map(lambda x: x * 0.9, params)
+    beta, alpha = 0.5, 0.7
+
+    def answer_logp(p, b, a):
+        logits, _ = model.forward(p, batch["inputs"][b, a][None], CFG)
+        logp = np.asarray(jax.nn.log_softmax(logits[0], -1))
+        picked = [logp[t, batch["targets"][b, a, t]]
+                  for t in np.flatnonzero(batch["loss_mask"][b, a])]
+        return sum(picked), len(picked)
+
+    B = batch["inputs"].shape[0]
+    pi = np.array([[answer_logp(params, b, a)[0] for a in range(2)] for b in range(B)])
+    rf = np.array([[answer_logp(ref, b, a)[0] for a in range(2)] for b in range(B)])
+    n_chosen = np.array([answer_logp(params, b, 0)[1] for b in range(B)])
+    want = _numpy_dpo(pi, rf, beta, 0.0) + alpha * (-pi[:, 0] / n_chosen)
+    loss_sum, count, m = pl.dpo_loss(params, batch, ref, cfg=CFG, beta=beta, rpo_alpha=alpha)
+    np.testing.assert_allclose(float(loss_sum), want.sum(), rtol=1e-5)
+    np.testing.assert_allclose(float(m["chosen_nll"]), (-pi[:, 0] / n_chosen).sum(), rtol=1e-5)
+    plain, _, m0 = pl.dpo_loss(params, batch, ref, cfg=CFG, beta=beta)
+    np.testing.assert_allclose(float(plain), _numpy_dpo(pi, rf, beta, 0.0).sum(), rtol=1e-5)
+    assert "chosen_nll" not in m0
+
+
+def test_a_zero_reward_head_gives_the_body_no_gradient_a_random_one_does(params):
+    """Why rm.head_init_std exists: the body's gradient flows through the head, so a zero head
+    leaves every body parameter's gradient exactly 0 at step 0."""
+    import dataclasses
+
+    from train import config as train_config
+    from train import rm
+
+    batch = _pair_batch(seed=7)
+    cfg = train_config.load("rm")
+    cfg = dataclasses.replace(cfg, model=CFG)
+    zero = rm.initial_head(cfg)
+    assert not zero.any()
+    rand = rm.initial_head(dataclasses.replace(cfg, rm=dataclasses.replace(cfg.rm,
+                                                                           head_init_std=0.05)))
+    assert rand.shape == (CFG.d_model,) and 0.03 < rand.std() < 0.07
+
+    def body_grad(head):
+        g = jax.grad(lambda p: pl.reward_loss(p, batch, None, cfg=CFG)[0])(
+            {**params, pl.HEAD: jnp.asarray(head)})
+        g = dict(g)
+        del g[pl.HEAD]
+        return max(float(jnp.abs(x).max()) for x in jax.tree.leaves(g))
+
+    assert body_grad(zero) == 0.0
+    assert body_grad(rand) > 1e-4

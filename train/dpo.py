@@ -8,7 +8,7 @@ reference's log-probabilities of every answer are computed once before training 
 the batches (dpo.reference "precomputed", the default: one forward per step fewer), or come
 from a frozen copy of the starting parameters ("frozen"). With lora.rank > 0 only adapters are
 trained and the base itself is the frozen reference. The loss is train.preference_losses'
-(beta, label smoothing); it logs the implicit rewards, their margin and both accuracies.
+(beta, label smoothing, and RPO's NLL of the chosen answer with dpo.rpo_alpha); it logs the implicit rewards, their margin and both accuracies.
 
 The run is a run like SFT's: `infer.load` reads it (meta "base"), every `infer` command works
 on it. Its summary holds the held-out preference accuracy before (the base) and after.
@@ -46,6 +46,8 @@ def check(cfg: TrainConfig) -> None:
         raise ConfigError(f"dpo.beta must be > 0, got {d.beta}")
     if not 0 <= d.label_smoothing < 0.5:
         raise ConfigError(f"dpo.label_smoothing must be in [0, 0.5), got {d.label_smoothing}")
+    if d.rpo_alpha < 0:
+        raise ConfigError(f"dpo.rpo_alpha must be >= 0 (0: plain DPO), got {d.rpo_alpha}")
     if d.reference not in REFERENCES:
         raise ConfigError(f"dpo.reference must be one of {REFERENCES}, got {d.reference!r}")
     if d.epochs <= 0:
@@ -65,7 +67,8 @@ def _losses(cfg: TrainConfig):
     """The loss over full parameters, or over LoRA adapters whose frozen input is the base
     (which is then also the reference, being the starting point)."""
     dpo = functools.partial(pl.dpo_loss, cfg=cfg.model, beta=cfg.dpo.beta,
-                            label_smoothing=cfg.dpo.label_smoothing)
+                            label_smoothing=cfg.dpo.label_smoothing,
+                            rpo_alpha=cfg.dpo.rpo_alpha)
     frozen_ref = cfg.dpo.reference == "frozen"
     if not cfg.lora.rank:
         return dpo
@@ -134,8 +137,8 @@ def run(cfg: TrainConfig, out_dir, *, force: bool = False, progress: bool = True
     st = stage(cfg, base, examples, val, mesh)
     if progress:
         print(f"twofiles dpo: {len(examples)} pairs in rows of {cfg.seq_len}, beta "
-              f"{cfg.dpo.beta}, label smoothing {cfg.dpo.label_smoothing}, reference "
-              f"{cfg.dpo.reference}", flush=True)
+              f"{cfg.dpo.beta}, label smoothing {cfg.dpo.label_smoothing}, rpo alpha "
+              f"{cfg.dpo.rpo_alpha}, reference {cfg.dpo.reference}", flush=True)
     before = (plan.saved_meta or {}).get("base_eval") or {}
     if st.evaluate is not None and not plan.start_step:
         before = st.evaluate(st.init_params())

@@ -49,10 +49,18 @@ def _win_rate(margin_B: jax.Array) -> jax.Array:
 
 
 def dpo_from_logps(pi_B2: jax.Array, ref_B2: jax.Array, valid_B: jax.Array, beta: float,
-                   label_smoothing: float = 0.0):
+                   label_smoothing: float = 0.0, rpo_alpha: float = 0.0,
+                   chosen_tokens_B: jax.Array | None = None):
     """The DPO loss of Rafailov et al. (2023) with the label smoothing of conservative DPO
     (Mitchell 2023; TRL's "sigmoid" loss): with x = beta * ((pi_c - ref_c) - (pi_r - ref_r)),
     each pair costs (1 - eps) * -log sigmoid(x) + eps * -log sigmoid(-x).
+
+    rpo_alpha > 0 adds RPO's term (Pang et al. 2024, "iterative reasoning preference
+    optimisation"; TRL's rpo_alpha): alpha times the chosen answer's mean token NLL,
+    -pi_c / chosen_tokens. TRL averages that NLL over all the batch's chosen tokens; here it
+    is averaged per pair, so that a batch split over devices or microbatches sums to the same
+    loss (the two agree when the answers are equally long, as the pipeline's nearly are). It
+    keeps pulling the chosen answer up after the pair is won, where DPO alone lets both fall.
 
     Returns (loss summed over valid pairs, number of valid pairs, metric sums): the implicit
     rewards beta * (pi - ref) of the chosen and rejected answers, their margin, the preference
@@ -65,18 +73,26 @@ def dpo_from_logps(pi_B2: jax.Array, ref_B2: jax.Array, valid_B: jax.Array, beta
     losses_B = (-(1.0 - label_smoothing) * jax.nn.log_sigmoid(margin_B)
                 - label_smoothing * jax.nn.log_sigmoid(-margin_B))
     total = lambda x_B: jnp.where(valid_B != 0, x_B * valid_B, 0.0).sum()  # noqa: E731
+    extra = {}
+    if rpo_alpha:
+        if chosen_tokens_B is None:
+            raise ValueError("rpo_alpha > 0 needs chosen_tokens_B, the chosen answers' lengths")
+        nll_B = -pi_B2[:, 0] / jnp.maximum(chosen_tokens_B.astype(jnp.float32), 1.0)
+        losses_B = losses_B + rpo_alpha * nll_B
+        extra["chosen_nll"] = total(jax.lax.stop_gradient(nll_B))
     rewards_B2 = jax.lax.stop_gradient(rewards_B2)
     metrics = {"reward_chosen": total(rewards_B2[:, 0]),
                "reward_rejected": total(rewards_B2[:, 1]),
                "margin": total(rewards_B2[:, 0] - rewards_B2[:, 1]),
                "accuracy": total(_win_rate(rewards_B2[:, 0] - rewards_B2[:, 1])),
                "policy_accuracy": total(_win_rate(jax.lax.stop_gradient(pi_B2[:, 0] -
-                                                                        pi_B2[:, 1])))}
+                                                                        pi_B2[:, 1]))),
+               **extra}
     return total(losses_B), valid_B.sum(), metrics
 
 
 def dpo_loss(params, batch: dict, frozen, *, cfg: model.ModelConfig, beta: float,
-             label_smoothing: float = 0.0):
+             label_smoothing: float = 0.0, rpo_alpha: float = 0.0):
     """DPO on a pair batch. `frozen`: the reference model's parameters (a frozen copy of the
     starting point), or None when the batch carries the reference's log-probabilities,
     computed once before training ("ref_logps")."""
@@ -85,7 +101,9 @@ def dpo_loss(params, batch: dict, frozen, *, cfg: model.ModelConfig, beta: float
         ref_B2 = batch["ref_logps"]
     else:
         ref_B2 = pair_logps(frozen, batch, cfg)
-    return dpo_from_logps(pi_B2, ref_B2, batch["valid"], beta, label_smoothing)
+    chosen_tokens_B = batch["loss_mask"][:, 0].sum(-1)
+    return dpo_from_logps(pi_B2, ref_B2, batch["valid"], beta, label_smoothing, rpo_alpha,
+                          chosen_tokens_B)
 
 
 # The reward model: the language model's parameters plus one vector read at the last token

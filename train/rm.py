@@ -5,7 +5,7 @@
 The reward model is the base (anything `infer.load` reads) with one more parameter, a vector
 `reward_head` [D] read at the last token of a conversation (train.preference_losses): every
 parameter is trained on the Bradley-Terry loss -log sigmoid(r_chosen - r_rejected). The head
-starts at zero, so every reward starts at 0 and the pair accuracy at chance. `score` gives the
+starts at zero (every reward 0, pair accuracy exactly chance) or, with rm.head_init_std, random. `score` gives the
 rewards of conversations from a finished run (best-of-n reads them).
 """
 
@@ -37,10 +37,22 @@ def abstract_params(cfg: TrainConfig, mesh) -> dict:
     return {**base, pl.HEAD: head}
 
 
+def initial_head(cfg: TrainConfig) -> np.ndarray:
+    """The reward head [D] before training: zeros (every reward 0, accuracy exactly chance),
+    or N(0, rm.head_init_std^2) drawn from the run's seed, as TRL's sequence-classification
+    head starts. With zeros the body's gradient, which flows through the head, is 0 at step 0
+    and stays small while the head grows from the tiny difference of two hidden states."""
+    d = cfg.model.d_model
+    if not cfg.rm.head_init_std:
+        return np.zeros(d, np.float32)
+    rng = np.random.default_rng([cfg.seed, 7])
+    return (cfg.rm.head_init_std * rng.standard_normal(d)).astype(np.float32)
+
+
 def stage(cfg: TrainConfig, base, examples, val, mesh) -> loop.Stage:
     """Reward-model training as the loop sees it."""
     abstract = abstract_params(cfg, mesh)
-    host = {**base.params, pl.HEAD: np.zeros(cfg.model.d_model, np.float32)}
+    host = {**base.params, pl.HEAD: initial_head(cfg)}
     init = functools.lru_cache(1)(lambda: state_lib.place(host, abstract, cfg.rm.base))
     loss_fn = functools.partial(pl.reward_loss, cfg=cfg.model)
     batches = OnMesh(pdata.PairBatches(examples, cfg.data.batch_size, cfg.seq_len,
@@ -64,6 +76,8 @@ def run(cfg: TrainConfig, out_dir, *, force: bool = False, progress: bool = True
     started = time.time()
     if not cfg.rm.base or not cfg.rm.pairs:
         raise ConfigError("rm needs a base model (--base) and preference pairs (--pairs)")
+    if cfg.rm.head_init_std < 0:
+        raise ConfigError(f"rm.head_init_std must be >= 0, got {cfg.rm.head_init_std}")
     if cfg.rm.epochs <= 0:
         raise ConfigError(f"rm.epochs must be > 0, got {cfg.rm.epochs}")
     if cfg.lora.rank:
