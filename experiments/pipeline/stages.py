@@ -147,6 +147,7 @@ def dpo(s: Settings, sft_dir: str, pair_files, out: Path, progress: bool) -> str
     train_path, val_path = pair_files
     cfg = _config("dpo", [f"dpo.base={sft_dir}", f"dpo.pairs={train_path}",
                           f"dpo.val={val_path}", f"dpo.beta={s.dpo_beta}",
+                          f"dpo.rpo_alpha={s.dpo_rpo_alpha}",
                           f"dpo.epochs={s.dpo_epochs}", f"optim.lr={s.dpo_lr}",
                           "eval_every=25", "checkpoint_every=0", "log_every=5"])
     driver.run(cfg, out / "dpo", progress=progress)
@@ -161,6 +162,7 @@ def rm(s: Settings, sft_dir: str, pair_files, out: Path, progress: bool) -> str:
     train_path, val_path = pair_files
     cfg = _config("rm", [f"rm.base={sft_dir}", f"rm.pairs={train_path}", f"rm.val={val_path}",
                          f"rm.epochs={s.rm_epochs}", f"optim.lr={s.rm_lr}",
+                         f"rm.head_init_std={s.rm_head_init_std}",
                          "eval_every=25", "checkpoint_every=0", "log_every=5"])
     driver.run(cfg, out / "rm", progress=progress)
     return str(out / "rm")
