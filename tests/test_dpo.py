@@ -187,3 +187,12 @@ def test_sigkill_resume_is_bitwise_identical(files, dpo_run):
     _, res, _, _ = run_checkpoint.load_params(out)
     for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(res)):
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_negative_rpo_alpha_and_reward_head_std_are_refused_by_name(files, tmp_path):
+    with pytest.raises(ConfigError, match="dpo.rpo_alpha"):
+        dpo.check(config(files, **{"dpo.rpo_alpha": -1.0}))
+    with pytest.raises(ConfigError, match="rm.head_init_std"):
+        rm.run(config(files, section="rm", **{"rm.head_init_std": -0.1}), tmp_path / "rm",
+               progress=False)
+    assert not (tmp_path / "rm").exists()  # refused before anything is written

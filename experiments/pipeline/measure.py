@@ -46,6 +46,17 @@ def _curve_at(curve: dict, method: str, n: int) -> dict:
     return {"accuracy": curve[method]["accuracy"][i], "ci95": curve[method]["ci95"][i]}
 
 
+def pair_accuracy_ci(row: dict) -> list[float] | None:
+    """The Wilson 95% interval of a DPO or RM row's held-out pair accuracy, over the run's
+    held-out pairs (a tie counts one half, as in the accuracy)."""
+    from evals import stats
+
+    n = json.loads((Path(row["run"]) / "summary.json").read_text()).get("val_pairs")
+    if not n or row.get("pair_accuracy") is None:
+        return None
+    return list(stats.wilson(row["pair_accuracy"] * n, n))
+
+
 def kl_series(rl_dir: str) -> list[float]:
     from evals.report import read_metrics
 
@@ -72,10 +83,12 @@ def results(s: Settings, rows: list[dict], curve: dict, wall_s: float) -> dict:
                "kl_max": max(kl) if kl else None, "kl_mean": sum(kl) / len(kl) if kl else None,
                "steps": rl["steps"]},
         "dpo": {"val_preference_accuracy": dpo.get("pair_accuracy"),
+                "val_preference_accuracy_ci95": pair_accuracy_ci(dpo),
                 "base_val_preference_accuracy": dpo.get("base_pair_accuracy"),
                 "gain_over_sft": dpo["gain"],
                 "accuracy_drop_vs_sft": drop},  # sft - dpo: > 0 is a loss
         "rm": {"val_pair_accuracy": rm.get("pair_accuracy"),
+               "val_pair_accuracy_ci95": pair_accuracy_ci(rm),
                "base_val_pair_accuracy": rm.get("base_pair_accuracy")},
         "best_of": {
             "n": s.best_of, "problems": curve["n"], "temperature": 0.8,
@@ -96,6 +109,9 @@ def summary_lines(res: dict) -> list[str]:
         lo, hi = d[key]
         return f"[{lo:+.3f}, {hi:+.3f}]"
 
+    def wilson(d, key):
+        return "" if d.get(key) is None else " [{:.3f}, {:.3f}]".format(*d[key])
+
     rl, dpo, rm, b = res["rl"], res["dpo"], res["rm"], res["best_of"]
     acc = res["accuracy"]
     kl = f"{rl['kl_last']:.4f} (max {rl['kl_max']:.4f})" if rl["kl_last"] is not None else "n/a"
@@ -105,11 +121,12 @@ def summary_lines(res: dict) -> list[str]:
         f"{ci(rl['gain_over_sft'])} (paired bootstrap 95%, n={res['held_out_problems']}); "
         f"per-token KL to SFT at the end {kl}.",
         f"DPO: held-out preference accuracy {dpo['base_val_preference_accuracy']:.3f} -> "
-        f"{dpo['val_preference_accuracy']:.3f}; task accuracy {acc['sft']['accuracy']:.3f} -> "
+        f"{dpo['val_preference_accuracy']:.3f}"
+        f"{wilson(dpo, 'val_preference_accuracy_ci95')}; task accuracy {acc['sft']['accuracy']:.3f} -> "
         f"{acc['dpo']['accuracy']:.3f} (change {dpo['gain_over_sft']['diff']:+.3f} "
         f"{ci(dpo['gain_over_sft'])}).",
         f"Reward model: held-out pair accuracy {rm['base_val_pair_accuracy']:.3f} -> "
-        f"{rm['val_pair_accuracy']:.3f}.",
+        f"{rm['val_pair_accuracy']:.3f}{wilson(rm, 'val_pair_accuracy_ci95')}.",
         f"Best-of-{b['n']} by the reward model {b['reward_model']['accuracy']:.3f} vs pass@1 "
         f"{b['pass_at_1']['accuracy']:.3f} of the SFT model at temperature {b['temperature']} "
         f"(gain {b['rm_gain_over_pass1']['diff']:+.3f} {ci(b['rm_gain_over_pass1'])}; "
