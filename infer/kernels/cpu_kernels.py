@@ -33,6 +33,12 @@ def available(source: str, target: str, symbol: str) -> bool:
     return _load(source, target, symbol) is not None
 
 
+def library(source: str, target: str, symbol: str):
+    """The ctypes handle of kernels/`source`'s library once `symbol` is registered as FFI
+    `target` (None where unavailable), for a kernel's own plain-C queries."""
+    return _load(source, target, symbol)
+
+
 def enabled() -> bool:
     """Whether this machine may use the kernels: an x86 CPU with AVX2, FMA and F16C, and
     TWOFILES_CPU_KERNELS not 0 (a compiler is still needed to build them)."""
