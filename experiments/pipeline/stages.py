@@ -175,7 +175,9 @@ def rl(s: Settings, sft_dir: str, out: Path, progress: bool) -> str:
 
     cfg = _config("rl", [f"rl.base={sft_dir}", "rl.task=arithmetic",
                          f"rl.task_options={json.dumps(task_options(s))}",
-                         f"rl.eval_problems={s.held_out}", "rl.problems=3000",
+                         f"rl.eval_problems={s.held_out}", f"rl.problems={s.rl_problems}",
+                         f"rl.scale_by_std={str(s.rl_scale_by_std).lower()}",
+                         f"rl.temperature={s.rl_temperature}",
                          f"rl.group_size={s.rl_group}", f"rl.prompts_per_step={s.rl_prompts}",
                          "rl.max_new_tokens=24", f"rl.beta_kl={s.rl_beta_kl}",
                          f"optim.lr={s.rl_lr}", f"steps={s.rl_steps}",
