@@ -1,7 +1,8 @@
 """Flash attention for training (infer/kernels/flash_attention.py): values and gradients equal
 model.forward's own attention (dense float32 XLA einsums, `_attention` of model.transformer) to
 float32 tolerance, causal, within packed segments, with grouped-query heads, at lengths that are
-not a multiple of the kernel's 64-token blocks."""
+not a multiple of the kernel's 64-token blocks; and the bf16 kernel on AMX tiles within the
+error of model.forward's own bf16 attention."""
 
 import os
 import subprocess
@@ -62,6 +63,36 @@ def test_values_and_grads_match_model_attention(B, T, H, G, K, segments):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=f"d{name}")
 
 
+def _rel_err(a, b):
+    return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+@pytest.mark.skipif(not fa.amx_available(), reason="needs a CPU with AMX-BF16 tiles")
+@pytest.mark.parametrize("B,T,H,G,K,segments", [
+    (2, 150, 4, 2, 64, True),    # GQA, packed segments, T not a multiple of 64
+    (1, 130, 2, 1, 32, False),   # the smallest head size the AMX tiles take
+])
+def test_bf16_kernel_is_as_accurate_as_xla_bf16(B, T, H, G, K, segments):
+    """Values and gradients of the AMX kernel are as close to the float32 attention as
+    model.forward's bf16 attention (XLA, the same bf16 rounding of q, k, v, probabilities and
+    cotangent) is: within 1.5x its error, and both near bf16's epsilon (2^-8)."""
+    cfg32 = model.ModelConfig(n_heads=H, n_kv_heads=G, d_model=H * K, compute_dtype="float32")
+    cfg16 = model.ModelConfig(n_heads=H, n_kv_heads=G, d_model=H * K, compute_dtype="bfloat16")
+    q, k, v, seg = _inputs(B, T, H, G, K, seed=5, segments=segments)
+    w = jnp.asarray(np.random.default_rng(6).normal(size=(B, T, H, K)), jnp.float32)
+    ours = lambda q, k, v: fa.attention(q, k, v, seg if segments else None, "bfloat16")
+    exact = lambda q, k, v: _model_attention(q, k, v, seg, cfg32)
+    xla16 = lambda q, k, v: _model_attention(q, k, v, seg, cfg16).astype(jnp.float32)
+    grads = lambda f: jax.jit(jax.grad(lambda q, k, v: jnp.sum(f(q, k, v) * w), (0, 1, 2)))(
+        q, k, v)
+    g_ours, g_exact, g_xla16 = grads(ours), grads(exact), grads(xla16)
+    pairs = [("out", jax.jit(ours)(q, k, v), exact(q, k, v), xla16(q, k, v))]
+    pairs += [(f"d{n}", a, b, c) for n, a, b, c in zip("qkv", g_ours, g_exact, g_xla16)]
+    for name, a, b, c in pairs:
+        err, err_xla = _rel_err(a, b), _rel_err(c, b)
+        assert err <= 1.5 * err_xla + 1e-4 and err < 2**-7, (name, err, err_xla)
+
+
 def test_segments_do_not_see_each_other():
     """Changing the first document's values changes nothing in the second's output."""
     q, k, v, _ = _inputs(1, 100, 2, 2, 8)
@@ -114,8 +145,9 @@ from infer.kernels import flash_attention as fa
 data = dict(np.load(sys.argv[1]))
 q, k, v, seg, w = (jnp.asarray(data[n]) for n in ("q", "k", "v", "seg", "w"))
 out = fa.attention(q, k, v, seg)
+out_bf16 = fa.attention(q, k, v, seg, "bfloat16")  # no AMX on this path: the float32 kernel
 grads = jax.grad(lambda q, k, v: jnp.sum(fa.attention(q, k, v, seg) * w), (0, 1, 2))(q, k, v)
-np.savez(sys.argv[1], out=out, dq=grads[0], dk=grads[1], dv=grads[2])
+np.savez(sys.argv[1], out=out, out_bf16=out_bf16, dq=grads[0], dk=grads[1], dv=grads[2])
 """
 
 
@@ -134,6 +166,7 @@ def test_avx2_path_matches_model_attention(tmp_path):
     got = np.load(path)
     theirs = lambda q, k, v: _model_attention(q, k, v, seg, cfg)
     np.testing.assert_allclose(got["out"], theirs(q, k, v), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got["out_bf16"], got["out"])
     g_theirs = jax.grad(lambda q, k, v: jnp.sum(theirs(q, k, v) * w), (0, 1, 2))(q, k, v)
     for name, b in zip("qkv", g_theirs):
         np.testing.assert_allclose(got[f"d{name}"], b, rtol=1e-4, atol=1e-4, err_msg=f"d{name}")

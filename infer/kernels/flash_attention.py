@@ -1,14 +1,20 @@
 """Causal self-attention for training in blocks (flash attention), forward and backward.
 
-    out_BTHK = attention(q_BTHK, k_BTGK, v_BTGK, segment_ids_BT=None)
+    out_BTHK = attention(q_BTHK, k_BTGK, v_BTGK, segment_ids_BT=None, dtype="float32")
 
 q, k and v are already rotated (model.transformer.block); token t attends to tokens s <= t of
 its own segment (packed SFT rows), with grouped-query heads (H a multiple of G). The result is
-float32. Where it runs:
+float32. `dtype` is the tile products' input dtype, as model.forward's compute dtype: float32
+(exact) or bfloat16 (q, k, v, the probabilities and the output's cotangent rounded to bf16,
+float32 accumulation and softmax). Where it runs:
 
 - x86 CPUs: `kernels/flash_attention.cc` through XLA FFI, its backward a `jax.custom_vjp` that
   recomputes 64 x 64 tiles of probabilities from each row's log-sum-exp; nothing [T, T] is kept
-  between the passes (XLA keeps the [B, H, T, T] probabilities for its backward).
+  between the passes (XLA keeps the [B, H, T, T] probabilities for its backward). With
+  dtype bfloat16 on a CPU with AMX-BF16 tiles (and a head size that is a multiple of 32),
+  `kernels/flash_attention_amx.cc` does the products on AMX; elsewhere bf16 runs the float32
+  kernel on the float32 inputs (at least as accurate, and vdpbf16ps was no faster than
+  float32 FMAs on the Xeon measured: see that file).
 - GPUs (and elsewhere): `jax.nn.dot_product_attention`, which picks cuDNN's fused kernel where
   it can and XLA's expression otherwise.
 
@@ -20,6 +26,8 @@ float32. Where it runs:
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -27,6 +35,9 @@ from infer.kernels import cpu_kernels
 
 FORWARD = ("flash_attention.cc", "twofiles_flash_forward", "TwofilesFlashForward")
 BACKWARD = ("flash_attention.cc", "twofiles_flash_backward", "TwofilesFlashBackward")
+FORWARD_AMX = ("flash_attention_amx.cc", "twofiles_flash_forward_bf16", "TwofilesFlashForwardBf16")
+BACKWARD_AMX = ("flash_attention_amx.cc", "twofiles_flash_backward_bf16",
+                "TwofilesFlashBackwardBf16")
 
 
 def _segments(segment_ids_BT, q_BTHK) -> jax.Array:
@@ -85,9 +96,45 @@ def _flash_cpu_bwd(res, dout):
 _flash_cpu.defvjp(_flash_cpu_fwd, _flash_cpu_bwd)
 
 
-def _on_cpu(q, k, v, seg):
+# The AMX kernel: float32 in and out (so the gradients are never rounded to bf16), bf16 tiles
+# inside; the residuals are the bf16 copies.
+def _forward_amx_call(q, k, v, seg):
+    B, T, H, _ = q.shape
+    return jax.ffi.ffi_call(FORWARD_AMX[1], (jax.ShapeDtypeStruct(q.shape, jnp.float32),
+                                             jax.ShapeDtypeStruct((B, H, T), jnp.float32)))(
+        q, k, v, seg)
+
+
+def _bf16(*xs):
+    return tuple(x.astype(jnp.bfloat16) for x in xs)
+
+
+@jax.custom_vjp
+def _flash_amx(q, k, v, seg):
+    return _forward_amx_call(*_bf16(q, k, v), seg)[0]
+
+
+def _flash_amx_fwd(q, k, v, seg):
+    q, k, v = _bf16(q, k, v)
+    out, lse = _forward_amx_call(q, k, v, seg)
+    return out, (q, k, v, seg, out, lse)
+
+
+def _flash_amx_bwd(res, dout):
+    q, k, v, seg, out, lse = res
+    delta_BHT = jnp.einsum("bthk,bthk->bht", dout, out)
+    shapes = tuple(jax.ShapeDtypeStruct(x.shape, jnp.float32) for x in (q, k, v))
+    dq, dk, dv = jax.ffi.ffi_call(BACKWARD_AMX[1], shapes)(q, k, v, seg, lse,
+                                                           dout.astype(jnp.bfloat16), delta_BHT)
+    return dq, dk, dv, None
+
+
+_flash_amx.defvjp(_flash_amx_fwd, _flash_amx_bwd)
+
+
+def _on_cpu(q, k, v, seg, amx=False):
     K = q.shape[-1]
-    return _flash_cpu(q * K**-0.5, k, v, seg)
+    return (_flash_amx if amx else _flash_cpu)(q * K**-0.5, k, v, seg)
 
 
 def _elsewhere(q, k, v, seg):
@@ -98,19 +145,26 @@ def _elsewhere(q, k, v, seg):
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True).astype(jnp.float32)
 
 
-def attention(q_BTHK, k_BTGK, v_BTGK, segment_ids_BT=None) -> jax.Array:
-    """Causal attention (within segments), float32 out; see the module docstring."""
+def attention(q_BTHK, k_BTGK, v_BTGK, segment_ids_BT=None, dtype="float32") -> jax.Array:
+    """Causal attention (within segments), float32 out, tile products in `dtype` (float32 or
+    bfloat16); see the module docstring."""
+    dtype = jnp.dtype(dtype)
+    if dtype not in (jnp.float32, jnp.bfloat16):
+        raise ValueError(f"flash attention: dtype must be float32 or bfloat16, got {dtype}")
     H, G = q_BTHK.shape[2], k_BTGK.shape[2]
     if q_BTHK.shape[-1] != k_BTGK.shape[-1] or k_BTGK.shape != v_BTGK.shape or H % G:
         raise ValueError(f"flash attention: expected q [B,T,H,K] and k, v [B,T,G,K] with H a "
                          f"multiple of G; got {q_BTHK.shape}, {k_BTGK.shape}, {v_BTGK.shape}")
     if not kernel_available():
-        return _elsewhere(q_BTHK, k_BTGK, v_BTGK, segment_ids_BT)
+        return _elsewhere(*(x.astype(dtype) for x in (q_BTHK, k_BTGK, v_BTGK)), segment_ids_BT)
     args = [x.astype(jnp.float32) for x in (q_BTHK, k_BTGK, v_BTGK)]
     seg = _segments(segment_ids_BT, q_BTHK)
+    amx = dtype == jnp.bfloat16 and q_BTHK.shape[-1] % 32 == 0 and q_BTHK.shape[-1] <= 256 \
+        and amx_available()
     return jax.lax.platform_dependent(
-        *args, seg, cpu=_on_cpu,
-        default=lambda q, k, v, s: _elsewhere(q, k, v, None if segment_ids_BT is None else s))
+        *args, seg, cpu=functools.partial(_on_cpu, amx=amx),
+        default=lambda q, k, v, s: _elsewhere(*(x.astype(dtype) for x in (q, k, v)),
+                                              None if segment_ids_BT is None else s))
 
 
 def kernel_available() -> bool:
@@ -118,13 +172,21 @@ def kernel_available() -> bool:
     return cpu_kernels.available(*FORWARD) and cpu_kernels.available(*BACKWARD)
 
 
+@functools.cache
+def amx_available() -> bool:
+    """Whether the bf16 AMX kernel is built and this process may use AMX tiles (a CPU with
+    AMX-BF16, a Linux kernel that grants them, TWOFILES_CPU_ISA not avx2 or avx512)."""
+    lib = cpu_kernels.library(*FORWARD_AMX)
+    return (lib is not None and cpu_kernels.available(*BACKWARD_AMX)
+            and bool(lib.TwofilesFlashAmxUsable()))
+
+
 def model_attention(q_BTHK, k_BTGK, v_BTGK, kv, ctx, cfg):
     """`model.ops.Ops.attention` for a forward without a cache (training, evaluation)."""
-    del cfg
     if kv is not None or ctx.valid_BT is not None:
         raise ValueError("flash attention is for training: a forward without a cache and "
                          "without padding (valid_BT); decode through infer's engine instead")
-    return attention(q_BTHK, k_BTGK, v_BTGK, ctx.segment_ids_BT), None
+    return attention(q_BTHK, k_BTGK, v_BTGK, ctx.segment_ids_BT, cfg.compute_dtype), None
 
 
 def model_ops():
