@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 import model
 from model.config import ConfigError, parse_value, split_override
+from train import host
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 SCHEDULES = ("cosine", "wsd", "constant")
@@ -260,6 +261,16 @@ def _fields(cls, d, section: str = "") -> dict:
             for k, v in d.items()}
 
 
+# model.compute_dtype "auto": bfloat16 where the host has bf16 dots (train.host), else float32;
+# resolved when the config is read, so a run's config.json names the dtype it trained in.
+AUTO = "auto"
+
+
+def _is_auto_dtype(model_item: str) -> bool:
+    key, _, value = model_item.partition("=")
+    return key.strip() == "compute_dtype" and value.strip() == AUTO
+
+
 def _model(d) -> model.ModelConfig:
     """The model section: a preset name ("demo"), or fields over an optional preset
     ({"preset": "demo", "n_layers": 6} is the demo preset with six layers)."""
@@ -272,6 +283,8 @@ def _model(d) -> model.ModelConfig:
             raise ConfigError(f"model.preset must be a preset name, got {_described(name)}; "
                               f"presets: {', '.join(model.preset_names())}")
         d = {**model.preset(name).to_dict(), **d}
+    if isinstance(d, dict) and d.get("compute_dtype") == AUTO:
+        d = {**d, "compute_dtype": host.auto_compute_dtype()}
     return model.ModelConfig.from_dict(_fields(model.ModelConfig, d, "model"))
 
 
@@ -324,6 +337,8 @@ def apply_overrides(cfg: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
     keys = [split_override(item)[0] for item in overrides]
     # Model fields change together (n_heads=6 with n_kv_heads=6 may be invalid one at a time).
     model_items = [item[len("model."):] for item in overrides if item.startswith("model.")]
+    model_items = [f"compute_dtype={host.auto_compute_dtype()}" if _is_auto_dtype(item) else item
+                   for item in model_items]
     new = cfg
     if model_items:
         changed = model.apply_overrides(new.model, model_items, prefix="model.")

@@ -19,10 +19,11 @@ TWOFILES_MALLOC=system.
 
 from __future__ import annotations
 
-import glob
 import os
 import platform
 import sys
+
+from train import host
 
 TUNABLES = (
     "glibc.malloc.arena_max=2",  # threads share the main heap, which can grow past 64 MiB
@@ -30,7 +31,6 @@ TUNABLES = (
     "glibc.malloc.trim_threshold=68719476736",  # freed memory is kept, not given back
     "glibc.malloc.top_pad=268435456",  # the heap grows in 256 MiB steps (fewer brk calls)
 )
-ACCELERATOR_DEVICES = ("/dev/accel*", "/dev/vfio/*", "/dev/nvidia[0-9]*")
 
 
 def tunables_value(current: str) -> str | None:
@@ -48,7 +48,7 @@ def wanted(env=os.environ) -> bool:
         return False
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
         return False
-    return not any(glob.glob(pattern) for pattern in ACCELERATOR_DEVICES)
+    return not host.has_accelerator()
 
 
 def reexec_with_tunables() -> None:
