@@ -8,7 +8,8 @@ reference's log-probabilities of every answer are computed once before training 
 the batches (dpo.reference "precomputed", the default: one forward per step fewer), or come
 from a frozen copy of the starting parameters ("frozen"). With lora.rank > 0 only adapters are
 trained and the base itself is the frozen reference. The loss is train.preference_losses'
-(beta, label smoothing, and RPO's NLL of the chosen answer with dpo.rpo_alpha); it logs the implicit rewards, their margin and both accuracies.
+(beta, label smoothing, and RPO's NLL of the chosen answer with dpo.rpo_alpha); it logs the
+implicit rewards, their margin and both accuracies.
 
 The run is a run like SFT's: `infer.load` reads it (meta "base"), every `infer` command works
 on it. Its summary holds the held-out preference accuracy before (the base) and after.

@@ -60,7 +60,8 @@ def dpo_from_logps(pi_B2: jax.Array, ref_B2: jax.Array, valid_B: jax.Array, beta
     -pi_c / chosen_tokens. TRL averages that NLL over all the batch's chosen tokens; here it
     is averaged per pair, so that a batch split over devices or microbatches sums to the same
     loss (the two agree when the answers are equally long, as the pipeline's nearly are). It
-    keeps pulling the chosen answer up after the pair is won, where DPO alone lets both fall.
+    keeps pulling the chosen answer up once a pair is won, when DPO's loss alone no longer
+    cares which way the two answers move.
 
     Returns (loss summed over valid pairs, number of valid pairs, metric sums): the implicit
     rewards beta * (pi - ref) of the chosen and rejected answers, their margin, the preference

@@ -5,8 +5,8 @@
 The reward model is the base (anything `infer.load` reads) with one more parameter, a vector
 `reward_head` [D] read at the last token of a conversation (train.preference_losses): every
 parameter is trained on the Bradley-Terry loss -log sigmoid(r_chosen - r_rejected). The head
-starts at zero (every reward 0, pair accuracy exactly chance) or, with rm.head_init_std, random. `score` gives the
-rewards of conversations from a finished run (best-of-n reads them).
+starts at zero (every reward 0, pair accuracy exactly chance) or, with rm.head_init_std,
+random. `score` gives the rewards of conversations from a finished run (best-of-n reads them).
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ class Settings:
     # beta 0.1 (3 epochs of 624 pairs) took task accuracy 0.742 -> 0.320: a small beta keeps
     # pushing the one differing digit long after the pair is won; plain DPO at beta 2, lr 2e-4
     # reached held-out preference accuracy 0.80 in 2 epochs of 2,394 pairs, 0.82 in 3.
-    # RPO's NLL on the chosen answer (rpo_alpha 1) keeps raising the right digit where DPO
-    # alone lets both answers fall, and it generalises: on pipe6's SFT model and pairs, beta 2,
+    # RPO's NLL on the chosen answer (rpo_alpha 1) keeps raising the right answer once a pair
+    # is won (DPO's loss alone then no longer cares which way both move), and it generalises: on pipe6's SFT model and pairs, beta 2,
     # lr 2e-4, 3 epochs gave 0.83 and task 0.742 -> 0.776; beta 1, lr 4e-4, 3 epochs 0.88 and
     # 0.780; beta 2, lr 2e-4, 5 epochs 0.90 (163 held-out pairs) and 0.806 [+3.2, +9.6 pt].
     dpo_beta: float = 2.0
