@@ -7,7 +7,8 @@
 Each named arm is `python -m train rl` on the pipeline's task (2-digit additions, no tool) with
 the pipeline's RL settings plus the arm's overrides, then the greedy held-out gain over the base
 on the 500 seed-0 problems with a paired-bootstrap 95% interval (evals.stats), appended to
-OUT/results.jsonl. results.md holds the measured arms.
+OUT/results.jsonl. results.md holds the measured arms; `python -m experiments.rl_batch.sampled`
+(sampled.py) measures an arm's gain in sampled pass@1, k samples per held-out problem.
 
 What was checked before blaming the settings: the rows the trainer scores are the sampled ones
 (decoded prompt | completion | reward | advantage), the sampler's log-probabilities are the
