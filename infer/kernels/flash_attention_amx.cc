@@ -26,9 +26,24 @@
 // float32 kernel's seven. Scratch is per thread, grown once, never freed (no page faults per
 // call). Requires K a multiple of 32 (the Python side falls back to the float32 kernel).
 //
-// Measured (benchmarks/flash_attention.py, the bench step's attention: 16 x 256 tokens, 6 heads
-// of 64, causal; one layer, best of 10, under the lock on this 2-core Xeon): see the module's
-// docstring in flash_attention.py for the table.
+// Measured with benchmarks/flash_attention.py (the bench step's attention: 16 x 256 tokens, 6
+// heads of 64, causal; one layer; all variants interleaved in one process, best of 10, under the
+// lock on the 2-core Xeon above, load average 1.60 -> 1.63), ms:
+//
+//   | one layer                        | forward | forward + backward |
+//   |----------------------------------|--------:|-------------------:|
+//   | this kernel (bf16, AMX)          |    4.05 |               9.65 |
+//   | flash_attention.cc (float32)     |   12.26 |              34.81 |
+//   | model.forward's XLA, bf16        |   34.72 |              78.97 |
+//   | model.forward's XLA, float32     |   48.22 |              89.63 |
+//
+// 3.6x the float32 kernel forward + backward (backward ~5.6 against ~22.6 ms); the 6 layers'
+// attention in the bench step 58 ms against 209. Where the time went, perf on the first version:
+// the [K][T] transposes (scalar, with a power-of-two row stride that kept hitting one L1 set)
+// were over half of the backward, and memcpy calls for 128-byte rows 10% of everything; the
+// 16 x 16 register transposes and the padded stride (Dims::Ld) took fwd + bwd from 12.4-14.5 to
+// 9.65 ms. The whole bench step (benchmarks/train_throughput.py --variants twofiles-bf16-flash):
+// see /tmp/readme_flash7.md's numbers as merged into the README.
 
 #include <cpuid.h>
 #include <immintrin.h>
@@ -43,6 +58,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -61,6 +77,10 @@ struct Dims {
   int64_t R() const { return H / G; }
   int64_t Blocks() const { return (T + kBlock - 1) / kBlock; }
   int64_t Tp() const { return Blocks() * kBlock; }  // T padded to whole blocks
+  // Row length of the [K][T] transposed arrays: Tp plus a cache line and a half, so that
+  // walking down a column does not hit one L1 set (a power-of-two stride did: the transposes
+  // were 60% of the backward, perf).
+  int64_t Ld() const { return Tp() + 32; }
 };
 
 struct ForwardJob {
@@ -218,6 +238,33 @@ TF_INLINE RowMasks Visible(const int32_t* seg_p, int64_t s0, int64_t t, bool all
 
 // ---- packing (once per task) ----
 
+// r[i][j] -> out[j][i] for 16 x 16 32-bit values in registers: pairs within 128-bit lanes,
+// then quadruples, then the lanes (the scalar loops this replaced were the backward's largest
+// cost, perf).
+TF_INLINE void Transpose16(const __m512 r[16], __m512 out[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // u[4i + j], lane L: column 4L + j of rows 4i..4i+3
+    u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512 a = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);
+    const __m512 b = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
+    const __m512 c = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+    const __m512 d = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
+    out[j] = _mm512_shuffle_f32x4(a, c, 0x88);
+    out[j + 4] = _mm512_shuffle_f32x4(b, d, 0x88);
+    out[j + 8] = _mm512_shuffle_f32x4(a, c, 0xDD);
+    out[j + 12] = _mm512_shuffle_f32x4(b, d, 0xDD);
+  }
+}
+
 // The sequence's segment ids padded to Tp with a value no real row has; and per block whether
 // it lies in one segment (then a block pair before the diagonal needs no mask).
 void PackSegments(const int32_t* seg, const Dims& d, int32_t* seg_p, uint8_t* uniform) {
@@ -230,36 +277,47 @@ void PackSegments(const int32_t* seg, const Dims& d, int32_t* seg_p, uint8_t* un
   }
 }
 
-// Rows of one head ([T] rows `stride` apart, K wide) into [Tp][K], zero past T.
+// Rows of one head ([T] rows `stride` apart, K wide) into [Tp][K], zero past T (inline
+// vector copies: memcpy's calls for 128-byte rows were 10% of the time, perf).
 void PackRows(const bf16* src, int64_t stride, const Dims& d, bf16* dst) {
-  for (int64_t t = 0; t < d.T; ++t) std::memcpy(dst + t * d.K, src + t * stride, d.K * 2);
+  for (int64_t t = 0; t < d.T; ++t)
+    for (int64_t c = 0; c < d.K; c += 32)
+      _mm512_storeu_si512(dst + t * d.K + c, _mm512_loadu_si512(src + t * stride + c));
   std::fill(dst + d.T * d.K, dst + d.Tp() * d.K, 0);
 }
 
-// The same rows transposed to [K][Tp] (zero past T).
+// The same rows transposed to [K][Ld] (zero from T to Tp).
+// 16 x 16 blocks, widened to 32 bits for Transpose16.
 void PackTransposed(const bf16* src, int64_t stride, const Dims& d, bf16* dst) {
-  const int64_t Tp = d.Tp();
-  for (int64_t c = 0; c < d.K; ++c) std::fill(dst + c * Tp + d.T, dst + (c + 1) * Tp, 0);
-  for (int64_t t = 0; t < d.T; ++t)
-    for (int64_t c = 0; c < d.K; ++c) dst[c * Tp + t] = src[t * stride + c];
+  const int64_t Ld = d.Ld();
+  for (int64_t t0 = 0; t0 < d.Tp(); t0 += 16)
+    for (int64_t c0 = 0; c0 < d.K; c0 += 16) {
+      __m512 r[16], out[16];
+      for (int i = 0; i < 16; ++i)
+        r[i] = t0 + i < d.T ? _mm512_castsi512_ps(_mm512_cvtepu16_epi32(_mm256_loadu_si256(
+                                  reinterpret_cast<const __m256i*>(src + (t0 + i) * stride + c0))))
+                            : _mm512_setzero_ps();
+      Transpose16(r, out);
+      for (int i = 0; i < 16; ++i)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (c0 + i) * Ld + t0),
+                            _mm512_cvtepi32_epi16(_mm512_castps_si512(out[i])));
+    }
 }
 
 // Per key block, pairs along the head dimension: dst[j][p][s][e] = x[64 j + s][2 p + e]
 // ([K/2][64][2] per block: B of Q K^T), zero past T.
 void PackHeadPairs(const bf16* src, int64_t stride, const Dims& d, bf16* dst) {
   const int64_t P = d.K / 2;
-  uint32_t* out = reinterpret_cast<uint32_t*>(dst);
-  for (int64_t j = 0; j < d.Blocks(); ++j) {
-    uint32_t* blk = out + j * P * kBlock;
-    for (int64_t s = 0; s < kBlock; ++s) {
-      const int64_t t = j * kBlock + s;
-      if (t >= d.T) {
-        for (int64_t p = 0; p < P; ++p) blk[p * kBlock + s] = 0;
-        continue;
-      }
-      uint32_t row[256];
-      std::memcpy(row, src + t * stride, d.K * 2);
-      for (int64_t p = 0; p < P; ++p) blk[p * kBlock + s] = row[p];
+  float* out = reinterpret_cast<float*>(dst);  // 32-bit pairs, moved as floats
+  for (int64_t t0 = 0; t0 < d.Tp(); t0 += 16) {
+    float* blk = out + (t0 / kBlock) * P * kBlock + t0 % kBlock;
+    for (int64_t p0 = 0; p0 < P; p0 += 16) {
+      __m512 r[16], o[16];
+      for (int i = 0; i < 16; ++i)
+        r[i] = t0 + i < d.T ? _mm512_loadu_ps(src + (t0 + i) * stride + 2 * p0)
+                            : _mm512_setzero_ps();
+      Transpose16(r, o);
+      for (int i = 0; i < 16; ++i) _mm512_storeu_ps(blk + (p0 + i) * kBlock, o[i]);
     }
   }
 }
@@ -396,12 +454,13 @@ void BackwardTask(const BackwardJob& j, int64_t task, char* scratch) {
   const int64_t K = d.K, b = task / d.G, g = task % d.G, Tp = d.Tp();
   Carver c{scratch};
   bf16 *q = c.take<bf16>(Tp * K), *dout = c.take<bf16>(Tp * K);
-  bf16 *qt = c.take<bf16>(Tp * K), *doutt = c.take<bf16>(Tp * K);
+  const int64_t Ld = d.Ld();
+  bf16 *qt = c.take<bf16>(Ld * K), *doutt = c.take<bf16>(Ld * K);
   bf16 *kc = c.take<bf16>(Tp * K), *vc = c.take<bf16>(Tp * K), *ks = c.take<bf16>(Tp * K);
   bf16 *p_il = c.take<bf16>(kBlock * kBlock), *ds_il = c.take<bf16>(kBlock * kBlock);
   bf16* ds_bf = c.take<bf16>(kBlock * kBlock);
   float *s = c.take<float>(kBlock * kBlock), *dp = c.take<float>(kBlock * kBlock);
-  float *dq = c.take<float>(Tp * K), *dkt = c.take<float>(Tp * K), *dvt = c.take<float>(Tp * K);
+  float *dq = c.take<float>(Tp * K), *dkt = c.take<float>(Ld * K), *dvt = c.take<float>(Ld * K);
   float *lse = c.take<float>(Tp), *delta = c.take<float>(Tp);
   int32_t* seg = c.take<int32_t>(Tp);
   uint8_t* uniform = c.take<uint8_t>(d.Blocks());
@@ -410,8 +469,8 @@ void BackwardTask(const BackwardJob& j, int64_t task, char* scratch) {
   PackHeadPairs(j.k + kv_at, kv_stride, d, kc);
   PackHeadPairs(j.v + kv_at, kv_stride, d, vc);
   PackTokenPairs(j.k + kv_at, kv_stride, d, ks);
-  std::fill(dkt, dkt + Tp * K, 0.0f);
-  std::fill(dvt, dvt + Tp * K, 0.0f);
+  std::fill(dkt, dkt + Ld * K, 0.0f);
+  std::fill(dvt, dvt + Ld * K, 0.0f);
   for (int64_t r = 0; r < d.R(); ++r) {
     const int64_t h = g * d.R() + r, q_at = (b * d.T * d.H + h) * K, q_stride = d.H * K;
     PackRows(j.q + q_at, q_stride, d, q);
@@ -450,23 +509,29 @@ void BackwardTask(const BackwardJob& j, int64_t task, char* scratch) {
             Interleave(db[0], db[1], ds_il + (i - 1) * kBlock);
           }
         }
-        Product<true>(doutt + t0, Tp, p_il, 2 * kBlock, dvt + s0, Tp, K, kBlock, kBlock);
-        Product<true>(qt + t0, Tp, ds_il, 2 * kBlock, dkt + s0, Tp, K, kBlock, kBlock);
+        Product<true>(doutt + t0, Ld, p_il, 2 * kBlock, dvt + s0, Ld, K, kBlock, kBlock);
+        Product<true>(qt + t0, Ld, ds_il, 2 * kBlock, dkt + s0, Ld, K, kBlock, kBlock);
         Product<true>(ds_bf, kBlock, ks + s0 * K, 2 * K, dq + t0 * K, K, kBlock, K, kBlock);
       }
     }
     for (int64_t t = 0; t < d.T; ++t)
-      std::memcpy(j.dq + q_at + t * q_stride, dq + t * K, K * sizeof(float));
+      for (int64_t x = 0; x < K; x += 16)
+        _mm512_storeu_ps(j.dq + q_at + t * q_stride + x, _mm512_loadu_ps(dq + t * K + x));
   }
-  for (int64_t t = 0; t < d.T; ++t) {
-    float *dk = j.dk + kv_at + t * kv_stride, *dv = j.dv + kv_at + t * kv_stride;
-    for (int64_t x = 0; x < K; ++x) dk[x] = dkt[x * Tp + t], dv[x] = dvt[x * Tp + t];
-  }
+  for (int64_t t0 = 0; t0 < d.T; t0 += 16)  // dK^T, dV^T [K][Ld] -> dk, dv [T][K]
+    for (int64_t x0 = 0; x0 < K; x0 += 16)
+      for (auto [from, to] : {std::pair{dkt, j.dk}, std::pair{dvt, j.dv}}) {
+        __m512 r[16], o[16];
+        for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(from + (x0 + i) * Ld + t0);
+        Transpose16(r, o);
+        for (int i = 0; i < 16 && t0 + i < d.T; ++i)
+          _mm512_storeu_ps(to + kv_at + (t0 + i) * kv_stride + x0, o[i]);
+      }
 }
 
 size_t BackwardScratchFloats(const Dims& d) {
-  return (7 * d.Tp() * d.K) / 2 + 3 * kBlock * kBlock / 2 + 2 * kBlock * kBlock +
-         3 * d.Tp() * d.K + 3 * d.Tp() + d.Blocks() + 20 * 64;
+  return (5 * d.Tp() * d.K + 2 * d.Ld() * d.K) / 2 + 3 * kBlock * kBlock / 2 +
+         2 * kBlock * kBlock + d.Tp() * d.K + 2 * d.Ld() * d.K + 3 * d.Tp() + d.Blocks() + 20 * 64;
 }
 
 void BackwardWork(BackwardJob& j) {
