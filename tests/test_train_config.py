@@ -99,19 +99,19 @@ def test_cli_refuses_a_badly_typed_config_before_writing(tmp_path, capsys):
 
 def test_shortening_the_demo_run_keeps_its_warmup_fraction():
     demo = train_config.load("demo")
-    assert (demo.steps, demo.optim.warmup_steps) == (5000, 70)  # what make demo trains
+    assert (demo.steps, demo.optim.warmup_steps) == (16000, 224)  # what make demo trains
     short = train_config.apply_overrides(demo, ["steps=50"])
     train_config.validate(short)
-    assert short.optim.warmup_steps == 1  # 70/5000 of 50 steps (0.7), rounded
+    assert short.optim.warmup_steps == 1  # 224/16000 of 50 steps (0.7), rounded
     assert train_config.apply_overrides(demo, ["steps=600"]).optim.warmup_steps == 8  # 8.4
-    assert train_config.apply_overrides(demo, ["steps=5000"]) == demo  # its own count: unchanged
+    assert train_config.apply_overrides(demo, ["steps=16000"]) == demo  # its own count: unchanged
     tiny = train_config.load("tiny")  # 5 of 30
     assert train_config.apply_overrides(tiny, ["steps=2"]).optim.warmup_steps == 0
     assert train_config.apply_overrides(tiny, ["steps=6"]).optim.warmup_steps == 1
     # The schedule at the demo's own count is the one it always had.
     lr = schedule(demo.optim, demo.steps)
-    assert float(lr(70)) == pytest.approx(demo.optim.lr)
-    assert float(lr(35)) == pytest.approx(demo.optim.lr / 2)
+    assert float(lr(224)) == pytest.approx(demo.optim.lr)
+    assert float(lr(112)) == pytest.approx(demo.optim.lr / 2)
 
 
 def test_a_warmup_given_with_steps_is_kept_and_a_bad_one_says_what_to_set():

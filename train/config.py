@@ -331,7 +331,7 @@ def apply_overrides(cfg: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
 
     Values are parsed strictly by the field's declared type (model.config.parse_value).
     Overriding `steps` without `optim.warmup_steps` keeps the warmup the same fraction of the
-    run (rounded, and shorter than the run): the demo's 70 of 5000 steps become 1 of 50.
+    run (rounded, and shorter than the run): the demo's 224 of 16000 steps become 1 of 50.
     """
     overrides = list(overrides)
     keys = [split_override(item)[0] for item in overrides]
