@@ -74,15 +74,18 @@ def run(args) -> dict:
     runs = ([base] if not args.base else []) + [sft, dpo, rm, rl]
     rows = stage("evaluate", measure.card, s, runs, out)
     curve = stage("best-of-n", measure.best_of_n, s, sft, rm, out, progress)
+    sampled = stage("rl sampled pass@1", measure.rl_sampled, s, sft, rl, out, progress)
     wall = spent_before + time.time() - started
     clock_path.write_text(json.dumps({"s": wall}))
-    return write_card(s, rows, curve, wall, out, Path(args.results) if args.results else None)
+    return write_card(s, rows, curve, wall, out, Path(args.results) if args.results else None,
+                      sampled)
 
 
-def write_card(s, rows, curve, wall: float, out: Path, results_dir: Path | None) -> dict:
+def write_card(s, rows, curve, wall: float, out: Path, results_dir: Path | None,
+               sampled: dict | None = None) -> dict:
     from evals import cli_report, harness, report
 
-    res = measure.results(s, rows, curve, wall)
+    res = measure.results(s, rows, curve, wall, sampled)
     lines = measure.summary_lines(res)
     m, sec = divmod(round(wall), 60)
     text = (report.markdown(rows, title="Report card: the laptop pipeline")

@@ -37,6 +37,22 @@ def best_of_n(s: Settings, sft_dir: str, rm_dir: str, out: Path, progress: bool)
     return report
 
 
+def rl_sampled(s: Settings, sft_dir: str, rl_dir: str, out: Path, progress: bool) -> dict:
+    """RL's gain over SFT in sampled pass@1: s.rl_eval_samples samples of each held-out problem
+    at the rollouts' temperature, paired bootstrap over problems; kept in OUT/evals."""
+    from evals import harness
+    from experiments.rl_batch.sampled import sampled_gain
+
+    path = out / "evals" / f"rl_sampled_k{s.rl_eval_samples}_T{s.rl_temperature}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    report = sampled_gain(sft_dir, rl_dir, k=s.rl_eval_samples, temperature=s.rl_temperature,
+                          n=s.held_out, greedy=False, task_options=stages.task_options(s),
+                          progress=progress)
+    harness.write_json(report, path)
+    return report
+
+
 def _row(rows: list[dict], stage: str) -> dict:
     return next(r for r in rows if r["stage"] == stage)
 
@@ -63,7 +79,8 @@ def kl_series(rl_dir: str) -> list[float]:
     return [m["kl"] for m in read_metrics(Path(rl_dir)) if "kl" in m]
 
 
-def results(s: Settings, rows: list[dict], curve: dict, wall_s: float) -> dict:
+def results(s: Settings, rows: list[dict], curve: dict, wall_s: float,
+            sampled: dict | None = None) -> dict:
     """The numbers the issue asks for, read off the card and the best-of-n curve."""
     from evals import stats
 
@@ -81,7 +98,9 @@ def results(s: Settings, rows: list[dict], curve: dict, wall_s: float) -> dict:
                      for r in rows if r.get("eval")},
         "rl": {"gain_over_sft": rl["gain"], "kl_last": kl[-1] if kl else None,
                "kl_max": max(kl) if kl else None, "kl_mean": sum(kl) / len(kl) if kl else None,
-               "steps": rl["steps"]},
+               "steps": rl["steps"],
+               "sampled_pass1_gain": sampled and {k: v for k, v in sampled.items()
+                                                  if not k.endswith("per_problem")}},
         "dpo": {"val_preference_accuracy": dpo.get("pair_accuracy"),
                 "val_preference_accuracy_ci95": pair_accuracy_ci(dpo),
                 "base_val_preference_accuracy": dpo.get("base_pair_accuracy"),
@@ -120,9 +139,16 @@ def summary_lines(res: dict) -> list[str]:
         f"{acc['rl']['accuracy']:.3f}, gain {rl['gain_over_sft']['diff']:+.3f} "
         f"{ci(rl['gain_over_sft'])} (paired bootstrap 95%, n={res['held_out_problems']}); "
         f"per-token KL to SFT at the end {kl}.",
+        *([] if not rl.get("sampled_pass1_gain") else [
+            "RL, sampled pass@1 ({k} samples per problem at T {temperature}): {base_pass1:.3f} "
+            "(SFT) -> {pass1:.3f}, gain {gain:+.3f} [{lo:+.3f}, {hi:+.3f}] (paired bootstrap "
+            "95% over n={n} problems).".format(**rl["sampled_pass1_gain"],
+                                               lo=rl["sampled_pass1_gain"]["ci"][0],
+                                               hi=rl["sampled_pass1_gain"]["ci"][1])]),
         f"DPO: held-out preference accuracy {dpo['base_val_preference_accuracy']:.3f} -> "
         f"{dpo['val_preference_accuracy']:.3f}"
-        f"{wilson(dpo, 'val_preference_accuracy_ci95')}; task accuracy {acc['sft']['accuracy']:.3f} -> "
+        f"{wilson(dpo, 'val_preference_accuracy_ci95')}; "
+        f"task accuracy {acc['sft']['accuracy']:.3f} -> "
         f"{acc['dpo']['accuracy']:.3f} (change {dpo['gain_over_sft']['diff']:+.3f} "
         f"{ci(dpo['gain_over_sft'])}).",
         f"Reward model: held-out pair accuracy {rm['base_val_pair_accuracy']:.3f} -> "

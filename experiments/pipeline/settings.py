@@ -33,9 +33,10 @@ class Settings:
     # pushing the one differing digit long after the pair is won; plain DPO at beta 2, lr 2e-4
     # reached held-out preference accuracy 0.80 in 2 epochs of 2,394 pairs, 0.82 in 3.
     # RPO's NLL on the chosen answer (rpo_alpha 1) keeps raising the right answer once a pair
-    # is won (DPO's loss alone then no longer cares which way both move), and it generalises: on pipe6's SFT model and pairs, beta 2,
-    # lr 2e-4, 3 epochs gave 0.83 and task 0.742 -> 0.776; beta 1, lr 4e-4, 3 epochs 0.88 and
-    # 0.780; beta 2, lr 2e-4, 5 epochs 0.90 (163 held-out pairs) and 0.806 [+3.2, +9.6 pt].
+    # is won (DPO's loss alone then no longer cares which way both move), and it generalises:
+    # on pipe6's SFT model and pairs, beta 2, lr 2e-4, 3 epochs gave 0.83 and task 0.742 ->
+    # 0.776; beta 1, lr 4e-4, 3 epochs 0.88 and 0.780; beta 2, lr 2e-4, 5 epochs 0.90 (163
+    # held-out pairs) and 0.806 [+3.2, +9.6 pt].
     dpo_beta: float = 2.0
     dpo_lr: float = 2e-4
     dpo_epochs: int = 5
@@ -68,6 +69,11 @@ class Settings:
     rl_problems: int = 4050  # all 2-digit additions left once the scored ones are dropped
     rl_scale_by_std: bool = False  # Dr. GRPO: advantages not divided by the group's std
     rl_temperature: float = 0.7  # rollouts' (was 1.0, the rl config's): same gain as 1.0
+    # RL's gain is also scored as sampled pass@1 (DeepSeek-R1's: the mean of k samples per
+    # held-out problem at the rollouts' temperature), far less noisy per problem than one
+    # greedy answer (experiments.rl_batch.sampled: +4.6 pt [+3.4, +5.8] where greedy gave +2.4
+    # [-0.2, +5.0], same runs)
+    rl_eval_samples: int = 16
     # best-of-n by the reward model
     best_of: int = 16
     best_of_problems: int = 100
@@ -82,4 +88,4 @@ FAST = dataclasses.replace(
     sft_epochs=1,
     pair_problems=64, val_pair_problems=32, pair_samples=4, pair_reference_chosen=True,
     dpo_epochs=1, rm_epochs=1,
-    rl_steps=4, rl_prompts=2, rl_group=4, best_of=4, best_of_problems=16)
+    rl_steps=4, rl_prompts=2, rl_group=4, rl_eval_samples=2, best_of=4, best_of_problems=16)
