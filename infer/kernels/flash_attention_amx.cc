@@ -42,8 +42,10 @@
 // the [K][T] transposes (scalar, with a power-of-two row stride that kept hitting one L1 set)
 // were over half of the backward, and memcpy calls for 128-byte rows 10% of everything; the
 // 16 x 16 register transposes and the padded stride (Dims::Ld) took fwd + bwd from 12.4-14.5 to
-// 9.65 ms. The whole bench step (benchmarks/train_throughput.py --variants twofiles-bf16-flash):
-// see /tmp/readme_flash7.md's numbers as merged into the README.
+// 9.65 ms. The whole bench step (benchmarks/train_throughput.py --variants twofiles-bf16-flash
+// --rounds 6, before = TWOFILES_CPU_ISA=avx512, i.e. the float32 kernel; back-to-back runs
+// under the lock, load 1.8-2.0): median 1225 -> 869 ms, min 1190 -> 850 (an earlier pair with
+// the first version: 1059 -> 873).
 
 #include <cpuid.h>
 #include <immintrin.h>
