@@ -6,7 +6,8 @@ handed back to the kernel when freed, so the next step faults every page in agai
 step (benchmarks/train_throughput.py, bf16 with flash attention) that is ~261,000 minor faults
 and ~0.4 s of system time a step. With the settings below the freed memory stays in the main
 heap and is reused: 0 faults a step, and the step took 1013-1034 ms against 1241-1288 ms
-(2-core Xeon with AMX, one process each way, 6 steps, under the machine's lock).
+(2-core Xeon with AMX, one process each way, 6 steps, under the machine's lock); with the AMX
+flash kernel, 858-878 ms in all 11 steps after the first.
 
 The settings are glibc tunables, read only when a process starts (mallopt() from Python comes
 after XLA's threads have their arenas, and faults returned after a few steps when tried), so
@@ -26,7 +27,8 @@ import sys
 from train import host
 
 TUNABLES = (
-    "glibc.malloc.arena_max=2",  # threads share the main heap, which can grow past 64 MiB
+    "glibc.malloc.arena_max=1",  # every thread on the main heap (a thread arena's heaps are
+    # mmap'd, 64 MiB at most: with 2 arenas ~220,000 faults came back every third step)
     "glibc.malloc.mmap_max=0",  # large buffers from the heap, not a fresh mapping each
     "glibc.malloc.trim_threshold=68719476736",  # freed memory is kept, not given back
     "glibc.malloc.top_pad=268435456",  # the heap grows in 256 MiB steps (fewer brk calls)
