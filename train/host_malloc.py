@@ -33,14 +33,18 @@ TUNABLES = (
     "glibc.malloc.trim_threshold=68719476736",  # freed memory is kept, not given back
     "glibc.malloc.top_pad=268435456",  # the heap grows in 256 MiB steps (fewer brk calls)
 )
+# For a process that also runs PyTorch (benchmarks/train_throughput.py races it): torch's
+# compiled bf16 step took 947 ms with one arena against 512 with two (its threads contend for
+# the one lock), while two arenas cost XLA's step some faults back (a thread arena's heaps).
+SHARED_TUNABLES = ("glibc.malloc.arena_max=2",) + TUNABLES[1:]
 
 
-def tunables_value(current: str) -> str | None:
-    """GLIBC_TUNABLES with ours added, or None when `current` already names every one of them
-    (a tunable the user set keeps the user's value)."""
+def tunables_value(current: str, tunables: tuple[str, ...] = TUNABLES) -> str | None:
+    """GLIBC_TUNABLES with `tunables` added, or None when `current` already names every one of
+    them (a tunable the user set keeps the user's value)."""
     items = [t for t in current.split(":") if t]
     named = {t.split("=", 1)[0] for t in items}
-    missing = [t for t in TUNABLES if t.split("=", 1)[0] not in named]
+    missing = [t for t in tunables if t.split("=", 1)[0] not in named]
     return ":".join(items + missing) if missing else None
 
 
@@ -53,12 +57,12 @@ def wanted(env=os.environ) -> bool:
     return not host.has_accelerator()
 
 
-def reexec_with_tunables() -> None:
-    """Replaces this process with itself under the tunables, when wanted and not yet set.
+def reexec_with_tunables(tunables: tuple[str, ...] = TUNABLES) -> None:
+    """Replaces this process with itself under `tunables`, when wanted and not yet set.
     Call it before importing jax (nothing done before it is kept)."""
     if not wanted():
         return
-    value = tunables_value(os.environ.get("GLIBC_TUNABLES", ""))
+    value = tunables_value(os.environ.get("GLIBC_TUNABLES", ""), tunables)
     if value is None:
         return
     env = dict(os.environ, GLIBC_TUNABLES=value)
