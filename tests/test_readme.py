@@ -81,7 +81,10 @@ def parse_only(argv: list[str]) -> tuple[int | None, str]:
     """Run PACKAGE's `main(args)` until its parser has parsed them: (argparse's exit status or
     None when they parsed, what it printed)."""
     package, args = argv[2], argv[3:]
-    main = importlib.import_module(f"{package}.__main__").main
+    module = importlib.import_module(package)  # a package runs its __main__, a module itself
+    if hasattr(module, "__path__"):
+        module = importlib.import_module(f"{package}.__main__")
+    main = module.main
     original = argparse.ArgumentParser.parse_args
 
     def parse_then_stop(parser, *a, **kw):
