@@ -221,11 +221,9 @@ ALL_VARIANTS = TORCH_VARIANTS + JAX_VARIANTS
 
 def cpu_bf16_flags() -> list[str]:
     """The CPU's bf16 dot instructions (avx512_bf16, amx_bf16) named in /proc/cpuinfo."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return []
-    return sorted(flags & {"avx512_bf16", "amx_bf16"})
+    from train import host
+
+    return sorted(host.cpu_flags() & set(host.BF16_DOT_FLAGS))
 
 
 def cpu_model() -> str:
