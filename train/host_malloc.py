@@ -14,7 +14,7 @@ after XLA's threads have their arenas, and faults returned after a few steps whe
 an entry point calls `reexec_with_tunables()` first thing: if the variable lacks them, the
 process replaces itself (same pid, same arguments) with one that has them.
 Off where it cannot help or may hurt: non-glibc hosts, hosts with a TPU or GPU attached (their
-steps' buffers live on the device; a host's many loader threads would share two arenas), or
+steps' buffers live on the device; a host's many loader threads would share one arena), or
 TWOFILES_MALLOC=system.
 """
 
