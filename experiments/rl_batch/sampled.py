@@ -33,9 +33,12 @@ from typing import Sequence
 
 import numpy as np
 
-# The pipeline's task (experiments/pipeline/settings.py, stages.task): a + b with two 2-digit
-# numbers, answered in the head (no tool), where SFT leaves room.
-PIPELINE_TASK = ("arithmetic", {"digits": [2, 2], "ops": "+"})
+from experiments.pipeline.settings import FULL
+from experiments.pipeline.stages import task_options
+
+# The pipeline's task, read from its settings: a + b with two 2-digit numbers, answered in the
+# head (no tool), where SFT leaves room.
+PIPELINE_TASK = ("arithmetic", task_options(FULL))
 # 25 problems x 16 samples a batch: 500 problems are 20 equal batches, one compiled shape.
 BATCH_SIZE = 400
 
