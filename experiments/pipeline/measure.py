@@ -132,6 +132,7 @@ def summary_lines(res: dict) -> list[str]:
         return "" if d.get(key) is None else " [{:.3f}, {:.3f}]".format(*d[key])
 
     rl, dpo, rm, b = res["rl"], res["dpo"], res["rm"], res["best_of"]
+    sp = rl.get("sampled_pass1_gain")
     acc = res["accuracy"]
     kl = f"{rl['kl_last']:.4f} (max {rl['kl_max']:.4f})" if rl["kl_last"] is not None else "n/a"
     return [
@@ -139,12 +140,10 @@ def summary_lines(res: dict) -> list[str]:
         f"{acc['rl']['accuracy']:.3f}, gain {rl['gain_over_sft']['diff']:+.3f} "
         f"{ci(rl['gain_over_sft'])} (paired bootstrap 95%, n={res['held_out_problems']}); "
         f"per-token KL to SFT at the end {kl}.",
-        *([] if not rl.get("sampled_pass1_gain") else [
-            "RL, sampled pass@1 ({k} samples per problem at T {temperature}): {base_pass1:.3f} "
-            "(SFT) -> {pass1:.3f}, gain {gain:+.3f} [{lo:+.3f}, {hi:+.3f}] (paired bootstrap "
-            "95% over n={n} problems).".format(**rl["sampled_pass1_gain"],
-                                               lo=rl["sampled_pass1_gain"]["ci"][0],
-                                               hi=rl["sampled_pass1_gain"]["ci"][1])]),
+        *([] if not sp else [
+            f"RL, sampled pass@1 ({sp['k']} samples per problem at T {sp['temperature']}): "
+            f"{sp['base_pass1']:.3f} (SFT) -> {sp['pass1']:.3f}, gain {sp['gain']:+.3f} "
+            f"{ci(sp)} (paired bootstrap 95% over n={sp['n']} problems)."]),
         f"DPO: held-out preference accuracy {dpo['base_val_preference_accuracy']:.3f} -> "
         f"{dpo['val_preference_accuracy']:.3f}"
         f"{wilson(dpo, 'val_preference_accuracy_ci95')}; "
