@@ -21,10 +21,17 @@
 // writing every output from exactly one task. delta = rowsum(dout * out) comes precomputed.
 //
 // Run-time CPU dispatch: the task functions are compiled twice, for AVX-512 and for the AVX2 +
-// FMA baseline the kernels require, and picked per CPU when a job starts. The tiles' inner loops
-// are plain loops over 64 contiguous floats that the compiler vectorizes, over a block of rows
-// that share each loaded vector: 4 rows with AVX-512's 32 registers, 2 (products) and 1
-// (weighted sums) within AVX2's 16 -- a 64-float row is 4 AVX-512 registers or 8 AVX2 ones.
+// FMA baseline the kernels require, and picked per CPU when a job starts. On AVX-512 the tiles'
+// inner loops are plain loops over 64 contiguous floats that the compiler vectorizes, over 4
+// rows that share each loaded vector (16 of the 32 registers). On AVX2 a 64-float row is 8 of
+// the 16 registers, so two rows spilled: there the tiles run in register blocks of 6 (products)
+// or 4 (weighted sums) rows x 16 columns (ProductBlock8, WeightedBlock8).
+//
+// Keys and values are read in place where a product wants their rows, and from a transposed
+// copy made once per call where it wants their columns (Transposed). On a 2-core AMD EPYC Zen 3
+// (AVX2), both changes together took the bench step's six layers of this kernel from 137 to
+// 106-110 ms forward and from 466 to 314-329 ms backward (benchmarks/train_step_profile.py,
+// one step each, load ~1.5).
 //
 // With bf16 compute on a CPU with AMX, flash_attention_amx.cc runs instead (3.6x this kernel's
 // forward + backward at the bench shape); this one stays the exact float32 path.
@@ -70,11 +77,13 @@ typedef int32_t I16 __attribute__((vector_size(64)));
 // weighted sums', and the float vector (with its int32 twin) of the exponentials and maxima.
 struct Avx512 {
   static constexpr int kProductRows = 4, kWeightRows = 4;
+  static constexpr bool kBlocked = false;
   using F = F16;
   using I = I16;
 };
 struct Avx2 {
   static constexpr int kProductRows = 2, kWeightRows = 1;
+  static constexpr bool kBlocked = true;  // ProductBlock8 and WeightedBlock8
   using F = F8;
   using I = I8;
 };
@@ -156,22 +165,57 @@ TF_INLINE void LoadRows(const float* src, int64_t stride, int64_t n, int64_t K,
   std::fill(dst + n * K, dst + kBlock * K, 0.0f);
 }
 
-// The same rows transposed into [K][kBlock] (columns past n zeroed).
-TF_INLINE void LoadCols(const float* src, int64_t stride, int64_t n, int64_t K,
-                        float* __restrict dst) {
-  std::fill(dst, dst + K * kBlock, 0.0f);
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t i = 0; i < K; ++i) dst[i * kBlock + r] = src[r * stride + i];
+// k or v [B, T, G, K] as [B, G, K, Tp] (Tp: T rounded up to kBlock, the tail zero), from which
+// the tile products read their [K][kBlock] key tiles in place, Tp floats a row. Each block is
+// transposed once per call, not once per tile pair (as a copy into scratch, that was a quarter
+// of the AVX2 backward's time).
+struct TransposeJob {
+  const float* src;
+  std::vector<float> dst;
+  Dims d;
+  int64_t Tp;
+  twofiles::Tasks tasks;  // B * G * blocks
+};
+
+void TransposeWork(TransposeJob& j) {
+  const Dims& d = j.d;
+  j.tasks.Run([&](int64_t t) {
+    const int64_t bg = t / d.Blocks(), b = bg / d.G, g = bg % d.G, s0 = t % d.Blocks() * kBlock;
+    const int64_t m = std::min(kBlock, d.T - s0);
+    const float* src = j.src + ((b * d.T + s0) * d.G + g) * d.K;
+    float* dst = j.dst.data() + bg * d.K * j.Tp + s0;
+    for (int64_t i = 0; i < d.K; ++i, dst += j.Tp) {
+      for (int64_t r = 0; r < m; ++r) dst[r] = src[r * d.G * d.K + i];
+      std::fill(dst + m, dst + kBlock, 0.0f);
+    }
+  });
+}
+
+std::vector<float> Transposed(ffi::ThreadPool& pool, const float* src, const Dims& d) {
+  auto job = std::make_shared<TransposeJob>();
+  job->src = src;
+  job->d = d;
+  job->Tp = d.Blocks() * kBlock;
+  job->dst.resize(d.B * d.G * d.K * job->Tp);
+  job->tasks.n = d.B * d.G * d.Blocks();
+  twofiles::Spread(pool, job, job->tasks.n, TransposeWork);
+  job->tasks.Wait();  // a helper starting later finds no task and never touches dst
+  return std::move(job->dst);
+}
+
+// The key tile of block s0 of (b, g) in a Transposed array.
+TF_INLINE const float* KeyTile(const float* t, const Dims& d, int64_t b, int64_t g, int64_t s0) {
+  return t + (b * d.G + g) * d.K * d.Blocks() * kBlock + s0;
 }
 
 // c[i][:] = a[i][:] . bt[:][...] for i < n: a [n][K], bt [K][kBlock], c [n][kBlock]. R rows
 // at a time share each loaded row of bt.
 template <int R>
 TF_INLINE void ProductRows(const float* __restrict a, int64_t K, const float* __restrict bt,
-                           float* __restrict c) {
+                           int64_t ldb, float* __restrict c) {
   float acc[R][kBlock] = {};
   for (int64_t d = 0; d < K; ++d) {
-    const float* b = bt + d * kBlock;
+    const float* b = bt + d * ldb;
     for (int r = 0; r < R; ++r) {
       const float x = a[r * K + d];
       for (int64_t s = 0; s < kBlock; ++s) acc[r][s] += x * b[s];
@@ -180,13 +224,42 @@ TF_INLINE void ProductRows(const float* __restrict a, int64_t K, const float* __
   std::memcpy(c, acc, sizeof acc);
 }
 
+// AVX2's products in register blocks of R rows x 16 columns: 2R accumulators, the two loaded
+// vectors of bt and a broadcast of a within the 16 ymm registers (ProductRows' 64-column rows
+// of accumulators spilled to the stack there).
+template <int R>
+TF_INLINE void ProductBlock8(const float* __restrict a, int64_t K, const float* __restrict bt,
+                             int64_t ldb, float* __restrict c) {
+  for (int64_t c0 = 0; c0 < kBlock; c0 += 16) {
+    F8 acc[R][2] = {};
+    for (int64_t d = 0; d < K; ++d) {
+      const F8 b0 = LoadV<F8>(bt + d * ldb + c0), b1 = LoadV<F8>(bt + d * ldb + c0 + 8);
+      for (int r = 0; r < R; ++r) {
+        const F8 x = F8{} + a[r * K + d];
+        acc[r][0] += x * b0;
+        acc[r][1] += x * b1;
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      StoreV(c + r * kBlock + c0, acc[r][0]);
+      StoreV(c + r * kBlock + c0 + 8, acc[r][1]);
+    }
+  }
+}
+
 template <class Isa>
 TF_INLINE void TileProduct(const float* __restrict a, int64_t n, int64_t K,
-                           const float* __restrict bt, float* __restrict c) {
-  constexpr int R = Isa::kProductRows;
+                           const float* __restrict bt, int64_t ldb, float* __restrict c) {
   int64_t i = 0;
-  for (; i + R <= n; i += R) ProductRows<R>(a + i * K, K, bt, c + i * kBlock);
-  for (; i < n; ++i) ProductRows<1>(a + i * K, K, bt, c + i * kBlock);
+  if constexpr (Isa::kBlocked) {
+    for (; i + 6 <= n; i += 6) ProductBlock8<6>(a + i * K, K, bt, ldb, c + i * kBlock);
+    for (; i + 2 <= n; i += 2) ProductBlock8<2>(a + i * K, K, bt, ldb, c + i * kBlock);
+    for (; i < n; ++i) ProductBlock8<1>(a + i * K, K, bt, ldb, c + i * kBlock);
+  } else {
+    constexpr int R = Isa::kProductRows;
+    for (; i + R <= n; i += R) ProductRows<R>(a + i * K, K, bt, ldb, c + i * kBlock);
+    for (; i < n; ++i) ProductRows<1>(a + i * K, K, bt, ldb, c + i * kBlock);
+  }
 }
 
 // acc[i][k0..k0+W) += sum_{s<m} w(i, s) x[s][k0..k0+W) for rows i0..i0+R, with the rows' W
@@ -196,7 +269,7 @@ TF_INLINE void TileProduct(const float* __restrict a, int64_t n, int64_t K,
 template <int W, int R>
 TF_INLINE void WeightedRows(const float* __restrict p, int64_t ps, int64_t ss, int64_t i0,
                             int64_t m, int64_t K, int64_t k0, const float* __restrict x,
-                            float* __restrict acc) {
+                            int64_t ldx, float* __restrict acc) {
   float o[R][W];
   for (int r = 0; r < R; ++r) std::memcpy(o[r], acc + (i0 + r) * K + k0, sizeof o[r]);
   for (int64_t s = 0; s < m; ++s) {
@@ -207,7 +280,7 @@ TF_INLINE void WeightedRows(const float* __restrict p, int64_t ps, int64_t ss, i
       any |= w[r] != 0.0f;
     }
     if (!any) continue;
-    const float* row = x + s * K + k0;
+    const float* row = x + s * ldx + k0;
     for (int r = 0; r < R; ++r)
       for (int j = 0; j < W; ++j) o[r][j] += w[r] * row[j];
   }
@@ -216,34 +289,70 @@ TF_INLINE void WeightedRows(const float* __restrict p, int64_t ps, int64_t ss, i
 
 template <int R>
 TF_INLINE void WeightedBlock(const float* p, int64_t ps, int64_t ss, int64_t i0, int64_t m,
-                             int64_t K, const float* x, float* acc) {
+                             int64_t K, const float* x, int64_t ldx, float* acc) {
   int64_t k0 = 0;
-  for (; k0 + 64 <= K; k0 += 64) WeightedRows<64, R>(p, ps, ss, i0, m, K, k0, x, acc);
-  for (; k0 + 16 <= K; k0 += 16) WeightedRows<16, R>(p, ps, ss, i0, m, K, k0, x, acc);
-  for (; k0 < K; ++k0) WeightedRows<1, R>(p, ps, ss, i0, m, K, k0, x, acc);
+  for (; k0 + 64 <= K; k0 += 64) WeightedRows<64, R>(p, ps, ss, i0, m, K, k0, x, ldx, acc);
+  for (; k0 + 16 <= K; k0 += 16) WeightedRows<16, R>(p, ps, ss, i0, m, K, k0, x, ldx, acc);
+  for (; k0 < K; ++k0) WeightedRows<1, R>(p, ps, ss, i0, m, K, k0, x, ldx, acc);
+}
+
+// AVX2's weighted sums in register blocks of R rows x 16 columns (as ProductBlock8). Zero
+// weights are not skipped: testing them cost more than the masked triangle's products.
+template <int R>
+TF_INLINE void WeightedBlock8(const float* __restrict p, int64_t ps, int64_t ss, int64_t i0,
+                              int64_t m, int64_t K, const float* __restrict x, int64_t ldx,
+                              float* __restrict acc) {
+  for (int64_t k0 = 0; k0 < K; k0 += 16) {
+    F8 o[R][2];
+    for (int r = 0; r < R; ++r) {
+      o[r][0] = LoadV<F8>(acc + (i0 + r) * K + k0);
+      o[r][1] = LoadV<F8>(acc + (i0 + r) * K + k0 + 8);
+    }
+    for (int64_t s = 0; s < m; ++s) {
+      const F8 x0 = LoadV<F8>(x + s * ldx + k0), x1 = LoadV<F8>(x + s * ldx + k0 + 8);
+      for (int r = 0; r < R; ++r) {
+        const F8 wr = F8{} + p[(i0 + r) * ps + s * ss];
+        o[r][0] += wr * x0;
+        o[r][1] += wr * x1;
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      StoreV(acc + (i0 + r) * K + k0, o[r][0]);
+      StoreV(acc + (i0 + r) * K + k0 + 8, o[r][1]);
+    }
+  }
 }
 
 template <class Isa>
 TF_INLINE void Weighted(const float* p, int64_t ps, int64_t ss, int64_t n, int64_t m, int64_t K,
-                        const float* x, float* acc) {
-  constexpr int R = Isa::kWeightRows;
+                        const float* x, int64_t ldx, float* acc) {
   int64_t i = 0;
-  for (; i + R <= n; i += R) WeightedBlock<R>(p, ps, ss, i, m, K, x, acc);
-  for (; i < n; ++i) WeightedBlock<1>(p, ps, ss, i, m, K, x, acc);
+  if constexpr (Isa::kBlocked) {
+    if (K % 16 == 0) {
+      for (; i + 4 <= n; i += 4) WeightedBlock8<4>(p, ps, ss, i, m, K, x, ldx, acc);
+      for (; i + 2 <= n; i += 2) WeightedBlock8<2>(p, ps, ss, i, m, K, x, ldx, acc);
+      for (; i < n; ++i) WeightedBlock8<1>(p, ps, ss, i, m, K, x, ldx, acc);
+      return;
+    }
+  }
+  constexpr int R = Isa::kWeightRows;
+  for (; i + R <= n; i += R) WeightedBlock<R>(p, ps, ss, i, m, K, x, ldx, acc);
+  for (; i < n; ++i) WeightedBlock<1>(p, ps, ss, i, m, K, x, ldx, acc);
 }
 
-// acc[i][:] += sum_s p[i][s] x[s][:] for i < n, s < m: p [n][kBlock], x [kBlock][K].
+// acc[i][:] += sum_s p[i][s] x[s][:] for i < n, s < m: p [n][kBlock], x [m][K] with rows ldx
+// floats apart (read in place from the [B, T, G, K] input).
 template <class Isa>
 TF_INLINE void AccumulateRows(const float* p, int64_t n, int64_t m, int64_t K, const float* x,
-                              float* acc) {
-  Weighted<Isa>(p, kBlock, 1, n, m, K, x, acc);
+                              int64_t ldx, float* acc) {
+  Weighted<Isa>(p, kBlock, 1, n, m, K, x, ldx, acc);
 }
 
 // acc[s][:] += sum_i p[i][s] x[i][:] (the transposed product) for s < m: x [n][K].
 template <class Isa>
 TF_INLINE void AccumulateCols(const float* p, int64_t n, int64_t m, int64_t K, const float* x,
                               float* acc) {
-  Weighted<Isa>(p, 1, kBlock, m, n, K, x, acc);
+  Weighted<Isa>(p, 1, kBlock, m, n, K, x, K, acc);
 }
 
 // Sets the scores a query row may not see to -inf: later tokens, other segments, and the slots
@@ -269,17 +378,16 @@ TF_INLINE void Mask(float* __restrict scores, int64_t n, int64_t m, int64_t t0, 
 }
 
 struct Scratch {
-  std::vector<float> q, kt, vt, kr, vr, s, dp, acc, dacc, dacc2, m, l, lse, delta, alpha;
+  std::vector<float> q, s, dp, acc, dacc, dacc2, m, l, lse, delta, alpha;
   explicit Scratch(int64_t K)
-      : q(kBlock * K), kt(K * kBlock), vt(K * kBlock), kr(kBlock * K), vr(kBlock * K),
-        s(kBlock * kBlock), dp(kBlock * kBlock), acc(kBlock * K), dacc(kBlock * K),
+      : q(kBlock * K), s(kBlock * kBlock), dp(kBlock * kBlock), acc(kBlock * K), dacc(kBlock * K),
         dacc2(kBlock * K), m(kBlock), l(kBlock), lse(kBlock), delta(kBlock), alpha(kBlock) {}
 };
 
 // ---- forward -------------------------------------------------------------------------------
 
 struct ForwardJob {
-  const float *q, *k, *v;
+  const float *q, *v, *kt;  // kt: k Transposed
   const int32_t* seg;
   float *out, *lse;
   Dims d;
@@ -299,12 +407,9 @@ TF_INLINE void ForwardTask(const ForwardJob& j, int64_t task, Scratch& sc) {
   std::fill(sc.l.begin(), sc.l.end(), 0.0f);
   for (int64_t kj = 0; kj <= qi; ++kj) {
     const int64_t s0 = kj * kBlock, m = std::min(kBlock, d.T - s0);
-    const float* k = j.k + ((b * d.T + s0) * d.G + g) * K;
     const float* v = j.v + ((b * d.T + s0) * d.G + g) * K;
-    LoadCols(k, d.G * K, m, K, sc.kt.data());
-    LoadRows(v, d.G * K, m, K, sc.vr.data());
     float* scores = sc.s.data();
-    TileProduct<Isa>(sc.q.data(), n, K, sc.kt.data(), scores);
+    TileProduct<Isa>(sc.q.data(), n, K, KeyTile(j.kt, d, b, g, s0), d.Blocks() * kBlock, scores);
     Mask(scores, n, m, t0, s0, seg);
     for (int64_t i = 0; i < n; ++i) {  // online softmax: raise the max, rescale the sums
       float* row = scores + i * kBlock;
@@ -321,7 +426,7 @@ TF_INLINE void ForwardTask(const ForwardJob& j, int64_t task, Scratch& sc) {
     }
     for (int64_t i = 0; i < n; ++i)
       for (int64_t x = 0; x < K; ++x) sc.acc[i * K + x] *= sc.alpha[i];
-    AccumulateRows<Isa>(scores, n, m, K, sc.vr.data(), sc.acc.data());
+    AccumulateRows<Isa>(scores, n, m, K, v, d.G * K, sc.acc.data());
   }
   for (int64_t i = 0; i < n; ++i) {  // every row sees its own token: l > 0
     float* out = j.out + ((b * d.T + t0 + i) * d.H + h) * K;
@@ -352,7 +457,7 @@ void ForwardWork(ForwardJob& j) {
 // ---- backward ------------------------------------------------------------------------------
 
 struct BackwardJob {
-  const float *q, *k, *v, *lse, *dout, *delta;
+  const float *q, *k, *kt, *vt, *lse, *dout, *delta;  // kt, vt: k and v Transposed
   const int32_t* seg;
   float *dq, *dk, *dv;
   Dims d;
@@ -361,16 +466,16 @@ struct BackwardJob {
 };
 
 // The probabilities P = exp(S - lse) of query block (t0, n rows in sc.q) against the key block
-// (s0, m keys in sc.kt), into sc.s; and dS = P (dP - delta) with dP = dout v^T, into sc.dp.
+// (s0, m keys of (b, g)), into sc.s; and dS = P (dP - delta) with dP = dout v^T, into sc.dp.
 template <class Isa>
-TF_INLINE void ProbsAndScoreGrads(const BackwardJob& j, const int32_t* seg, int64_t t0,
-                                  int64_t n, int64_t s0, int64_t m, Scratch& sc) {
-  const int64_t K = j.d.K;
+TF_INLINE void ProbsAndScoreGrads(const BackwardJob& j, const int32_t* seg, int64_t b, int64_t g,
+                                  int64_t t0, int64_t n, int64_t s0, int64_t m, Scratch& sc) {
+  const int64_t K = j.d.K, ld = j.d.Blocks() * kBlock;
   float *p = sc.s.data(), *ds = sc.dp.data();
-  TileProduct<Isa>(sc.q.data(), n, K, sc.kt.data(), p);
+  TileProduct<Isa>(sc.q.data(), n, K, KeyTile(j.kt, j.d, b, g, s0), ld, p);
   Mask(p, n, m, t0, s0, seg);
   for (int64_t i = 0; i < n; ++i) ExpRow<Isa>(p + i * kBlock, sc.lse[i]);
-  TileProduct<Isa>(sc.acc.data(), n, K, sc.vt.data(), ds);  // sc.acc holds dout's rows here
+  TileProduct<Isa>(sc.acc.data(), n, K, KeyTile(j.vt, j.d, b, g, s0), ld, ds);  // sc.acc: dout
   for (int64_t i = 0; i < n; ++i)
     for (int64_t s = 0; s < kBlock; ++s)
       ds[i * kBlock + s] = p[i * kBlock + s] * (ds[i * kBlock + s] - sc.delta[i]);
@@ -395,8 +500,6 @@ TF_INLINE void KeyValueGradTask(const BackwardJob& j, int64_t task, Scratch& sc)
   const int64_t kj = task / (d.B * d.G), s0 = kj * kBlock, m = std::min(kBlock, d.T - s0);
   const int32_t* seg = j.seg + b * d.T;
   const int64_t at = ((b * d.T + s0) * d.G + g) * K;
-  LoadCols(j.k + at, d.G * K, m, K, sc.kt.data());
-  LoadCols(j.v + at, d.G * K, m, K, sc.vt.data());
   float *dk = sc.dacc.data(), *dv = sc.dacc2.data();
   std::fill(sc.dacc.begin(), sc.dacc.end(), 0.0f);
   std::fill(sc.dacc2.begin(), sc.dacc2.end(), 0.0f);
@@ -404,7 +507,7 @@ TF_INLINE void KeyValueGradTask(const BackwardJob& j, int64_t task, Scratch& sc)
     const int64_t h = g * d.R() + r;
     for (int64_t qi = kj; qi < d.Blocks(); ++qi) {
       const int64_t n = LoadQueryBlock(j, b, h, qi, sc);
-      ProbsAndScoreGrads<Isa>(j, seg, qi * kBlock, n, s0, m, sc);
+      ProbsAndScoreGrads<Isa>(j, seg, b, g, qi * kBlock, n, s0, m, sc);
       AccumulateCols<Isa>(sc.s.data(), n, m, K, sc.acc.data(), dv);  // dv += P^T dout
       AccumulateCols<Isa>(sc.dp.data(), n, m, K, sc.q.data(), dk);   // dk += dS^T q
     }
@@ -427,11 +530,8 @@ TF_INLINE void QueryGradTask(const BackwardJob& j, int64_t task, Scratch& sc) {
   for (int64_t kj = 0; kj <= qi; ++kj) {
     const int64_t s0 = kj * kBlock, m = std::min(kBlock, d.T - s0);
     const int64_t at = ((b * d.T + s0) * d.G + g) * K;
-    LoadCols(j.k + at, d.G * K, m, K, sc.kt.data());
-    LoadCols(j.v + at, d.G * K, m, K, sc.vt.data());
-    LoadRows(j.k + at, d.G * K, m, K, sc.kr.data());
-    ProbsAndScoreGrads<Isa>(j, seg, t0, n, s0, m, sc);
-    AccumulateRows<Isa>(sc.dp.data(), n, m, K, sc.kr.data(), dq);  // dq += dS k
+    ProbsAndScoreGrads<Isa>(j, seg, b, g, t0, n, s0, m, sc);
+    AccumulateRows<Isa>(sc.dp.data(), n, m, K, j.k + at, d.G * K, dq);  // dq += dS k
   }
   for (int64_t i = 0; i < n; ++i)
     std::memcpy(j.dq + ((b * d.T + t0 + i) * d.H + h) * K, dq + i * K, K * sizeof(float));
@@ -488,9 +588,10 @@ ffi::Error ForwardImpl(ffi::ThreadPool pool, F32x4 q, F32x4 k, F32x4 v, Segments
                        ffi::Result<F32x4> out, ffi::Result<F32x3> lse) {
   auto job = std::make_shared<ForwardJob>();
   if (auto err = CheckDims(q, k, v, seg, job->d); !err.success()) return err;
+  const std::vector<float> kt = Transposed(pool, k.typed_data(), job->d);
   job->q = q.typed_data();
-  job->k = k.typed_data();
   job->v = v.typed_data();
+  job->kt = kt.data();
   job->seg = seg.typed_data();
   job->out = out->typed_data();
   job->lse = lse->typed_data();
@@ -505,9 +606,12 @@ ffi::Error BackwardImpl(ffi::ThreadPool pool, F32x4 q, F32x4 k, F32x4 v, Segment
                         ffi::Result<F32x4> dk, ffi::Result<F32x4> dv) {
   auto job = std::make_shared<BackwardJob>();
   if (auto err = CheckDims(q, k, v, seg, job->d); !err.success()) return err;
+  const std::vector<float> kt = Transposed(pool, k.typed_data(), job->d);
+  const std::vector<float> vt = Transposed(pool, v.typed_data(), job->d);
   job->q = q.typed_data();
   job->k = k.typed_data();
-  job->v = v.typed_data();
+  job->kt = kt.data();
+  job->vt = vt.data();
   job->seg = seg.typed_data();
   job->lse = lse.typed_data();
   job->dout = dout.typed_data();
