@@ -11,8 +11,8 @@ loss of both frameworks at step 0 is compared on copied weights, so both race th
 
 Timed steps are interleaved round-robin (one step of each variant per round), so a burst of
 load from other processes hits every variant alike; the table reports the median step time,
-tokens/s, the ratio to PyTorch's best variant, and MFU (model.flops_per_token against the stated
-peak of train.metrics).
+tokens/s, the ratio to PyTorch's best variant (of the medians, and paired round by round with
+a 95% interval), and MFU (model.flops_per_token against the stated peak of train.metrics).
 
 Notes from the first measurements (2-core AMD EPYC, AVX2, jax 0.10.2, torch 2.13, load ~0.3-2):
 twofiles float32 ran at about 0.5x torch.compile, doing ~1.7x torch's CPU work per step. bf16
@@ -468,6 +468,23 @@ def matmul_rates(cfg, dtype: str, repeats: int = 5) -> dict[str, list[float]]:
     return rates
 
 
+def paired_ratio(ref_times, times, level: float = 0.95) -> tuple[float, float, float]:
+    """How many times faster `times` ran than `ref_times`, step by step in the same rounds: the
+    geometric mean of ref / time over rounds and its `level` t-interval (on the log ratios).
+    Pairing by round cancels the machine's drift, which on shared cores moved whole rounds by
+    up to ~30%."""
+    import math
+
+    from scipy import stats
+
+    logs = [math.log(r / t) for r, t in zip(ref_times, times, strict=True)]
+    mean = statistics.fmean(logs)
+    if len(logs) < 2:
+        return math.exp(mean), float("nan"), float("nan")
+    half = stats.t.ppf(0.5 + level / 2, len(logs) - 1) * statistics.stdev(logs) / len(logs) ** .5
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+
+
 def summarise(results, cfg, peaks: dict[str, float]) -> list[dict]:
     import model
 
@@ -485,16 +502,25 @@ def summarise(results, cfg, peaks: dict[str, float]) -> list[dict]:
     best = max(torch_rows, key=lambda r: r["tokens_per_s"]) if torch_rows else None
     for r in rows:
         r["vs_best_torch"] = r["tokens_per_s"] / best["tokens_per_s"] if best else None
+        r["paired_vs_best_torch"] = (paired_ratio(results[best["variant"]]["times"],
+                                                  results[r["variant"]]["times"])
+                                     if best else None)
     return rows
 
 
 def print_table(rows, best_torch: str | None) -> None:
     print(f"\n{'variant':<22}{'median ms':>10}{'min ms':>9}{'cpu ms':>9}{'tokens/s':>10}"
-          f"{'MFU':>8}{'vs ' + (best_torch or 'torch'):>24}")
+          f"{'MFU':>8}{'vs ' + (best_torch or 'torch'):>24}{'paired, 95% CI':>24}")
     for r in rows:
         ratio = f"{r['vs_best_torch']:.2f}x" if r["vs_best_torch"] is not None else "-"
+        paired = "-"
+        if r["paired_vs_best_torch"] is not None:
+            mid, lo, hi = r["paired_vs_best_torch"]
+            paired = f"{mid:.2f}x [{lo:.2f}, {hi:.2f}]"
         print(f"{r['variant']:<22}{r['median_ms']:>10.1f}{r['min_ms']:>9.1f}{r['cpu_ms']:>9.0f}"
-              f"{r['tokens_per_s']:>10.0f}{r['mfu'] * 100:>7.1f}%{ratio:>24}")
+              f"{r['tokens_per_s']:>10.0f}{r['mfu'] * 100:>7.1f}%{ratio:>24}{paired:>24}")
+    print("(paired: the geometric mean over rounds of the best torch variant's step time over "
+          "this one's, same round, with its t-interval)")
 
 
 def main(argv=None) -> dict:
