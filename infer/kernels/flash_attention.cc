@@ -63,6 +63,7 @@ struct Dims {
   int64_t B, T, H, G, K;
   int64_t R() const { return H / G; }
   int64_t Blocks() const { return (T + kBlock - 1) / kBlock; }
+  int64_t Padded() const { return Blocks() * kBlock; }  // a Transposed array's row, in floats
 };
 
 // Eight or sixteen floats in GCC's vector extension: one AVX2 or AVX-512 register. Written
@@ -82,7 +83,7 @@ struct Avx512 {
   using I = I16;
 };
 struct Avx2 {
-  static constexpr int kProductRows = 2, kWeightRows = 1;
+  static constexpr int kWeightRows = 1;  // for K not a multiple of 16 only
   static constexpr bool kBlocked = true;  // ProductBlock8 and WeightedBlock8
   using F = F8;
   using I = I8;
@@ -165,15 +166,14 @@ TF_INLINE void LoadRows(const float* src, int64_t stride, int64_t n, int64_t K,
   std::fill(dst + n * K, dst + kBlock * K, 0.0f);
 }
 
-// k or v [B, T, G, K] as [B, G, K, Tp] (Tp: T rounded up to kBlock, the tail zero), from which
-// the tile products read their [K][kBlock] key tiles in place, Tp floats a row. Each block is
+// k or v [B, T, G, K] as [B, G, K, Tp] (Tp = Dims::Padded(): T rounded up to kBlock, the tail
+// zero), from which the tile products read their [K][kBlock] key tiles in place, Tp floats a row. Each block is
 // transposed once per call, not once per tile pair (as a copy into scratch, that was a quarter
 // of the AVX2 backward's time).
 struct TransposeJob {
   const float* src;
   std::vector<float> dst;
   Dims d;
-  int64_t Tp;
   twofiles::Tasks tasks;  // B * G * blocks
 };
 
@@ -183,8 +183,8 @@ void TransposeWork(TransposeJob& j) {
     const int64_t bg = t / d.Blocks(), b = bg / d.G, g = bg % d.G, s0 = t % d.Blocks() * kBlock;
     const int64_t m = std::min(kBlock, d.T - s0);
     const float* src = j.src + ((b * d.T + s0) * d.G + g) * d.K;
-    float* dst = j.dst.data() + bg * d.K * j.Tp + s0;
-    for (int64_t i = 0; i < d.K; ++i, dst += j.Tp) {
+    float* dst = j.dst.data() + bg * d.K * d.Padded() + s0;
+    for (int64_t i = 0; i < d.K; ++i, dst += d.Padded()) {
       for (int64_t r = 0; r < m; ++r) dst[r] = src[r * d.G * d.K + i];
       std::fill(dst + m, dst + kBlock, 0.0f);
     }
@@ -195,8 +195,7 @@ std::vector<float> Transposed(ffi::ThreadPool& pool, const float* src, const Dim
   auto job = std::make_shared<TransposeJob>();
   job->src = src;
   job->d = d;
-  job->Tp = d.Blocks() * kBlock;
-  job->dst.resize(d.B * d.G * d.K * job->Tp);
+  job->dst.resize(d.B * d.G * d.K * d.Padded());
   job->tasks.n = d.B * d.G * d.Blocks();
   twofiles::Spread(pool, job, job->tasks.n, TransposeWork);
   job->tasks.Wait();  // a helper starting later finds no task and never touches dst
@@ -205,7 +204,7 @@ std::vector<float> Transposed(ffi::ThreadPool& pool, const float* src, const Dim
 
 // The key tile of block s0 of (b, g) in a Transposed array.
 TF_INLINE const float* KeyTile(const float* t, const Dims& d, int64_t b, int64_t g, int64_t s0) {
-  return t + (b * d.G + g) * d.K * d.Blocks() * kBlock + s0;
+  return t + (b * d.G + g) * d.K * d.Padded() + s0;
 }
 
 // c[i][:] = a[i][:] . bt[:][...] for i < n: a [n][K], bt [K][kBlock], c [n][kBlock]. R rows
@@ -409,7 +408,7 @@ TF_INLINE void ForwardTask(const ForwardJob& j, int64_t task, Scratch& sc) {
     const int64_t s0 = kj * kBlock, m = std::min(kBlock, d.T - s0);
     const float* v = j.v + ((b * d.T + s0) * d.G + g) * K;
     float* scores = sc.s.data();
-    TileProduct<Isa>(sc.q.data(), n, K, KeyTile(j.kt, d, b, g, s0), d.Blocks() * kBlock, scores);
+    TileProduct<Isa>(sc.q.data(), n, K, KeyTile(j.kt, d, b, g, s0), d.Padded(), scores);
     Mask(scores, n, m, t0, s0, seg);
     for (int64_t i = 0; i < n; ++i) {  // online softmax: raise the max, rescale the sums
       float* row = scores + i * kBlock;
@@ -470,7 +469,7 @@ struct BackwardJob {
 template <class Isa>
 TF_INLINE void ProbsAndScoreGrads(const BackwardJob& j, const int32_t* seg, int64_t b, int64_t g,
                                   int64_t t0, int64_t n, int64_t s0, int64_t m, Scratch& sc) {
-  const int64_t K = j.d.K, ld = j.d.Blocks() * kBlock;
+  const int64_t K = j.d.K, ld = j.d.Padded();
   float *p = sc.s.data(), *ds = sc.dp.data();
   TileProduct<Isa>(sc.q.data(), n, K, KeyTile(j.kt, j.d, b, g, s0), ld, p);
   Mask(p, n, m, t0, s0, seg);
