@@ -167,9 +167,9 @@ TF_INLINE void LoadRows(const float* src, int64_t stride, int64_t n, int64_t K,
 }
 
 // k or v [B, T, G, K] as [B, G, K, Tp] (Tp = Dims::Padded(): T rounded up to kBlock, the tail
-// zero), from which the tile products read their [K][kBlock] key tiles in place, Tp floats a row. Each block is
-// transposed once per call, not once per tile pair (as a copy into scratch, that was a quarter
-// of the AVX2 backward's time).
+// zero), from which the tile products read their [K][kBlock] key tiles in place, Tp floats a
+// row. Each block is transposed once per call, not once per tile pair (as a copy into scratch,
+// that was a quarter of the AVX2 backward's time).
 struct TransposeJob {
   const float* src;
   std::vector<float> dst;
