@@ -194,6 +194,36 @@ XLA's (1781) 206 ms, against torch's whole 537 ms step. What is left, in size: t
 efficiency inside the step (~545 ms where the same shapes alone would take ~200), then
 ~500 ms of elementwise work (converts, fusions, concatenations) that torch.compile's Inductor
 fuses into the matmuls' neighbours.
+
+Session 8, on an AMD EPYC Zen 4 (2 cores, AVX-512 with AVX512_BF16, no AMX; under the lock):
+  - profile of twofiles-bf16-flash (train_step_profile.py): the rope fusions recomputed sin and
+    cos of every position in every layer, forward and backward. model.forward now builds the
+    tables at trace time when the positions are 0..T-1 (interleaved A/B, one process: 2366 ->
+    2153 ms median). After: 2385 ms of ops, dots 1669 ms (218 GFLOP/s; the backward's dots
+    137-167), the flash kernel's float32 tiles 313, the rest ~400.
+  - race: torch.compile + bf16 autocast 1533 ms, twofiles bf16 with flash + chunks 2097 (0.73x).
+
+Session 9, on an AMD EPYC Zen 3 (family 25 model 1; 2 cores, AVX2 and FMA only, no bf16 dot
+instructions, so every variant is float32; train.cpu_peak prints 157 GFLOP/s). Drift between
+rounds on the shared cores moved whole rounds by ~30%, so the table now also pairs the ratio
+round by round (geometric mean of per-round ratios with a 95% t-interval).
+  - profile of twofiles-fp32-flash before (one step, 4.3 s of wall time): dots 3.0-3.4 s, the
+    YNNPACK fusions at 65-120 GFLOP/s inside the step against 100-145 alone; the flash kernel's
+    backward 466 ms and forward 137; the transposing copies feeding the weight gradients
+    (f32[1152,4096], [2048,4096], [384,4096]) ~200 ms; the rest ~430 ms elementwise.
+  - the flash kernel's AVX2 path now computes scores and weighted sums in register blocks of
+    6x16 and 4x16 (12 and 8 accumulators of the 16 ymm registers), transposes the keys once per
+    call and reads values in place: forward 137 -> 106-110 ms, backward 466 -> 314-329 ms a step.
+  - tried without gain: materialising x^T once for the weight gradients (a custom VJP; +192 ms
+    median over 10 interleaved rounds), --xla_cpu_experimental_ynn_fusion_type variations.
+  - race (`--rounds 6`, load 0.87 -> 1.94), median ms: torch eager 3345, torch.compile 3257,
+    twofiles fp32 6165 (0.53x), fp32 with flash + chunks 4612 (0.71x); a 3-round race of the
+    last three 2720 / 3675 / 3442 ms (0.79x). The same twofiles step alone in a process without
+    torch ran 3.4-3.75 s, so part of the gap is the race process itself.
+  - the ceiling: single float32 matmuls at the step's shapes ran 118-178 GFLOP/s in XLA and
+    102-179 in torch, so the step's 367 GFLOP of dots need 2.0-2.9 s at best; 1.2x torch's
+    3257 ms is 2714 ms, inside that range only if every dot ran at its best shape's rate with
+    nothing else in the step, so 1.2x is ruled out there; 1.0x was not reached (0.71-0.79x).
 """
 
 from __future__ import annotations
