@@ -108,16 +108,48 @@ def step_hlo(dump: str) -> str:
     return Path(max(files, key=os.path.getsize)).read_text()
 
 
-def trace_totals(trace_dir: str) -> tuple[collections.Counter, collections.Counter]:
+def trace_events(trace_dir: str) -> list[dict]:
+    """The complete ("X") events of the perfetto trace jax.profiler wrote."""
     path = glob.glob(trace_dir + "/**/perfetto_trace.json.gz", recursive=True)[0]
     events = json.load(gzip.open(path))
     events = events["traceEvents"] if isinstance(events, dict) else events
+    return [e for e in events if e.get("ph") == "X" and "dur" in e]
+
+
+def trace_totals(events: list[dict]) -> tuple[collections.Counter, collections.Counter]:
     total_us, count = collections.Counter(), collections.Counter()
     for e in events:
-        if e.get("ph") == "X" and "dur" in e:
-            total_us[e["name"]] += e["dur"]
-            count[e["name"]] += 1
+        total_us[e["name"]] += e["dur"]
+        count[e["name"]] += 1
     return total_us, count
+
+
+def shared_us(events: list[dict]) -> collections.Counter:
+    """Each event's share of the wall time: while n events run at once, each is charged 1/n of
+    it, so the shares add up to busy_us (a fair split where XLA overlapped independent ops)."""
+    edges = sorted([(e["ts"], 1, i) for i, e in enumerate(events)] +
+                   [(e["ts"] + e["dur"], -1, i) for i, e in enumerate(events)])
+    share, running, last = collections.Counter(), set(), None
+    for t, kind, i in edges:
+        if running and last is not None:
+            for j in running:
+                share[events[j]["name"]] += (t - last) / len(running)
+        last = t
+        (running.add if kind == 1 else running.discard)(i)
+    return share
+
+
+def busy_us(events: list[dict]) -> float:
+    """The wall time during which at least one of `events` ran (their intervals' union): less
+    than their summed durations where XLA ran independent thunks at the same time."""
+    busy, end = 0.0, float("-inf")
+    for start, stop in sorted((e["ts"], e["ts"] + e["dur"]) for e in events):
+        if start > end:
+            busy += stop - start
+        elif stop > end:
+            busy += stop - end
+        end = max(end, stop)
+    return busy
 
 
 def kind_of(name: str) -> str:
@@ -155,10 +187,13 @@ def main(argv=None):
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
         for _ in range(args.steps):
             v.step()
-    total_us, count = trace_totals(trace_dir)
+    events = trace_events(trace_dir)
+    total_us, count = trace_totals(events)
     comps = parse_hlo(step_hlo(dump))
     # HLO names are unique in a module; a loop's body ops have trace events of their own.
     instrs = {ins["name"]: ins for body in comps.values() for ins in body}
+    op_events = [e for e in events if e["name"] in instrs
+                 and instrs[e["name"]]["op"] not in ("while", "call")]
     shapes = {n: ins["shape"] for n, ins in instrs.items()}
 
     per_step = {n: t / 1e3 / args.steps for n, t in total_us.items() if n in instrs}
@@ -182,6 +217,22 @@ def main(argv=None):
           f"{dot_flops / 1e9:.1f} GFLOP at "
           f"{dot_flops / max(dot_ms, 1e-9) / 1e6:.0f} GFLOP/s; load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"the ops' intervals cover {busy_us(op_events) / 1e3 / args.steps:.0f} ms of wall time "
+          "per step (less than their sum where independent ops ran at the same time)")
+    starts = sorted(e["ts"] for e in op_events)
+    span = max(e["ts"] + e["dur"] for e in op_events) - starts[0]
+    print(f"  {len(op_events) / args.steps:.0f} ops a step; from the first op's start to the last's "
+          f"end {span / 1e3 / args.steps:.0f} ms a step, the steps' host work between included")
+    share = shared_us(op_events)
+    dot_names = {n for n, ins in instrs.items() if ins["op"] == "dot" or any(
+        dots_under(comps, c) for c in called(ins))}
+    groups = collections.Counter()
+    for name, us in share.items():
+        group = ("dots" if name in dot_names else
+                 "ffi calls (kernels)" if instrs[name]["op"] == "custom-call" else "the rest")
+        groups[group] += us / 1e3 / args.steps
+    print("  the wall time shared among the ops running at each moment: " +
+          ", ".join(f"{g} {ms:.0f} ms" for g, ms in groups.most_common()))
     print("\nby op kind (ms per step):")
     for kind, ms in by_kind.most_common():
         if ms >= 0.5:

@@ -21,17 +21,22 @@
 // writing every output from exactly one task. delta = rowsum(dout * out) comes precomputed.
 //
 // Run-time CPU dispatch: the task functions are compiled twice, for AVX-512 and for the AVX2 +
-// FMA baseline the kernels require, and picked per CPU when a job starts. On AVX-512 the tiles'
-// inner loops are plain loops over 64 contiguous floats that the compiler vectorizes, over 4
-// rows that share each loaded vector (16 of the 32 registers). On AVX2 a 64-float row is 8 of
-// the 16 registers, so two rows spilled: there the tiles run in register blocks of 6 (products)
-// or 4 (weighted sums) rows x 16 columns (ProductBlock8, WeightedBlock8).
+// FMA baseline the kernels require, and picked per CPU when a job starts. Both run the tiles
+// in register blocks (ProductBlock, WeightedBlockV): R rows x C vectors of accumulators that
+// stay in registers over the whole contraction, each loaded vector shared by the R rows. On
+// AVX2 (16 ymm registers) 6 x 16 for products and 4 x 16 for weighted sums; on AVX-512 (32 zmm)
+// 6 x 64 and 12 x 32. Plain loops over 64-float rows, vectorized by the compiler, spilled on
+// AVX2 and ran at ~100 GFLOP/s on AVX-512 (Zen 5, a quarter of its float32 GEMM rate).
 //
-// Keys and values are read in place where a product wants their rows, and from a transposed
-// copy made once per call where it wants their columns (Transposed). On a 2-core AMD EPYC Zen 3
-// (AVX2), both changes together took the bench step's six layers of this kernel from 137 to
-// 106-110 ms forward and from 466 to 314-329 ms backward (benchmarks/train_step_profile.py,
-// one step each, load ~1.5).
+// Queries, dout, keys and values are read in place where a product wants their rows, and keys
+// and values from a transposed copy made once per call where it wants their columns
+// (Transposed). On a 2-core AMD EPYC Zen 3 (AVX2), the blocks and the transposed copy took the
+// bench step's six layers of this kernel from 137 to 106-110 ms forward and from 466 to
+// 314-329 ms backward (benchmarks/train_step_profile.py, one step each, load ~1.5). On a Zen 5
+// (AVX-512), the blocks took one layer at the bench shape from 10.4 to 8.2 ms forward and from
+// 29.9 to 21.9 ms forward + backward (best of 20, benchmarks/flash_attention.py); reading q and
+// dout in place then took the medians of 3 alternating processes each from 8.2-9.2 to 6.4-7.2
+// ms and from 25.5-28.7 to 23.1-25.9 ms.
 //
 // With bf16 compute on a CPU with AMX, flash_attention_amx.cc runs instead (3.6x this kernel's
 // forward + backward at the bench shape); this one stays the exact float32 path.
@@ -74,19 +79,21 @@ typedef int32_t I8 __attribute__((vector_size(32)));
 typedef float F16 __attribute__((vector_size(64)));
 typedef int32_t I16 __attribute__((vector_size(64)));
 
-// Per instruction set: rows per register block (see the top), the tile products' and the
-// weighted sums', and the float vector (with its int32 twin) of the exponentials and maxima.
+// Per instruction set: the float vector (with its int32 twin) of every loop, and the register
+// blocks of the tile products and the weighted sums: rows x vectors of columns, that many
+// accumulators of the 16 ymm or 32 zmm registers, with room for the loaded vectors and a
+// broadcast (see the top).
 struct Avx512 {
-  static constexpr int kProductRows = 4, kWeightRows = 4;
-  static constexpr bool kBlocked = false;
   using F = F16;
   using I = I16;
+  static constexpr int kProductRows = 6, kProductVectors = 4;  // 6 x 64: 24 accumulators
+  static constexpr int kWeightRows = 12, kWeightVectors = 2;   // 12 x 32: 24
 };
 struct Avx2 {
-  static constexpr int kWeightRows = 1;  // for K not a multiple of 16 only
-  static constexpr bool kBlocked = true;  // ProductBlock8 and WeightedBlock8
   using F = F8;
   using I = I8;
+  static constexpr int kProductRows = 6, kProductVectors = 2;  // 6 x 16: 12 of 16 registers
+  static constexpr int kWeightRows = 4, kWeightVectors = 2;    // 4 x 16: 8
 };
 
 template <class F>
@@ -101,6 +108,19 @@ TF_INLINE void StoreV(float* p, F x) { std::memcpy(p, &x, sizeof x); }
 
 template <class F>
 constexpr int kLanes = sizeof(F) / sizeof(float);
+
+// x in every lane, as one broadcast of its bits (F{} + x compiled to an add and a broadcast:
+// without -ffast-math the compiler must keep 0 + x, for x = -0).
+template <class F>
+TF_INLINE F Splat(float x) {
+  typedef int32_t I __attribute__((vector_size(sizeof(F))));
+  int32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  const I v = I{} + bits;
+  F f;
+  std::memcpy(&f, &v, sizeof f);
+  return f;
+}
 
 // e^x: x = n ln2 + f with |f| <= ln2/2, e^f by a degree-6 polynomial (relative error ~2e-7),
 // 2^n through the exponent bits. Inputs below -87 give e^-87 (callers zero masked lanes).
@@ -158,14 +178,6 @@ TF_INLINE float RowMax(const float* row) {
   return m;
 }
 
-// n rows of K floats, `stride` floats apart, into a contiguous [kBlock][K] tile (rows past n
-// zeroed: a masked probability 0 times garbage could still be NaN).
-TF_INLINE void LoadRows(const float* src, int64_t stride, int64_t n, int64_t K,
-                        float* __restrict dst) {
-  for (int64_t r = 0; r < n; ++r) std::memcpy(dst + r * K, src + r * stride, K * sizeof(float));
-  std::fill(dst + n * K, dst + kBlock * K, 0.0f);
-}
-
 // k or v [B, T, G, K] as [B, G, K, Tp] (Tp = Dims::Padded(): T rounded up to kBlock, the tail
 // zero), from which the tile products read their [K][kBlock] key tiles in place, Tp floats a
 // row. Each block is transposed once per call, not once per tile pair (as a copy into scratch,
@@ -207,58 +219,40 @@ TF_INLINE const float* KeyTile(const float* t, const Dims& d, int64_t b, int64_t
   return t + (b * d.G + g) * d.K * d.Padded() + s0;
 }
 
-// c[i][:] = a[i][:] . bt[:][...] for i < n: a [n][K], bt [K][kBlock], c [n][kBlock]. R rows
-// at a time share each loaded row of bt.
-template <int R>
-TF_INLINE void ProductRows(const float* __restrict a, int64_t K, const float* __restrict bt,
-                           int64_t ldb, float* __restrict c) {
-  float acc[R][kBlock] = {};
-  for (int64_t d = 0; d < K; ++d) {
-    const float* b = bt + d * ldb;
-    for (int r = 0; r < R; ++r) {
-      const float x = a[r * K + d];
-      for (int64_t s = 0; s < kBlock; ++s) acc[r][s] += x * b[s];
-    }
-  }
-  std::memcpy(c, acc, sizeof acc);
-}
-
-// AVX2's products in register blocks of R rows x 16 columns: 2R accumulators, the two loaded
-// vectors of bt and a broadcast of a within the 16 ymm registers (ProductRows' 64-column rows
-// of accumulators spilled to the stack there).
-template <int R>
-TF_INLINE void ProductBlock8(const float* __restrict a, int64_t K, const float* __restrict bt,
-                             int64_t ldb, float* __restrict c) {
-  for (int64_t c0 = 0; c0 < kBlock; c0 += 16) {
-    F8 acc[R][2] = {};
+// c[i][:] = a[i][:] . bt[:][...] for i < R: a [R][K] and bt [K][kBlock] with rows lda and ldb
+// floats apart, c [R][kBlock]; in register blocks of R rows x C vectors of columns, each
+// loaded vector of bt shared by the R rows, each element of a broadcast to the C vectors.
+template <class F, int R, int C>
+TF_INLINE void ProductBlock(const float* __restrict a, int64_t lda, int64_t K,
+                            const float* __restrict bt, int64_t ldb, float* __restrict c) {
+  constexpr int64_t kCols = C * kLanes<F>;
+  static_assert(kBlock % kCols == 0);
+  for (int64_t c0 = 0; c0 < kBlock; c0 += kCols) {
+    F acc[R][C] = {};
     for (int64_t d = 0; d < K; ++d) {
-      const F8 b0 = LoadV<F8>(bt + d * ldb + c0), b1 = LoadV<F8>(bt + d * ldb + c0 + 8);
+      F b[C];
+      for (int v = 0; v < C; ++v) b[v] = LoadV<F>(bt + d * ldb + c0 + v * kLanes<F>);
       for (int r = 0; r < R; ++r) {
-        const F8 x = F8{} + a[r * K + d];
-        acc[r][0] += x * b0;
-        acc[r][1] += x * b1;
+        const F x = Splat<F>(a[r * lda + d]);
+        for (int v = 0; v < C; ++v) acc[r][v] += x * b[v];
       }
     }
-    for (int r = 0; r < R; ++r) {
-      StoreV(c + r * kBlock + c0, acc[r][0]);
-      StoreV(c + r * kBlock + c0 + 8, acc[r][1]);
-    }
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < C; ++v) StoreV(c + r * kBlock + c0 + v * kLanes<F>, acc[r][v]);
   }
 }
 
+// c = a . bt for the n rows of a (n <= kBlock), read in place (lda floats apart): the
+// blocks, then the rows left in pairs and singly. Rows of c past n are left as they were.
 template <class Isa>
-TF_INLINE void TileProduct(const float* __restrict a, int64_t n, int64_t K,
+TF_INLINE void TileProduct(const float* __restrict a, int64_t lda, int64_t n, int64_t K,
                            const float* __restrict bt, int64_t ldb, float* __restrict c) {
+  using F = typename Isa::F;
+  constexpr int R = Isa::kProductRows, C = Isa::kProductVectors;
   int64_t i = 0;
-  if constexpr (Isa::kBlocked) {
-    for (; i + 6 <= n; i += 6) ProductBlock8<6>(a + i * K, K, bt, ldb, c + i * kBlock);
-    for (; i + 2 <= n; i += 2) ProductBlock8<2>(a + i * K, K, bt, ldb, c + i * kBlock);
-    for (; i < n; ++i) ProductBlock8<1>(a + i * K, K, bt, ldb, c + i * kBlock);
-  } else {
-    constexpr int R = Isa::kProductRows;
-    for (; i + R <= n; i += R) ProductRows<R>(a + i * K, K, bt, ldb, c + i * kBlock);
-    for (; i < n; ++i) ProductRows<1>(a + i * K, K, bt, ldb, c + i * kBlock);
-  }
+  for (; i + R <= n; i += R) ProductBlock<F, R, C>(a + i * lda, lda, K, bt, ldb, c + i * kBlock);
+  for (; i + 2 <= n; i += 2) ProductBlock<F, 2, C>(a + i * lda, lda, K, bt, ldb, c + i * kBlock);
+  for (; i < n; ++i) ProductBlock<F, 1, C>(a + i * lda, lda, K, bt, ldb, c + i * kBlock);
 }
 
 // acc[i][k0..k0+W) += sum_{s<m} w(i, s) x[s][k0..k0+W) for rows i0..i0+R, with the rows' W
@@ -295,48 +289,44 @@ TF_INLINE void WeightedBlock(const float* p, int64_t ps, int64_t ss, int64_t i0,
   for (; k0 < K; ++k0) WeightedRows<1, R>(p, ps, ss, i0, m, K, k0, x, ldx, acc);
 }
 
-// AVX2's weighted sums in register blocks of R rows x 16 columns (as ProductBlock8). Zero
-// weights are not skipped: testing them cost more than the masked triangle's products.
-template <int R>
-TF_INLINE void WeightedBlock8(const float* __restrict p, int64_t ps, int64_t ss, int64_t i0,
+// The weighted sums in register blocks of R rows x C vectors of columns (as ProductBlock),
+// for K a multiple of the block's columns. Zero weights are not skipped: testing them cost
+// more than the masked triangle's products (AVX2, Zen 3).
+template <class F, int R, int C>
+TF_INLINE void WeightedBlockV(const float* __restrict p, int64_t ps, int64_t ss, int64_t i0,
                               int64_t m, int64_t K, const float* __restrict x, int64_t ldx,
                               float* __restrict acc) {
-  for (int64_t k0 = 0; k0 < K; k0 += 16) {
-    F8 o[R][2];
-    for (int r = 0; r < R; ++r) {
-      o[r][0] = LoadV<F8>(acc + (i0 + r) * K + k0);
-      o[r][1] = LoadV<F8>(acc + (i0 + r) * K + k0 + 8);
-    }
+  constexpr int64_t kCols = C * kLanes<F>;
+  for (int64_t k0 = 0; k0 < K; k0 += kCols) {
+    F o[R][C];
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < C; ++v) o[r][v] = LoadV<F>(acc + (i0 + r) * K + k0 + v * kLanes<F>);
     for (int64_t s = 0; s < m; ++s) {
-      const F8 x0 = LoadV<F8>(x + s * ldx + k0), x1 = LoadV<F8>(x + s * ldx + k0 + 8);
+      F xs[C];
+      for (int v = 0; v < C; ++v) xs[v] = LoadV<F>(x + s * ldx + k0 + v * kLanes<F>);
       for (int r = 0; r < R; ++r) {
-        const F8 wr = F8{} + p[(i0 + r) * ps + s * ss];
-        o[r][0] += wr * x0;
-        o[r][1] += wr * x1;
+        const F w = Splat<F>(p[(i0 + r) * ps + s * ss]);
+        for (int v = 0; v < C; ++v) o[r][v] += w * xs[v];
       }
     }
-    for (int r = 0; r < R; ++r) {
-      StoreV(acc + (i0 + r) * K + k0, o[r][0]);
-      StoreV(acc + (i0 + r) * K + k0 + 8, o[r][1]);
-    }
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < C; ++v) StoreV(acc + (i0 + r) * K + k0 + v * kLanes<F>, o[r][v]);
   }
 }
 
 template <class Isa>
 TF_INLINE void Weighted(const float* p, int64_t ps, int64_t ss, int64_t n, int64_t m, int64_t K,
                         const float* x, int64_t ldx, float* acc) {
+  using F = typename Isa::F;
+  constexpr int R = Isa::kWeightRows, C = Isa::kWeightVectors;
   int64_t i = 0;
-  if constexpr (Isa::kBlocked) {
-    if (K % 16 == 0) {
-      for (; i + 4 <= n; i += 4) WeightedBlock8<4>(p, ps, ss, i, m, K, x, ldx, acc);
-      for (; i + 2 <= n; i += 2) WeightedBlock8<2>(p, ps, ss, i, m, K, x, ldx, acc);
-      for (; i < n; ++i) WeightedBlock8<1>(p, ps, ss, i, m, K, x, ldx, acc);
-      return;
-    }
+  if (K % (C * kLanes<F>) == 0) {
+    for (; i + R <= n; i += R) WeightedBlockV<F, R, C>(p, ps, ss, i, m, K, x, ldx, acc);
+    for (; i + 2 <= n; i += 2) WeightedBlockV<F, 2, C>(p, ps, ss, i, m, K, x, ldx, acc);
+    for (; i < n; ++i) WeightedBlockV<F, 1, C>(p, ps, ss, i, m, K, x, ldx, acc);
+    return;
   }
-  constexpr int R = Isa::kWeightRows;
-  for (; i + R <= n; i += R) WeightedBlock<R>(p, ps, ss, i, m, K, x, ldx, acc);
-  for (; i < n; ++i) WeightedBlock<1>(p, ps, ss, i, m, K, x, ldx, acc);
+  for (; i < n; ++i) WeightedBlock<1>(p, ps, ss, i, m, K, x, ldx, acc);  // other head sizes
 }
 
 // acc[i][:] += sum_s p[i][s] x[s][:] for i < n, s < m: p [n][kBlock], x [m][K] with rows ldx
@@ -350,8 +340,8 @@ TF_INLINE void AccumulateRows(const float* p, int64_t n, int64_t m, int64_t K, c
 // acc[s][:] += sum_i p[i][s] x[i][:] (the transposed product) for s < m: x [n][K].
 template <class Isa>
 TF_INLINE void AccumulateCols(const float* p, int64_t n, int64_t m, int64_t K, const float* x,
-                              float* acc) {
-  Weighted<Isa>(p, 1, kBlock, m, n, K, x, K, acc);
+                              int64_t ldx, float* acc) {
+  Weighted<Isa>(p, 1, kBlock, m, n, K, x, ldx, acc);
 }
 
 // Sets the scores a query row may not see to -inf: later tokens, other segments, and the slots
@@ -377,10 +367,10 @@ TF_INLINE void Mask(float* __restrict scores, int64_t n, int64_t m, int64_t t0, 
 }
 
 struct Scratch {
-  std::vector<float> q, s, dp, acc, dacc, dacc2, m, l, lse, delta, alpha;
+  std::vector<float> s, dp, acc, dacc, dacc2, m, l, alpha;
   explicit Scratch(int64_t K)
-      : q(kBlock * K), s(kBlock * kBlock), dp(kBlock * kBlock), acc(kBlock * K), dacc(kBlock * K),
-        dacc2(kBlock * K), m(kBlock), l(kBlock), lse(kBlock), delta(kBlock), alpha(kBlock) {}
+      : s(kBlock * kBlock), dp(kBlock * kBlock), acc(kBlock * K), dacc(kBlock * K),
+        dacc2(kBlock * K), m(kBlock), l(kBlock), alpha(kBlock) {}
 };
 
 // ---- forward -------------------------------------------------------------------------------
@@ -400,7 +390,7 @@ TF_INLINE void ForwardTask(const ForwardJob& j, int64_t task, Scratch& sc) {
   const int64_t qi = d.Blocks() - 1 - task / (d.B * d.H);
   const int64_t t0 = qi * kBlock, n = std::min(kBlock, d.T - t0);
   const int32_t* seg = j.seg + b * d.T;
-  LoadRows(j.q + ((b * d.T + t0) * d.H + h) * K, d.H * K, n, K, sc.q.data());
+  const float* q = j.q + ((b * d.T + t0) * d.H + h) * K;  // n rows, H * K floats apart
   std::fill(sc.acc.begin(), sc.acc.end(), 0.0f);
   std::fill(sc.m.begin(), sc.m.end(), kNegInf);
   std::fill(sc.l.begin(), sc.l.end(), 0.0f);
@@ -408,7 +398,7 @@ TF_INLINE void ForwardTask(const ForwardJob& j, int64_t task, Scratch& sc) {
     const int64_t s0 = kj * kBlock, m = std::min(kBlock, d.T - s0);
     const float* v = j.v + ((b * d.T + s0) * d.G + g) * K;
     float* scores = sc.s.data();
-    TileProduct<Isa>(sc.q.data(), n, K, KeyTile(j.kt, d, b, g, s0), d.Padded(), scores);
+    TileProduct<Isa>(q, d.H * K, n, K, KeyTile(j.kt, d, b, g, s0), d.Padded(), scores);
     Mask(scores, n, m, t0, s0, seg);
     for (int64_t i = 0; i < n; ++i) {  // online softmax: raise the max, rescale the sums
       float* row = scores + i * kBlock;
@@ -464,32 +454,34 @@ struct BackwardJob {
   twofiles::Tasks q_tasks;   // pass 2: B * H * blocks, the last query blocks first
 };
 
-// The probabilities P = exp(S - lse) of query block (t0, n rows in sc.q) against the key block
-// (s0, m keys of (b, g)), into sc.s; and dS = P (dP - delta) with dP = dout v^T, into sc.dp.
-template <class Isa>
-TF_INLINE void ProbsAndScoreGrads(const BackwardJob& j, const int32_t* seg, int64_t b, int64_t g,
-                                  int64_t t0, int64_t n, int64_t s0, int64_t m, Scratch& sc) {
-  const int64_t K = j.d.K, ld = j.d.Padded();
-  float *p = sc.s.data(), *ds = sc.dp.data();
-  TileProduct<Isa>(sc.q.data(), n, K, KeyTile(j.kt, j.d, b, g, s0), ld, p);
-  Mask(p, n, m, t0, s0, seg);
-  for (int64_t i = 0; i < n; ++i) ExpRow<Isa>(p + i * kBlock, sc.lse[i]);
-  TileProduct<Isa>(sc.acc.data(), n, K, KeyTile(j.vt, j.d, b, g, s0), ld, ds);  // sc.acc: dout
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t s = 0; s < kBlock; ++s)
-      ds[i * kBlock + s] = p[i * kBlock + s] * (ds[i * kBlock + s] - sc.delta[i]);
+// Query block qi of head h: its n rows of q and dout, read in place (ld floats apart), and
+// of lse and delta.
+struct QueryBlock {
+  const float *q, *dout, *lse, *delta;
+  int64_t t0, n, ld;
+};
+
+TF_INLINE QueryBlock QueryBlockOf(const BackwardJob& j, int64_t b, int64_t h, int64_t qi) {
+  const Dims& d = j.d;
+  const int64_t t0 = qi * kBlock, at = ((b * d.T + t0) * d.H + h) * d.K, row = (b * d.H + h) * d.T;
+  return {j.q + at, j.dout + at, j.lse + row + t0, j.delta + row + t0,
+          t0, std::min(kBlock, d.T - t0), d.H * d.K};
 }
 
-// Query block qi of head h: q, dout, lse and delta into the scratch tiles.
-TF_INLINE int64_t LoadQueryBlock(const BackwardJob& j, int64_t b, int64_t h, int64_t qi,
-                                 Scratch& sc) {
-  const Dims& d = j.d;
-  const int64_t t0 = qi * kBlock, n = std::min(kBlock, d.T - t0), at = (b * d.T + t0) * d.H + h;
-  LoadRows(j.q + at * d.K, d.H * d.K, n, d.K, sc.q.data());
-  LoadRows(j.dout + at * d.K, d.H * d.K, n, d.K, sc.acc.data());
-  std::copy_n(j.lse + (b * d.H + h) * d.T + t0, n, sc.lse.data());
-  std::copy_n(j.delta + (b * d.H + h) * d.T + t0, n, sc.delta.data());
-  return n;
+// The probabilities P = exp(S - lse) of query block qb against the key block (s0, m keys of
+// (b, g)), into sc.s; and dS = P (dP - delta) with dP = dout v^T, into sc.dp.
+template <class Isa>
+TF_INLINE void ProbsAndScoreGrads(const BackwardJob& j, const int32_t* seg, int64_t b, int64_t g,
+                                  const QueryBlock& qb, int64_t s0, int64_t m, Scratch& sc) {
+  const int64_t K = j.d.K, ld = j.d.Padded(), n = qb.n;
+  float *p = sc.s.data(), *ds = sc.dp.data();
+  TileProduct<Isa>(qb.q, qb.ld, n, K, KeyTile(j.kt, j.d, b, g, s0), ld, p);
+  Mask(p, n, m, qb.t0, s0, seg);
+  for (int64_t i = 0; i < n; ++i) ExpRow<Isa>(p + i * kBlock, qb.lse[i]);
+  TileProduct<Isa>(qb.dout, qb.ld, n, K, KeyTile(j.vt, j.d, b, g, s0), ld, ds);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t s = 0; s < kBlock; ++s)
+      ds[i * kBlock + s] = p[i * kBlock + s] * (ds[i * kBlock + s] - qb.delta[i]);
 }
 
 template <class Isa>
@@ -505,10 +497,10 @@ TF_INLINE void KeyValueGradTask(const BackwardJob& j, int64_t task, Scratch& sc)
   for (int64_t r = 0; r < d.R(); ++r) {
     const int64_t h = g * d.R() + r;
     for (int64_t qi = kj; qi < d.Blocks(); ++qi) {
-      const int64_t n = LoadQueryBlock(j, b, h, qi, sc);
-      ProbsAndScoreGrads<Isa>(j, seg, b, g, qi * kBlock, n, s0, m, sc);
-      AccumulateCols<Isa>(sc.s.data(), n, m, K, sc.acc.data(), dv);  // dv += P^T dout
-      AccumulateCols<Isa>(sc.dp.data(), n, m, K, sc.q.data(), dk);   // dk += dS^T q
+      const QueryBlock qb = QueryBlockOf(j, b, h, qi);
+      ProbsAndScoreGrads<Isa>(j, seg, b, g, qb, s0, m, sc);
+      AccumulateCols<Isa>(sc.s.data(), qb.n, m, K, qb.dout, qb.ld, dv);  // dv += P^T dout
+      AccumulateCols<Isa>(sc.dp.data(), qb.n, m, K, qb.q, qb.ld, dk);    // dk += dS^T q
     }
   }
   for (int64_t s = 0; s < m; ++s) {
@@ -521,15 +513,16 @@ template <class Isa>
 TF_INLINE void QueryGradTask(const BackwardJob& j, int64_t task, Scratch& sc) {
   const Dims& d = j.d;
   const int64_t K = d.K, bh = task % (d.B * d.H), b = bh / d.H, h = bh % d.H, g = h / d.R();
-  const int64_t qi = d.Blocks() - 1 - task / (d.B * d.H), t0 = qi * kBlock;
+  const int64_t qi = d.Blocks() - 1 - task / (d.B * d.H);
   const int32_t* seg = j.seg + b * d.T;
-  const int64_t n = LoadQueryBlock(j, b, h, qi, sc);
+  const QueryBlock qb = QueryBlockOf(j, b, h, qi);
+  const int64_t t0 = qb.t0, n = qb.n;
   float* dq = sc.dacc.data();
   std::fill(sc.dacc.begin(), sc.dacc.end(), 0.0f);
   for (int64_t kj = 0; kj <= qi; ++kj) {
     const int64_t s0 = kj * kBlock, m = std::min(kBlock, d.T - s0);
     const int64_t at = ((b * d.T + s0) * d.G + g) * K;
-    ProbsAndScoreGrads<Isa>(j, seg, b, g, t0, n, s0, m, sc);
+    ProbsAndScoreGrads<Isa>(j, seg, b, g, qb, s0, m, sc);
     AccumulateRows<Isa>(sc.dp.data(), n, m, K, j.k + at, d.G * K, dq);  // dq += dS k
   }
   for (int64_t i = 0; i < n; ++i)
