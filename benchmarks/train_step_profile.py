@@ -10,8 +10,10 @@ trace event is an HLO instruction of the step's entry computation (a fusion, a c
 a loop); from the HLO it prints, per op kind, the milliseconds per step and, for every
 instruction holding a dot, its FLOPs (2 x output elements x contraction), its GFLOP/s, its
 operand shapes and what it is in the model (the jax op_name of its dot: jvp = forward,
-transpose = backward). Thunks run one at a time, each on all cores, so the per-op times add
-up to the step.
+transpose = backward). XLA's thunk executor runs independent ops at the same time (a layer's
+dx and dW matmuls, say), each on the shared pool of all cores, so the per-op times add up to
+more than the step: the first lines also give the wall time the ops cover and each group's
+fair share of it (1/n of every moment during which n ops ran).
 """
 
 from __future__ import annotations
