@@ -38,3 +38,34 @@ def test_peak_is_cores_clock_and_width(text, dtype, per_cycle):
 def test_the_old_amd_figure_is_reproduced():
     """The fixed figure the project used before (2.45 GHz AVX2 AMD EPYC: 78.4 GFLOP/s)."""
     assert derive(CASES[0][0]).flops_per_core / 1e9 == pytest.approx(78.4)
+
+
+def test_a_measured_clock_replaces_the_stated_one():
+    text = cpuinfo("AuthenticAMD", 26, "2600.000", AVX512 + " avx512_bf16")
+    peak = derive(text, "bfloat16", ghz=3.9)
+    assert peak.flops_per_core == pytest.approx(128 * 3.9e9)
+    assert "3.90 GHz (measured; /proc/cpuinfo says 2.60)" in peak.note
+
+
+def test_the_peak_bounds_a_measured_matmul():
+    """The clock is measured (a hypervisor's /proc/cpuinfo states the nominal one, below the
+    boost): no float32 matmul on this machine may beat the peak derived from it."""
+    import time
+
+    import jax
+    import jax.numpy as jnp
+
+    from train.cpu_peak import host_peak, measured_clock_ghz
+
+    ghz = measured_clock_ghz()
+    assert ghz is not None and 0.8 < ghz < 7.0
+    a = jax.random.normal(jax.random.key(0), (2048, 2048), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    f(a).block_until_ready()
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        f(a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    peak, note = host_peak("float32")
+    assert 2 * 2048**3 / best <= peak, note

@@ -15,8 +15,8 @@ import jax
 
 # Peak FLOP/s per device, dense matmuls. MFU is reported against these (or
 # TrainConfig.peak_flops when set).
-#  - CPU: the whole host is one JAX device; its peak is derived from /proc/cpuinfo
-#    (train/cpu_peak.py: vector width, FMA units, bf16 dot support, clock).
+#  - CPU: the whole host is one JAX device; its peak is derived from /proc/cpuinfo and a
+#    measured clock (train/cpu_peak.py: vector width, FMA units, bf16 dot support, clock).
 #  - GPU/TPU: vendor bfloat16 dense peaks.
 ACCELERATOR_PEAKS = {
     "H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,

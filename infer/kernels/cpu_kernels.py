@@ -39,6 +39,12 @@ def library(source: str, target: str, symbol: str):
     return _load(source, target, symbol)
 
 
+def plain_library(source: str):
+    """The ctypes handle of kernels/`source`, a library of plain C functions (no FFI handler),
+    built on first use like the kernels; None where it cannot be built or loaded."""
+    return _load_plain(source)
+
+
 def enabled() -> bool:
     """Whether this machine may use the kernels: an x86 CPU with AVX2, FMA and F16C, and
     TWOFILES_CPU_KERNELS not 0 (a compiler is still needed to build them)."""
@@ -73,6 +79,19 @@ def _load(source: str, target: str, symbol: str):
                       "caller falls back to XLA (slower). TWOFILES_CPU_KERNELS=0 silences this.")
         return None
     return lib
+
+
+@functools.cache
+def _load_plain(source: str):
+    if not enabled():
+        return None
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        return None
+    try:
+        return ctypes.cdll.LoadLibrary(str(_build(compiler, KERNELS / source)))
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def _build(compiler: str, source: Path) -> Path:
