@@ -224,6 +224,37 @@ round by round (geometric mean of per-round ratios with a 95% t-interval).
     102-179 in torch, so the step's 367 GFLOP of dots need 2.0-2.9 s at best; 1.2x torch's
     3257 ms is 2714 ms, inside that range only if every dot ran at its best shape's rate with
     nothing else in the step, so 1.2x is ruled out there; 1.0x was not reached (0.71-0.79x).
+
+Session 10, on an AMD EPYC Zen 5 (family 26 model 2; 2 cores, AVX-512 with AVX512_BF16 and
+VNNI, no AMX), the machine the issue was filed on. The cores run at 3.8-4.0 GHz (measured, now
+part of train.cpu_peak) though /proc/cpuinfo says 2.60: the old peaks (332 / 665 GFLOP/s) were
+below single matmuls' 409 / 867, so every MFU before was overstated by ~1.5x on this CPU.
+  - first race (`--rounds 6`, load 1.18 -> 1.68), median ms: torch.compile 2265, torch.compile
+    + bf16 autocast 789, twofiles fp32 with flash + chunks 1610 (0.49x [0.47, 0.52] paired),
+    bf16 with both 877 (0.90x [0.84, 0.96]). Single matmuls at the model's shapes, bf16: XLA
+    763-820 GFLOP/s, torch 793-867; float32: XLA 375-409, torch 174-192.
+  - profile of twofiles-bf16-flash, one step: the ops' durations add up to 1045-1318 ms, but
+    XLA runs independent ops at once (a layer's dx and dW matmuls), so the profiler now also
+    prints the wall time they cover (783-1047 ms) and each op's fair share of it. In the
+    quieter run: dots 456 ms (364 GFLOP at ~800 GFLOP/s, the rate of single matmuls: the
+    backward dots' 280-330 GFLOP/s per op were two sharing the cores), the flash kernel 136,
+    the rest 192 (silu 41, the residual adds 43, converts to bf16 39, the dW transposes 39).
+  - the flash kernel's AVX-512 path ran plain 64-float loops at ~100 GFLOP/s, a quarter of
+    the float32 GEMM rate. Now both ISAs share one register-blocked template (AVX-512: 6 x 64
+    products, 12 x 32 weighted sums), broadcasts are one instruction (F{} + x had compiled to
+    an add and a broadcast) and q and dout are read in place: one layer's forward 10.4 -> 8.2
+    ms, forward + backward 29.9 -> 21.9 (best of 20; XLA's float32 einsums 82.7), i.e. ~48 ms
+    less per step, below this machine's noise in the race: afterwards 0.77x-0.89x (three
+    races, medians of torch's bf16 step 789-1042 ms as the host's load moved).
+  - tried without gain: --xla_cpu_enable_fast_math (the step AOT-compiled both ways in one
+    process, 8 interleaved rounds: x0.987 [0.959, 1.015]). An idle pause of 0.5 s before each
+    timed step made torch's bf16 step slower (1073 against 807 ms median, separate runs) and
+    twofiles' not (978 against 912), paired 1.08x [1.01, 1.16]; with no way to tell which
+    condition is the fair one, the race keeps running steps back to back.
+Not met: 1.2x, nor 1.0x. No ceiling excuses it: the step's 367 GFLOP at the best single bf16
+matmul here (908 GFLOP/s) is 405 ms against torch's 789-809 ms step (1.2x: ~665 ms). The dots
+already run at ~800 GFLOP/s in the step; what separates the two is the ~330 ms of non-matmul
+work (flash 136, elementwise 192) plus ~90 ms between ops, against ~330 ms in all for torch's.
 """
 
 from __future__ import annotations
