@@ -223,8 +223,8 @@ def main(argv=None):
           "per step (less than their sum where independent ops ran at the same time)")
     starts = sorted(e["ts"] for e in op_events)
     span = max(e["ts"] + e["dur"] for e in op_events) - starts[0]
-    print(f"  {len(op_events) / args.steps:.0f} ops a step; from the first op's start to the last's "
-          f"end {span / 1e3 / args.steps:.0f} ms a step, the steps' host work between included")
+    print(f"  {len(op_events) / args.steps:.0f} ops a step; from the first op's start to the "
+          f"last's end {span / 1e3 / args.steps:.0f} ms a step (the host work between included)")
     share = shared_us(op_events)
     dot_names = {n for n, ins in instrs.items() if ins["op"] == "dot" or any(
         dots_under(comps, c) for c in called(ins))}
