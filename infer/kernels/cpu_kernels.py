@@ -64,15 +64,11 @@ def _cpu_supported() -> bool:
 
 @functools.cache
 def _load(source: str, target: str, symbol: str):
-    if not enabled():
-        return None
-    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if compiler is None:
-        return None
     try:
-        lib = ctypes.cdll.LoadLibrary(str(_build(compiler, KERNELS / source)))
-        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
-                                    platform="cpu")
+        lib = _open(source)
+        if lib is not None:
+            jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
+                                        platform="cpu")
     except (OSError, AttributeError, subprocess.CalledProcessError) as e:
         detail = getattr(e, "stderr", b"") or b""
         warnings.warn(f"CPU kernel {source} unavailable ({e}; {detail.decode()[-500:]}); its "
@@ -83,15 +79,21 @@ def _load(source: str, target: str, symbol: str):
 
 @functools.cache
 def _load_plain(source: str):
+    try:
+        return _open(source)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _open(source: str):
+    """kernels/`source` built (once) and loaded; None where kernels are off or no compiler is
+    found. Raises what a failed build or load raised."""
     if not enabled():
         return None
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if compiler is None:
         return None
-    try:
-        return ctypes.cdll.LoadLibrary(str(_build(compiler, KERNELS / source)))
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    return ctypes.cdll.LoadLibrary(str(_build(compiler, KERNELS / source)))
 
 
 def _build(compiler: str, source: Path) -> Path:
