@@ -255,43 +255,11 @@ TF_INLINE void TileProduct(const float* __restrict a, int64_t lda, int64_t n, in
   for (; i < n; ++i) ProductBlock<F, 1, C>(a + i * lda, lda, K, bt, ldb, c + i * kBlock);
 }
 
-// acc[i][k0..k0+W) += sum_{s<m} w(i, s) x[s][k0..k0+W) for rows i0..i0+R, with the rows' W
-// accumulators in registers across s (W fixed at compile time); w(i, s) = p[i * ps + s * ss]
-// reads p as is (ps = kBlock, ss = 1) or transposed (ps = 1, ss = kBlock). An s whose weights
-// are all zero (the masked triangle, other segments) is skipped.
-template <int W, int R>
-TF_INLINE void WeightedRows(const float* __restrict p, int64_t ps, int64_t ss, int64_t i0,
-                            int64_t m, int64_t K, int64_t k0, const float* __restrict x,
-                            int64_t ldx, float* __restrict acc) {
-  float o[R][W];
-  for (int r = 0; r < R; ++r) std::memcpy(o[r], acc + (i0 + r) * K + k0, sizeof o[r]);
-  for (int64_t s = 0; s < m; ++s) {
-    float w[R];
-    bool any = false;
-    for (int r = 0; r < R; ++r) {
-      w[r] = p[(i0 + r) * ps + s * ss];
-      any |= w[r] != 0.0f;
-    }
-    if (!any) continue;
-    const float* row = x + s * ldx + k0;
-    for (int r = 0; r < R; ++r)
-      for (int j = 0; j < W; ++j) o[r][j] += w[r] * row[j];
-  }
-  for (int r = 0; r < R; ++r) std::memcpy(acc + (i0 + r) * K + k0, o[r], sizeof o[r]);
-}
-
-template <int R>
-TF_INLINE void WeightedBlock(const float* p, int64_t ps, int64_t ss, int64_t i0, int64_t m,
-                             int64_t K, const float* x, int64_t ldx, float* acc) {
-  int64_t k0 = 0;
-  for (; k0 + 64 <= K; k0 += 64) WeightedRows<64, R>(p, ps, ss, i0, m, K, k0, x, ldx, acc);
-  for (; k0 + 16 <= K; k0 += 16) WeightedRows<16, R>(p, ps, ss, i0, m, K, k0, x, ldx, acc);
-  for (; k0 < K; ++k0) WeightedRows<1, R>(p, ps, ss, i0, m, K, k0, x, ldx, acc);
-}
-
-// The weighted sums in register blocks of R rows x C vectors of columns (as ProductBlock),
-// for K a multiple of the block's columns. Zero weights are not skipped: testing them cost
-// more than the masked triangle's products (AVX2, Zen 3).
+// acc[i][:] += sum_{s<m} w(i, s) x[s][:] for rows i0..i0+R, with w(i, s) = p[i * ps + s * ss]
+// read as is (ps = kBlock, ss = 1) or transposed (ps = 1, ss = kBlock), x's rows ldx floats
+// apart; in register blocks of R rows x C vectors of columns (as ProductBlock), for K a
+// multiple of the block's columns. Zero weights are not skipped: testing them cost more than
+// the masked triangle's products (AVX2, Zen 3).
 template <class F, int R, int C>
 TF_INLINE void WeightedBlockV(const float* __restrict p, int64_t ps, int64_t ss, int64_t i0,
                               int64_t m, int64_t K, const float* __restrict x, int64_t ldx,
@@ -326,7 +294,11 @@ TF_INLINE void Weighted(const float* p, int64_t ps, int64_t ss, int64_t n, int64
     for (; i < n; ++i) WeightedBlockV<F, 1, C>(p, ps, ss, i, m, K, x, ldx, acc);
     return;
   }
-  for (; i < n; ++i) WeightedBlock<1>(p, ps, ss, i, m, K, x, ldx, acc);  // other head sizes
+  for (; i < n; ++i)  // other head sizes (tiny test models): row by row
+    for (int64_t s = 0; s < m; ++s) {
+      const float w = p[i * ps + s * ss];
+      for (int64_t k = 0; k < K; ++k) acc[i * K + k] += w * x[s * ldx + k];
+    }
 }
 
 // acc[i][:] += sum_s p[i][s] x[s][:] for i < n, s < m: p [n][kBlock], x [m][K] with rows ldx
