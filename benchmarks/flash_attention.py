@@ -8,8 +8,8 @@ the float32 kernel, the bf16 one (AMX tiles where the CPU has them), and model.f
 XLA attention in float32 and bf16. The variants are timed interleaved round-robin in one
 process (a burst of load from elsewhere hits all alike); the table gives the best and median
 ms of a call and, for `--layers` layers, the whole step's share. The FLOPs counted are the
-causal half's products: 2 per tile pair forward, 5 more backward (the AMX kernel's count; the
-float32 kernel does 7, XLA's einsums the whole square).
+causal half's products: 2 per tile pair forward, 5 more backward (what both kernels do; XLA's
+einsums compute the whole square).
 """
 
 from __future__ import annotations

@@ -14,11 +14,14 @@
 // the masked upper half the causal mask throws away, and keeps the [B, H, T, T] probabilities
 // for the backward pass (the bench step's attention einsums ran at ~37 GFLOP/s, profiled).
 //
-// Backward, without atomics: pass 1 is one task per (b, kv head g, key block): it loops over
-// the R query heads of g and the query blocks at or after the key block, accumulating dk and
-// dv in its own tile; pass 2 is one task per (b, h, query block) accumulating dq. Pass 2
-// recomputes the scores and dP that pass 1 had (7 tile products instead of 5), the price of
-// writing every output from exactly one task. delta = rowsum(dout * out) comes precomputed.
+// Backward, without atomics and with FlashAttention-2's five tile products per tile pair: one
+// task per (b, query head h) walks the key blocks and, for each, the query blocks at or after
+// it, accumulating that key block's dk and dv in a tile and dq in the task's own rows of the
+// whole sequence (T x K floats). With grouped heads (R > 1) the dk and dv shares go to [B, T,
+// H, K] buffers that a second pass sums over each group's R heads. delta = rowsum(dout * out)
+// comes precomputed. (An earlier version split the work by key block, then by query block,
+// for more tasks, and recomputed the scores and dP for dq: 7 products.) B x H tasks keep 2
+// cores busy at any training batch; a host with more cores than B x H would want the split.
 //
 // Run-time CPU dispatch: the task functions are compiled twice, for AVX-512 and for the AVX2 +
 // FMA baseline the kernels require, and picked per CPU when a job starts. Both run the tiles
@@ -36,7 +39,9 @@
 // (AVX-512), the blocks took one layer at the bench shape from 10.4 to 8.2 ms forward and from
 // 29.9 to 21.9 ms forward + backward (best of 20, benchmarks/flash_attention.py); reading q and
 // dout in place then took the medians of 3 alternating processes each from 8.2-9.2 to 6.4-7.2
-// ms and from 25.5-28.7 to 23.1-25.9 ms.
+// ms and from 25.5-28.7 to 23.1-25.9 ms, and the backward's five products instead of seven
+// the forward + backward medians of 4 such processes from 22.3-27.8 to 17.2-22.5 ms (best of
+// 20: 17.4 ms, against XLA's float32 einsums' 72.8).
 //
 // With bf16 compute on a CPU with AMX, flash_attention_amx.cc runs instead (3.6x this kernel's
 // forward + backward at the bench shape); this one stays the exact float32 path.
@@ -339,10 +344,10 @@ TF_INLINE void Mask(float* __restrict scores, int64_t n, int64_t m, int64_t t0, 
 }
 
 struct Scratch {
-  std::vector<float> s, dp, acc, dacc, dacc2, m, l, alpha;
-  explicit Scratch(int64_t K)
-      : s(kBlock * kBlock), dp(kBlock * kBlock), acc(kBlock * K), dacc(kBlock * K),
-        dacc2(kBlock * K), m(kBlock), l(kBlock), alpha(kBlock) {}
+  std::vector<float> s, dp, acc, dacc, dacc2, dq, m, l, alpha;
+  explicit Scratch(const Dims& d)
+      : s(kBlock * kBlock), dp(kBlock * kBlock), acc(kBlock * d.K), dacc(kBlock * d.K),
+        dacc2(kBlock * d.K), m(kBlock), l(kBlock), alpha(kBlock) {}
 };
 
 // ---- forward -------------------------------------------------------------------------------
@@ -410,7 +415,7 @@ bool HasAvx512() {
 }
 
 void ForwardWork(ForwardJob& j) {
-  Scratch scratch(j.d.K);
+  Scratch scratch(j.d);
   const auto task = HasAvx512() ? ForwardTask512 : ForwardTask256;
   j.tasks.Run([&](int64_t t) { task(j, t, scratch); });
 }
@@ -421,9 +426,10 @@ struct BackwardJob {
   const float *q, *k, *kt, *vt, *lse, *dout, *delta;  // kt, vt: k and v Transposed
   const int32_t* seg;
   float *dq, *dk, *dv;
+  float *dk_heads, *dv_heads;  // [B, T, H, K]: each query head's share (= dk, dv when R = 1)
   Dims d;
-  twofiles::Tasks kv_tasks;  // pass 1: B * G * blocks, the first key blocks (most work) first
-  twofiles::Tasks q_tasks;   // pass 2: B * H * blocks, the last query blocks first
+  twofiles::Tasks head_tasks;   // pass 1: B * H, one per query head
+  twofiles::Tasks group_tasks;  // pass 2 (R > 1 only): B * blocks, summing heads into groups
 };
 
 // Query block qi of head h: its n rows of q and dout, read in place (ld floats apart), and
@@ -456,74 +462,70 @@ TF_INLINE void ProbsAndScoreGrads(const BackwardJob& j, const int32_t* seg, int6
       ds[i * kBlock + s] = p[i * kBlock + s] * (ds[i * kBlock + s] - qb.delta[i]);
 }
 
+// Query head h of batch row b, whole: for each key block, its dk and dv shares over the query
+// blocks at or after it, and dq accumulated across key blocks in the task's own [T, K] rows.
+// Every output row has exactly one writer, so no atomics; five tile products per tile pair.
 template <class Isa>
-TF_INLINE void KeyValueGradTask(const BackwardJob& j, int64_t task, Scratch& sc) {
+TF_INLINE void HeadGradTask(const BackwardJob& j, int64_t task, Scratch& sc) {
   const Dims& d = j.d;
-  const int64_t K = d.K, bg = task % (d.B * d.G), b = bg / d.G, g = bg % d.G;
-  const int64_t kj = task / (d.B * d.G), s0 = kj * kBlock, m = std::min(kBlock, d.T - s0);
+  const int64_t K = d.K, b = task / d.H, h = task % d.H, g = h / d.R(), ld = d.H * K;
   const int32_t* seg = j.seg + b * d.T;
-  const int64_t at = ((b * d.T + s0) * d.G + g) * K;
-  float *dk = sc.dacc.data(), *dv = sc.dacc2.data();
-  std::fill(sc.dacc.begin(), sc.dacc.end(), 0.0f);
-  std::fill(sc.dacc2.begin(), sc.dacc2.end(), 0.0f);
-  for (int64_t r = 0; r < d.R(); ++r) {
-    const int64_t h = g * d.R() + r;
+  float *dk = sc.dacc.data(), *dv = sc.dacc2.data(), *dq = sc.dq.data();
+  std::fill(sc.dq.begin(), sc.dq.end(), 0.0f);
+  for (int64_t kj = 0; kj < d.Blocks(); ++kj) {
+    const int64_t s0 = kj * kBlock, m = std::min(kBlock, d.T - s0);
+    const float* k = j.k + ((b * d.T + s0) * d.G + g) * K;
+    std::fill(sc.dacc.begin(), sc.dacc.end(), 0.0f);
+    std::fill(sc.dacc2.begin(), sc.dacc2.end(), 0.0f);
     for (int64_t qi = kj; qi < d.Blocks(); ++qi) {
       const QueryBlock qb = QueryBlockOf(j, b, h, qi);
       ProbsAndScoreGrads<Isa>(j, seg, b, g, qb, s0, m, sc);
       AccumulateCols<Isa>(sc.s.data(), qb.n, m, K, qb.dout, qb.ld, dv);  // dv += P^T dout
       AccumulateCols<Isa>(sc.dp.data(), qb.n, m, K, qb.q, qb.ld, dk);    // dk += dS^T q
+      AccumulateRows<Isa>(sc.dp.data(), qb.n, m, K, k, d.G * K, dq + qb.t0 * K);  // dq += dS k
+    }
+    const int64_t at = ((b * d.T + s0) * d.H + h) * K;
+    for (int64_t s = 0; s < m; ++s) {
+      std::memcpy(j.dk_heads + at + s * ld, dk + s * K, K * sizeof(float));
+      std::memcpy(j.dv_heads + at + s * ld, dv + s * K, K * sizeof(float));
     }
   }
-  for (int64_t s = 0; s < m; ++s) {
-    std::memcpy(j.dk + at + s * d.G * K, dk + s * K, K * sizeof(float));
-    std::memcpy(j.dv + at + s * d.G * K, dv + s * K, K * sizeof(float));
-  }
+  for (int64_t t = 0; t < d.T; ++t)
+    std::memcpy(j.dq + ((b * d.T + t) * d.H + h) * K, dq + t * K, K * sizeof(float));
 }
 
-template <class Isa>
-TF_INLINE void QueryGradTask(const BackwardJob& j, int64_t task, Scratch& sc) {
+TF_AVX512 void HeadGradTask512(const BackwardJob& j, int64_t t, Scratch& sc) {
+  HeadGradTask<Avx512>(j, t, sc);
+}
+void HeadGradTask256(const BackwardJob& j, int64_t t, Scratch& sc) { HeadGradTask<Avx2>(j, t, sc); }
+
+void HeadGradWork(BackwardJob& j) {
+  Scratch scratch(j.d);
+  scratch.dq.resize(j.d.Padded() * j.d.K);  // the task's dq rows, the whole sequence
+  const auto task = HasAvx512() ? HeadGradTask512 : HeadGradTask256;
+  j.head_tasks.Run([&](int64_t t) { task(j, t, scratch); });
+}
+
+// dk and dv of kv head g: the sums of its R query heads' shares, for one block of one row.
+void GroupSumWork(BackwardJob& j) {
   const Dims& d = j.d;
-  const int64_t K = d.K, bh = task % (d.B * d.H), b = bh / d.H, h = bh % d.H, g = h / d.R();
-  const int64_t qi = d.Blocks() - 1 - task / (d.B * d.H);
-  const int32_t* seg = j.seg + b * d.T;
-  const QueryBlock qb = QueryBlockOf(j, b, h, qi);
-  const int64_t t0 = qb.t0, n = qb.n;
-  float* dq = sc.dacc.data();
-  std::fill(sc.dacc.begin(), sc.dacc.end(), 0.0f);
-  for (int64_t kj = 0; kj <= qi; ++kj) {
-    const int64_t s0 = kj * kBlock, m = std::min(kBlock, d.T - s0);
-    const int64_t at = ((b * d.T + s0) * d.G + g) * K;
-    ProbsAndScoreGrads<Isa>(j, seg, b, g, qb, s0, m, sc);
-    AccumulateRows<Isa>(sc.dp.data(), n, m, K, j.k + at, d.G * K, dq);  // dq += dS k
-  }
-  for (int64_t i = 0; i < n; ++i)
-    std::memcpy(j.dq + ((b * d.T + t0 + i) * d.H + h) * K, dq + i * K, K * sizeof(float));
-}
-
-TF_AVX512 void KeyValueGradTask512(const BackwardJob& j, int64_t t, Scratch& sc) {
-  KeyValueGradTask<Avx512>(j, t, sc);
-}
-void KeyValueGradTask256(const BackwardJob& j, int64_t t, Scratch& sc) {
-  KeyValueGradTask<Avx2>(j, t, sc);
-}
-TF_AVX512 void QueryGradTask512(const BackwardJob& j, int64_t t, Scratch& sc) {
-  QueryGradTask<Avx512>(j, t, sc);
-}
-void QueryGradTask256(const BackwardJob& j, int64_t t, Scratch& sc) {
-  QueryGradTask<Avx2>(j, t, sc);
-}
-
-void KeyValueGradWork(BackwardJob& j) {
-  Scratch scratch(j.d.K);
-  const auto task = HasAvx512() ? KeyValueGradTask512 : KeyValueGradTask256;
-  j.kv_tasks.Run([&](int64_t t) { task(j, t, scratch); });
-}
-
-void QueryGradWork(BackwardJob& j) {
-  Scratch scratch(j.d.K);
-  const auto task = HasAvx512() ? QueryGradTask512 : QueryGradTask256;
-  j.q_tasks.Run([&](int64_t t) { task(j, t, scratch); });
+  j.group_tasks.Run([&](int64_t task) {
+    const int64_t b = task / d.Blocks(), t0 = task % d.Blocks() * kBlock;
+    for (int64_t t = t0; t < std::min(t0 + kBlock, d.T); ++t)
+      for (int64_t g = 0; g < d.G; ++g) {
+        const int64_t out = ((b * d.T + t) * d.G + g) * d.K;
+        const int64_t in = ((b * d.T + t) * d.H + g * d.R()) * d.K;
+        for (int64_t x = 0; x < d.K; ++x) {
+          float sk = 0.0f, sv = 0.0f;
+          for (int64_t r = 0; r < d.R(); ++r) {
+            sk += j.dk_heads[in + r * d.K + x];
+            sv += j.dv_heads[in + r * d.K + x];
+          }
+          j.dk[out + x] = sk;
+          j.dv[out + x] = sv;
+        }
+      }
+  });
 }
 
 // ---- XLA FFI handlers ----------------------------------------------------------------------
@@ -583,12 +585,21 @@ ffi::Error BackwardImpl(ffi::ThreadPool pool, F32x4 q, F32x4 k, F32x4 v, Segment
   job->dq = dq->typed_data();
   job->dk = dk->typed_data();
   job->dv = dv->typed_data();
-  job->kv_tasks.n = job->d.B * job->d.G * job->d.Blocks();
-  job->q_tasks.n = job->d.B * job->d.H * job->d.Blocks();
-  twofiles::Spread(pool, job, job->kv_tasks.n, KeyValueGradWork);
-  job->kv_tasks.Wait();
-  twofiles::Spread(pool, job, job->q_tasks.n, QueryGradWork);
-  job->q_tasks.Wait();
+  std::vector<float> dk_heads, dv_heads;  // with R = 1 the heads are the groups
+  if (job->d.R() > 1) {
+    dk_heads.resize(q.element_count());
+    dv_heads.resize(q.element_count());
+  }
+  job->dk_heads = job->d.R() > 1 ? dk_heads.data() : job->dk;
+  job->dv_heads = job->d.R() > 1 ? dv_heads.data() : job->dv;
+  job->head_tasks.n = job->d.B * job->d.H;
+  twofiles::Spread(pool, job, job->head_tasks.n, HeadGradWork);
+  job->head_tasks.Wait();
+  if (job->d.R() > 1) {
+    job->group_tasks.n = job->d.B * job->d.Blocks();
+    twofiles::Spread(pool, job, job->group_tasks.n, GroupSumWork);
+    job->group_tasks.Wait();
+  }
   return ffi::Error::Success();
 }
 
