@@ -32,10 +32,6 @@ TUNABLES = (
     "glibc.malloc.mmap_max=0",  # large buffers from the heap, not a fresh mapping each
     "glibc.malloc.trim_threshold=68719476736",  # freed memory is kept, not given back
     "glibc.malloc.top_pad=268435456",  # the heap grows in 256 MiB steps (fewer brk calls)
-    # The heap in transparent huge pages where the kernel gives them on request (THP "madvise",
-    # as on Debian): fewer TLB misses for the step's GB of buffers. Zen 5, bf16 bench step,
-    # alternating processes: 750 / 730 / 776 ms median against 1051 / 803 / 818 without.
-    "glibc.malloc.hugetlb=1",
 )
 # For a process that also runs PyTorch (benchmarks/train_throughput.py races it): torch's
 # compiled bf16 step took 947 ms with one arena against 512 with two (its threads contend for
