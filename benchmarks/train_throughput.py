@@ -264,10 +264,28 @@ twofiles-bf16-flash --rounds 12`, load 1.98 -> 1.95):
   | twofiles bf16, flash + chunks    |       999 |    881 |     4099 |     0.84x [0.78, 0.90] |
 
   (paired: 95% intervals of the per-round ratio.)
-Not met: 1.2x, nor 1.0x. No ceiling excuses it: the step's 367 GFLOP at the best single bf16
-matmul here (908 GFLOP/s) is 405 ms against torch's 789-809 ms step (1.2x: ~665 ms). The dots
-already run at ~800 GFLOP/s in the step; what separates the two is the ~330 ms of non-matmul
-work (flash 136, elementwise 192) plus ~90 ms between ops, against ~330 ms in all for torch's.
+
+  - then the flash backward in FlashAttention-2's five tile products instead of seven (one task
+    per query head, its dq in its own rows): one layer's forward + backward 21.9 -> 17.4 ms
+    (best of 20; medians of 4 alternating processes each 22.3-27.8 -> 17.2-22.5 ms); in the
+    step's profile the kernel's backward 100-117 -> 66 ms, the whole kernel 136-157 -> 108.
+  - two races after it (`--rounds 12`, same variants), twofiles bf16 against torch's bf16:
+    1218 / 860 ms, 0.73x [0.69, 0.77] (load 0.76 -> 1.74), then 779 / 910 ms, 1.18x [1.13,
+    1.23] (load 1.20 -> 1.99). Within each race twofiles' step held steady (1039-1358 ms in the
+    first, 710-851 in the second) while torch's did not move much: the same code was fast or
+    slow per process. Unexplained; one candidate is memory placement, since:
+  - glibc.malloc.hugetlb=1 (the heap in transparent huge pages) ran the bf16 step at 730-776
+    ms median against 803-1051 without (alternating processes, 3 each) and fp32 1510-1583
+    against 1585-1651. But in the race process single steps then stalled by 1.3-1.4 s (2087-3069
+    ms), suspected THP compaction on fault: races 0.93x [0.88, 0.99] and 0.82x [0.63, 1.06]
+    (median 0.95x). Not kept.
+Not met as a reproducible result: 1.2x, nor 1.0x. Of the two races after the last kernel
+change (without huge pages) one gave 1.18x [1.13, 1.23] and the other 0.73x [0.69, 0.77]; a
+target needs a result that holds from run to run. No ceiling excuses it: the step's 367 GFLOP
+at the best single bf16 matmul here (908 GFLOP/s) is 405 ms against torch's 768-910 ms step
+(1.2x: ~640-760 ms). The dots already run at ~800 GFLOP/s in the step; what separates the two
+is the non-matmul work (flash now 108 ms, elementwise ~200-235) plus ~80 ms between ops,
+against ~330 ms in all for torch's; and the per-process swing above.
 """
 
 from __future__ import annotations
