@@ -221,13 +221,11 @@ def main(argv=None):
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"the ops' intervals cover {busy_us(op_events) / 1e3 / args.steps:.0f} ms of wall time "
           "per step (less than their sum where independent ops ran at the same time)")
-    starts = sorted(e["ts"] for e in op_events)
-    span = max(e["ts"] + e["dur"] for e in op_events) - starts[0]
+    span = max(e["ts"] + e["dur"] for e in op_events) - min(e["ts"] for e in op_events)
     print(f"  {len(op_events) / args.steps:.0f} ops a step; from the first op's start to the "
           f"last's end {span / 1e3 / args.steps:.0f} ms a step (the host work between included)")
     share = shared_us(op_events)
-    dot_names = {n for n, ins in instrs.items() if ins["op"] == "dot" or any(
-        dots_under(comps, c) for c in called(ins))}
+    dot_names = {name for _, _, name, _, _ in dot_rows}
     groups = collections.Counter()
     for name, us in share.items():
         group = ("dots" if name in dot_names else
