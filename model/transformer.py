@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from model import precision
+from model.activations import swiglu
 from model.config import ModelConfig
 from model.ops import DEFAULT as DEFAULT_OPS, AttentionContext, Ops
 
@@ -120,8 +121,7 @@ def block(x_BTD, layer, kv, rope_BTk, attn_ctx, cfg: ModelConfig, ops: Ops = DEF
     x_BTD = x_BTD + matmul("wo", attn_BTHK, layer, cfg)
 
     h_BTD = rms_norm(x_BTD, layer["mlp_norm"], cfg.norm_eps)
-    gate_BTF, up_BTF = jnp.split(matmul("gate_up", h_BTD, layer, cfg), 2, axis=-1)
-    x_BTD = x_BTD + matmul("down", jax.nn.silu(gate_BTF) * up_BTF, layer, cfg)
+    x_BTD = x_BTD + matmul("down", swiglu(matmul("gate_up", h_BTD, layer, cfg)), layer, cfg)
     return x_BTD, new_kv
 
 

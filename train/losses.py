@@ -8,13 +8,30 @@ rebuilds them from token values.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import model
 from model import precision
 from infer.kernels import flash_attention
+
+
+def _hidden_and_unembed(params, inputs_BT, mcfg, positions_BT, segment_ids_BT, ops):
+    """The final-normed hidden states [B, T, D] and the output projection [D, V]."""
+    hidden_BTD, _ = model.forward(params, inputs_BT, mcfg, positions_BT=positions_BT,
+                                  segment_ids_BT=segment_ids_BT, ops=ops, return_hidden=True)
+    return hidden_BTD, params["embed"].T if mcfg.tie_embeddings else params["unembed"]
+
+
+def _kernel_options(kernels):
+    """(attention ops, loss chunk) of a train.config.KernelsConfig or None."""
+    attention = kernels.attention if kernels is not None else "xla"
+    chunk = kernels.loss_chunk if kernels is not None else 0
+    return (flash_attention.model_ops() if attention == "flash" else model.ops.DEFAULT), chunk
 
 
 def token_losses(params, inputs_BT, targets_BT, mcfg: model.ModelConfig, *,
@@ -23,19 +40,14 @@ def token_losses(params, inputs_BT, targets_BT, mcfg: model.ModelConfig, *,
     and positions (train.packing). `kernels` (train.config.KernelsConfig) may ask for flash
     attention and a chunked loss; None (or its defaults) is model.forward's logits as they
     always were."""
-    attention = kernels.attention if kernels is not None else "xla"
-    chunk = kernels.loss_chunk if kernels is not None else 0
-    ops = model.ops.DEFAULT
-    if attention == "flash":
-        ops = flash_attention.model_ops()
+    ops, chunk = _kernel_options(kernels)
     if chunk == 0:
         logits_BTV, _ = model.forward(params, inputs_BT, mcfg, positions_BT=positions_BT,
                                       segment_ids_BT=segment_ids_BT, ops=ops)
         return optax.softmax_cross_entropy_with_integer_labels(
             logits_BTV.astype(jnp.float32), targets_BT)
-    hidden_BTD, _ = model.forward(params, inputs_BT, mcfg, positions_BT=positions_BT,
-                                  segment_ids_BT=segment_ids_BT, ops=ops, return_hidden=True)
-    unembed_DV = params["embed"].T if mcfg.tie_embeddings else params["unembed"]
+    hidden_BTD, unembed_DV = _hidden_and_unembed(params, inputs_BT, mcfg, positions_BT,
+                                                 segment_ids_BT, ops)
     return chunked_token_losses(hidden_BTD, unembed_DV, targets_BT, chunk, mcfg.compute_dtype)
 
 
@@ -67,11 +79,89 @@ def chunked_token_losses(hidden_BTD, unembed_DV, targets_BT, chunk: int,
     return nll_CN.reshape(-1)[:n].reshape(B, T)
 
 
+def chunked_loss_sum(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk: int,
+                     compute_dtype: str = "float32") -> jax.Array:
+    """sum(weights * nll) of the output projection + cross-entropy, in chunks of `chunk` tokens,
+    with both gradients computed in the forward pass.
+
+    The gradient of a weighted sum with respect to a chunk's logits, weights * (softmax -
+    one_hot), is known once the chunk's logits are: so each chunk's dh and its share of dW are
+    computed right there, and the backward only scales them by the cotangent (Liger-Kernel's
+    fused linear cross-entropy does the same on GPUs). chunked_token_losses, whose per-token
+    cotangents arrive only in the backward, has to compute every chunk's logits twice; this
+    does it once: 3 of 4 vocabulary-sized matmuls, and no second softmax. Only one chunk's
+    [chunk, V] logits exist at a time. `weights_BT` get no gradient (they are masks or
+    fixed token weights). Matmul inputs in `compute_dtype` with float32 results; the
+    logits' gradient is rounded to `compute_dtype` before its two matmuls, as
+    model.precision's backward rounds a cotangent.
+    """
+    return _chunked_loss_sum(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk,
+                             compute_dtype)
+
+
+def _loss_sum_and_grads(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, compute_dtype):
+    B, T, D = hidden_BTD.shape
+    V = unembed_DV.shape[1]
+    n = B * T
+    pad = -n % chunk
+    h_CND = jnp.pad(hidden_BTD.reshape(n, D), ((0, pad), (0, 0))).reshape(-1, chunk, D)
+    t_CN = jnp.pad(targets_BT.reshape(n), (0, pad)).reshape(-1, chunk)
+    w_CN = jnp.pad(weights_BT.reshape(n).astype(jnp.float32), (0, pad)).reshape(-1, chunk)
+    # Materialised once in the compute dtype; the barrier keeps XLA from folding a tied
+    # embedding's transpose into the dots (see model.precision's backward).
+    w_DV = jax.lax.optimization_barrier(unembed_DV.astype(compute_dtype))
+
+    def body(dw_DV, chunk_in):
+        h_ND, t_N, weight_N = chunk_in
+        h_c = h_ND.astype(compute_dtype)
+        logits_NV = jnp.einsum("nd,dv->nv", h_c, w_DV, preferred_element_type=jnp.float32)
+        lse_N = jax.nn.logsumexp(logits_NV, axis=-1)
+        target_logit_N = jnp.take_along_axis(logits_NV, t_N[:, None], axis=-1)[:, 0]
+        is_target_NV = jax.lax.broadcasted_iota(jnp.int32, logits_NV.shape, 1) == t_N[:, None]
+        p_NV = jnp.exp(logits_NV - lse_N[:, None])
+        g_NV = (weight_N[:, None] * jnp.where(is_target_NV, p_NV - 1.0, p_NV)).astype(
+            compute_dtype)
+        dh_ND = jnp.einsum("nv,dv->nd", g_NV, w_DV, preferred_element_type=jnp.float32)
+        dw_DV = dw_DV + jax.lax.optimization_barrier(
+            jnp.einsum("nd,nv->dv", h_c, g_NV, preferred_element_type=jnp.float32))
+        return dw_DV, (jnp.sum(weight_N * (lse_N - target_logit_N)), dh_ND)
+
+    dw_DV, (sums_C, dh_CND) = jax.lax.scan(body, jnp.zeros((D, V), jnp.float32),
+                                          (h_CND, t_CN, w_CN))
+    dh_BTD = dh_CND.reshape(-1, D)[:n].reshape(B, T, D)
+    return sums_C.sum(), (dh_BTD, dw_DV)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _chunked_loss_sum(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, compute_dtype):
+    return _loss_sum_and_grads(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk,
+                               compute_dtype)[0]
+
+
+def _chunked_loss_sum_fwd(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, compute_dtype):
+    total, (dh_BTD, dw_DV) = _loss_sum_and_grads(hidden_BTD, unembed_DV, targets_BT, weights_BT,
+                                                 chunk, compute_dtype)
+    # The primals' dtypes travel as zero-size arrays (residuals must be JAX types).
+    kinds = (jnp.zeros((0,), hidden_BTD.dtype), jnp.zeros((0,), unembed_DV.dtype))
+    return total, (dh_BTD, dw_DV, kinds, targets_BT, weights_BT)
+
+
+def _chunked_loss_sum_bwd(chunk, compute_dtype, res, g):
+    dh_BTD, dw_DV, (h_kind, w_kind), targets_BT, weights_BT = res
+    zero_t = np.zeros(targets_BT.shape, jax.dtypes.float0)
+    return ((g * dh_BTD).astype(h_kind.dtype), (g * dw_DV).astype(w_kind.dtype), zero_t,
+            jnp.zeros_like(weights_BT))
+
+
+_chunked_loss_sum.defvjp(_chunked_loss_sum_fwd, _chunked_loss_sum_bwd)
+
+
 def masked_next_token_loss(params, batch: dict, frozen, cfg: model.ModelConfig, kernels=None):
     """Next-token loss over the targets where batch["loss_mask"] is non-zero.
 
     batch: int32 "inputs" and "targets" [B, T] and "loss_mask" [B, T] (bool, int or float
-    weights); packed conversations add "segment_ids" and "positions" (train.packing). A masked target never enters the computation (it is replaced by token 0 before
+    weights); packed conversations add "segment_ids" and "positions" (train.packing). A
+    masked target never enters the computation (it is replaced by token 0 before
     the loss and multiplied by zero after), so padding or prompt tokens there, whatever their
     value, leave the loss and its gradient bit for bit unchanged. `frozen` is unused: the
     signature is the loop's. `kernels`: see token_losses. Returns (summed loss, summed mask, {}).
@@ -79,6 +169,14 @@ def masked_next_token_loss(params, batch: dict, frozen, cfg: model.ModelConfig, 
     del frozen
     mask_BT = batch["loss_mask"].astype(jnp.float32)
     targets_BT = jnp.where(mask_BT != 0, batch["targets"], 0)
+    ops, chunk = _kernel_options(kernels)
+    if chunk:  # the sum's gradient is known in the forward: no second pass over the logits
+        hidden_BTD, unembed_DV = _hidden_and_unembed(params, batch["inputs"], cfg,
+                                                     batch.get("positions"),
+                                                     batch.get("segment_ids"), ops)
+        loss_sum = chunked_loss_sum(hidden_BTD, unembed_DV, targets_BT, mask_BT, chunk,
+                                    cfg.compute_dtype)
+        return loss_sum, mask_BT.sum(), {}
     nll_BT = token_losses(params, batch["inputs"], targets_BT, cfg,
                           positions_BT=batch.get("positions"),
                           segment_ids_BT=batch.get("segment_ids"), kernels=kernels)
