@@ -346,6 +346,10 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="torch intra-op threads (XLA's CPU pool uses every core)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    p.add_argument("--one-process", action="store_true",
+                   help="step every variant in this process (two malloc arenas, as torch wants), "
+                        "not in one worker process per framework")
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # a worker
     args = p.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(args.variants) - set(ALL_VARIANTS))
@@ -483,6 +487,108 @@ def torch_loss(cfg, params, inputs, targets) -> float:
                                  torch.from_numpy(targets).long()))
 
 
+# ---- one process per framework ---------------------------------------------------------------
+
+FRAMEWORK_TUNABLES = {"twofiles": "TUNABLES", "torch": "SHARED_TUNABLES"}
+# Each framework's variants run in a worker process of its own, under the glibc malloc settings
+# it is fastest with (train.host_malloc): twofiles' are `python -m train`'s (one arena), torch's
+# two arenas (its compiled bf16 step: 749 against 880 ms median with glibc's defaults, 12
+# interleaved rounds, Zen 5). In one shared process with two arenas, XLA's step ran at one of
+# two speeds fixed at start-up: ~1150 ms in 2 of 6 processes, 790-880 in the others, and the
+# slow ones held a third of the memory (RSS ~750 MB against 1.5-3.2 GB: their buffers were
+# given back and faulted in again each step). With one arena, 6 of 6 ran at 760-914 ms.
+
+
+def framework_of(name: str) -> str:
+    return "torch" if name.startswith("torch") else "twofiles"
+
+
+def build_variant(name, cfg, params0, inputs, targets):
+    if framework_of(name) == "torch":
+        return TorchVariant(name, cfg, params0, inputs, targets)
+    return JaxVariant(name, cfg, variant_dtype(name), params0, inputs, targets)
+
+
+def serve(args) -> None:
+    """A worker: builds its variants, says "ready <its GLIBC_TUNABLES>", then runs one timed
+    step per line read ("<variant>"), answering "<wall s> <cpu s> <loss>"; an empty line ends
+    it."""
+    import jax
+    import numpy as np
+    import torch
+
+    import model
+
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, args.overrides)
+    inputs, targets = make_batch(cfg)
+    params0 = jax.tree.map(np.asarray, model.init(cfg.model, jax.random.key(cfg.seed)))
+    variants = {n: build_variant(n, cfg, params0, inputs, targets) for n in args.variants}
+    print("ready", os.environ.get("GLIBC_TUNABLES", ""), flush=True)  # as the worker sees it
+    for line in sys.stdin:
+        name = line.strip()
+        if not name:
+            break
+        start, cpu_start = time.perf_counter(), time.process_time()
+        loss = variants[name].step()
+        print(f"{time.perf_counter() - start} {time.process_time() - cpu_start} {loss}",
+              flush=True)
+
+
+class RemoteVariant:
+    """A variant stepped in a worker process (`serve`); the race times it there."""
+
+    def __init__(self, name: str, worker, tunables: str):
+        self.name, self.worker, self.tunables = name, worker, tunables
+        self.cpu_time = 0.0
+
+    def step(self) -> float:
+        self.worker.stdin.write(self.name + "\n")
+        self.worker.stdin.flush()
+        answer = self.worker.stdout.readline().split()
+        if len(answer) != 3:
+            raise SystemExit(f"the worker stepping {self.name} stopped (exit code "
+                             f"{self.worker.poll()}); its error is printed above")
+        self.wall_time, self.cpu_time, loss = map(float, answer)
+        return loss
+
+
+def start_workers(args) -> tuple[list, list[RemoteVariant]]:
+    """One worker per framework among args.variants, each under its FRAMEWORK_TUNABLES."""
+    import subprocess
+
+    from train import host_malloc
+
+    workers, remote = [], {}
+    for fw in dict.fromkeys(framework_of(n) for n in args.variants):
+        names = [n for n in args.variants if framework_of(n) == fw]
+        env = dict(os.environ)
+        if host_malloc.wanted():
+            tunables = getattr(host_malloc, FRAMEWORK_TUNABLES[fw])
+            env["GLIBC_TUNABLES"] = host_malloc.tunables_value("", tunables)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", "--config", args.config,
+               "--threads", str(args.threads), "--variants", ",".join(names)]
+        for o in args.overrides:
+            cmd += ["--set", o]
+        w = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             env=env)
+        ready, _, seen = w.stdout.readline().strip().partition(" ")
+        if ready != "ready":
+            raise SystemExit(f"the {fw} worker failed to start (exit code {w.wait()})")
+        print(f"  {fw} worker: {', '.join(names)}; GLIBC_TUNABLES={seen or '(glibc defaults)'}",
+              flush=True)
+        workers.append(w)
+        remote.update({n: RemoteVariant(n, w, seen) for n in names})
+    return workers, [remote[n] for n in args.variants]
+
+
+def stop_workers(workers) -> None:
+    for w in workers:
+        w.stdin.write("\n")
+        w.stdin.close()
+        w.wait()
+
+
 # ---- the race ------------------------------------------------------------------------------
 
 def parity_check(cfg, params0, inputs, targets) -> dict:
@@ -508,10 +614,13 @@ def race(variants, rounds: int, warmup: int) -> dict[str, dict]:
         for v in order:
             start, cpu_start = time.perf_counter(), time.process_time()
             loss = v.step()
-            out[v.name]["times"].append(time.perf_counter() - start)
-            # CPU seconds of this process (all threads): less sensitive than wall time to other
-            # processes' load, though it also counts threads spinning while they wait.
-            out[v.name]["cpu_times"].append(time.process_time() - cpu_start)
+            wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+            if isinstance(v, RemoteVariant):  # timed in its worker, without the pipe
+                wall, cpu = v.wall_time, v.cpu_time
+            out[v.name]["times"].append(wall)
+            # CPU seconds of the stepping process (all threads): less sensitive than wall time
+            # to other processes' load, though it also counts threads spinning while they wait.
+            out[v.name]["cpu_times"].append(cpu)
             out[v.name]["losses"].append(loss)
         print(f"  round {r + 1}/{rounds}: " + "  ".join(
             f"{v.name} {out[v.name]['times'][-1] * 1e3:.0f}ms" for v in variants), flush=True)
@@ -642,7 +751,8 @@ def main(argv=None) -> dict:
           f"{load[2]:.2f}")
     for dtype in peaks:  # MFU is against the peak of the variant's matmul dtype
         print(f"peak {dtype}: {peaks[dtype] / 1e9:.0f} GFLOP/s ({notes[dtype]})")
-    print(f"malloc: GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES') or '(glibc defaults)'}")
+    print(f"malloc here: GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES') or '(glibc defaults)'}"
+          + ("" if args.one_process else "; the variants step in one worker per framework"))
 
     check = parity_check(cfg, params0, inputs, targets)
     print(f"step-0 loss, float32, same weights and tokens: twofiles {check['jax_loss']:.6f}  "
@@ -651,14 +761,15 @@ def main(argv=None) -> dict:
     if not check["ok"]:
         raise SystemExit("the two implementations disagree at step 0; refusing to race them")
 
-    variants = []
-    for name in args.variants:
-        if name.startswith("torch"):
-            variants.append(TorchVariant(name, cfg, params0, inputs, targets))
-        else:
-            dtype = variant_dtype(name)
-            variants.append(JaxVariant(name, cfg, dtype, params0, inputs, targets))
-    results = race(variants, args.rounds, args.warmup)
+    workers = []
+    if args.one_process:
+        variants = [build_variant(n, cfg, params0, inputs, targets) for n in args.variants]
+    else:
+        workers, variants = start_workers(args)
+    try:
+        results = race(variants, args.rounds, args.warmup)
+    finally:
+        stop_workers(workers)
     measured = {dtype: matmul_rates(cfg, dtype)
                 for dtype in sorted({variant_dtype(n) for n in args.variants})}
     rows = summarise(results, cfg, peaks)
@@ -686,7 +797,11 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    from train import host_malloc
-    # as `python -m train` runs, but with the arenas torch's step is fastest with (host_malloc)
-    host_malloc.reexec_with_tunables(host_malloc.SHARED_TUNABLES)
-    main()
+    if "--serve" in sys.argv:  # a worker: start_workers set its malloc tunables
+        serve(parse_args())
+    else:
+        from train import host_malloc
+        # the parity check and single matmuls run here, and with --one-process the race: with
+        # the arenas torch's step is fastest with (host_malloc)
+        host_malloc.reexec_with_tunables(host_malloc.SHARED_TUNABLES)
+        main()
