@@ -137,8 +137,9 @@ def _loss_sum_and_grads(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, c
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def _chunked_loss_sum(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, compute_dtype):
-    return _loss_sum_and_grads(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk,
-                               compute_dtype)[0]
+    # Undifferentiated (an evaluation), the value alone: no gradients to make and drop.
+    nll_BT = chunked_token_losses(hidden_BTD, unembed_DV, targets_BT, chunk, compute_dtype)
+    return jnp.sum(weights_BT.astype(jnp.float32) * nll_BT)
 
 
 def _chunked_loss_sum_fwd(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, compute_dtype):
