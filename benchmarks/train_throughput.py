@@ -549,9 +549,10 @@ FRAMEWORK_TUNABLES = {"twofiles": "TUNABLES", "torch": "SHARED_TUNABLES"}
 # it is fastest with (train.host_malloc): twofiles' are `python -m train`'s (one arena), torch's
 # two arenas (its compiled bf16 step: 749 against 880 ms median with glibc's defaults, 12
 # interleaved rounds, Zen 5). In one shared process with two arenas, XLA's step ran at one of
-# two speeds fixed at start-up: ~1150 ms in 2 of 6 processes, 790-880 in the others, and the
+# two speeds fixed at start-up: ~1150 ms in 2 of 6 processes, 786-883 in the others, and the
 # slow ones held a third of the memory (RSS ~750 MB against 1.5-3.2 GB: their buffers were
 # given back and faulted in again each step). With one arena, 6 of 6 ran at 760-914 ms.
+# A worker's GLIBC_TUNABLES are exactly its framework's (a value set here is not passed on).
 
 
 def framework_of(name: str) -> str:
@@ -639,8 +640,11 @@ def start_workers(args) -> tuple[list, list[RemoteVariant]]:
 
 def stop_workers(workers) -> None:
     for w in workers:
-        w.stdin.write("\n")
-        w.stdin.close()
+        try:
+            w.stdin.write("\n")
+            w.stdin.close()
+        except OSError:  # it died already; its error was printed and the race stopped
+            pass
         w.wait()
 
 
