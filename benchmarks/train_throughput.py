@@ -12,9 +12,10 @@ loss of both frameworks at step 0 is compared on copied weights, so both race th
 Each framework's variants step in a worker process of its own, under the malloc settings that
 framework is fastest with (FRAMEWORK_TUNABLES; `--one-process` runs them all here). Timed
 steps are interleaved round-robin (one step of each variant per round, only one process
-working at a time), so a burst of load from other processes hits every variant alike; the table reports the median step time,
-tokens/s, the ratio to PyTorch's best variant (of the medians, and paired round by round with
-a 95% interval), and MFU (model.flops_per_token against the stated peak of train.metrics).
+working at a time), so a burst of load from other processes hits every variant alike; the
+table reports the median step time, tokens/s, the ratio to PyTorch's best variant (of the
+medians, and paired round by round with a 95% interval), and MFU (model.flops_per_token
+against the stated peak of train.metrics).
 
 Notes from the first measurements (2-core AMD EPYC, AVX2, jax 0.10.2, torch 2.13, load ~0.3-2):
 twofiles float32 ran at about 0.5x torch.compile, doing ~1.7x torch's CPU work per step. bf16
@@ -356,6 +357,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
+from train import host_malloc  # noqa: E402 (after the path; it imports no jax)
+
 TORCH_VARIANTS = ("torch-eager", "torch-compile", "torch-bf16", "torch-bf16-compile")
 JAX_VARIANTS = ("twofiles-fp32", "twofiles-bf16", "twofiles-fp32-flash", "twofiles-bf16-flash",
                 "twofiles-fp32-chunks", "twofiles-bf16-chunks")
@@ -544,7 +547,7 @@ def torch_loss(cfg, params, inputs, targets) -> float:
 
 # ---- one process per framework ---------------------------------------------------------------
 
-FRAMEWORK_TUNABLES = {"twofiles": "TUNABLES", "torch": "SHARED_TUNABLES"}
+FRAMEWORK_TUNABLES = {"twofiles": host_malloc.TUNABLES, "torch": host_malloc.SHARED_TUNABLES}
 # Each framework's variants run in a worker process of its own, under the glibc malloc settings
 # it is fastest with (train.host_malloc): twofiles' are `python -m train`'s (one arena), torch's
 # two arenas (its compiled bf16 step: 749 against 880 ms median with glibc's defaults, 12
@@ -565,10 +568,9 @@ def build_variant(name, cfg, params0, inputs, targets):
     return JaxVariant(name, cfg, variant_dtype(name), params0, inputs, targets)
 
 
-def serve(args) -> None:
-    """A worker: builds its variants, says "ready <its GLIBC_TUNABLES>", then runs one timed
-    step per line read ("<variant>"), answering "<wall s> <cpu s> <loss>"; an empty line ends
-    it."""
+def race_setup(args):
+    """(config, initial weights as numpy, inputs, targets): the same in the race's process and
+    in each worker, from the same arguments and seed."""
     import jax
     import numpy as np
     import torch
@@ -579,6 +581,14 @@ def serve(args) -> None:
     cfg = load_config(args.config, args.overrides)
     inputs, targets = make_batch(cfg)
     params0 = jax.tree.map(np.asarray, model.init(cfg.model, jax.random.key(cfg.seed)))
+    return cfg, params0, inputs, targets
+
+
+def serve(args) -> None:
+    """A worker: builds its variants, says "ready <its GLIBC_TUNABLES>", then runs one timed
+    step per line read ("<variant>"), answering "<wall s> <cpu s> <loss>"; an empty line ends
+    it."""
+    cfg, params0, inputs, targets = race_setup(args)
     variants = {n: build_variant(n, cfg, params0, inputs, targets) for n in args.variants}
     print("ready", os.environ.get("GLIBC_TUNABLES", ""), flush=True)  # as the worker sees it
     for line in sys.stdin:
@@ -596,7 +606,7 @@ class RemoteVariant:
 
     def __init__(self, name: str, worker, tunables: str):
         self.name, self.worker, self.tunables = name, worker, tunables
-        self.cpu_time = 0.0
+        self.wall_time = self.cpu_time = None  # of its last step, as the worker timed it
 
     def step(self) -> float:
         self.worker.stdin.write(self.name + "\n")
@@ -613,15 +623,12 @@ def start_workers(args) -> tuple[list, list[RemoteVariant]]:
     """One worker per framework among args.variants, each under its FRAMEWORK_TUNABLES."""
     import subprocess
 
-    from train import host_malloc
-
     workers, remote = [], {}
     for fw in dict.fromkeys(framework_of(n) for n in args.variants):
         names = [n for n in args.variants if framework_of(n) == fw]
         env = dict(os.environ)
         if host_malloc.wanted():
-            tunables = getattr(host_malloc, FRAMEWORK_TUNABLES[fw])
-            env["GLIBC_TUNABLES"] = host_malloc.tunables_value("", tunables)
+            env["GLIBC_TUNABLES"] = host_malloc.tunables_value("", FRAMEWORK_TUNABLES[fw])
         cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", "--config", args.config,
                "--threads", str(args.threads), "--variants", ",".join(names)]
         for o in args.overrides:
@@ -786,16 +793,12 @@ def print_table(rows, best_torch: str | None) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     import jax
-    import numpy as np
     import torch
 
     import model
     from train.metrics import peak_flops_per_device
 
-    torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, args.overrides)
-    inputs, targets = make_batch(cfg)
-    params0 = jax.tree.map(np.asarray, model.init(cfg.model, jax.random.key(cfg.seed)))
+    cfg, params0, inputs, targets = race_setup(args)
     peaks, notes = {}, {}
     for dtype in ("float32", "bfloat16"):
         peaks[dtype], notes[dtype] = peak_flops_per_device(cfg.peak_flops, dtype)
@@ -859,7 +862,6 @@ if __name__ == "__main__":
     if "--serve" in sys.argv:  # a worker: start_workers set its malloc tunables
         serve(parse_args())
     else:
-        from train import host_malloc
         # the parity check and single matmuls run here, and with --one-process the race: with
         # the arenas torch's step is fastest with (host_malloc)
         host_malloc.reexec_with_tunables(host_malloc.SHARED_TUNABLES)

@@ -12,8 +12,8 @@ peak = cores x clock x FMA units x lanes x 2 (a fused multiply-add is two flops)
   - clock: measured (infer/kernels/cpu_clock.cc: a chain of dependent adds, one a cycle; the
     fastest of several short runs, since preemption only slows one). Under a hypervisor
     /proc/cpuinfo's "cpu MHz" is the nominal clock: a 2-core Zen 5 guest said 2.60 GHz and
-    measured 3.64-4.02 across runs, and its single float32 and bf16 matmuls ran 23% and 30% above the peak
-    the nominal clock gives. /proc/cpuinfo's figure is the fallback where no compiler is found.
+    measured 3.64-4.02 across runs, and its single float32 and bf16 matmuls ran 23% and 30%
+    above the peak the nominal clock gives. /proc/cpuinfo's figure is the fallback where no compiler is found.
 """
 
 from __future__ import annotations

@@ -51,6 +51,14 @@ def token_losses(params, inputs_BT, targets_BT, mcfg: model.ModelConfig, *,
     return chunked_token_losses(hidden_BTD, unembed_DV, targets_BT, chunk, mcfg.compute_dtype)
 
 
+def _in_chunks(x_BT, chunk: int) -> jax.Array:
+    """[B, T, ...] as [C, chunk, ...]: the B x T tokens in order, zero-padded to whole chunks."""
+    x_N = x_BT.reshape(-1, *x_BT.shape[2:])
+    pad = -x_N.shape[0] % chunk
+    x_N = jnp.pad(x_N, ((0, pad),) + ((0, 0),) * (x_N.ndim - 1))
+    return x_N.reshape(-1, chunk, *x_N.shape[1:])
+
+
 def chunked_token_losses(hidden_BTD, unembed_DV, targets_BT, chunk: int,
                          compute_dtype: str = "float32") -> jax.Array:
     """The output projection and cross-entropy fused in chunks of `chunk` tokens, [B, T].
@@ -65,9 +73,7 @@ def chunked_token_losses(hidden_BTD, unembed_DV, targets_BT, chunk: int,
     """
     B, T, D = hidden_BTD.shape
     n = B * T
-    pad = -n % chunk
-    h_CND = jnp.pad(hidden_BTD.reshape(n, D), ((0, pad), (0, 0))).reshape(-1, chunk, D)
-    t_CN = jnp.pad(targets_BT.reshape(n), (0, pad)).reshape(-1, chunk)
+    h_CND, t_CN = _in_chunks(hidden_BTD, chunk), _in_chunks(targets_BT, chunk)
 
     @jax.checkpoint
     def chunk_losses(h_ND, t_N):
@@ -103,10 +109,8 @@ def _loss_sum_and_grads(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, c
     B, T, D = hidden_BTD.shape
     V = unembed_DV.shape[1]
     n = B * T
-    pad = -n % chunk
-    h_CND = jnp.pad(hidden_BTD.reshape(n, D), ((0, pad), (0, 0))).reshape(-1, chunk, D)
-    t_CN = jnp.pad(targets_BT.reshape(n), (0, pad)).reshape(-1, chunk)
-    w_CN = jnp.pad(weights_BT.reshape(n).astype(jnp.float32), (0, pad)).reshape(-1, chunk)
+    h_CND, t_CN = _in_chunks(hidden_BTD, chunk), _in_chunks(targets_BT, chunk)
+    w_CN = _in_chunks(weights_BT.astype(jnp.float32), chunk)
     # Materialised once in the compute dtype; the barrier keeps XLA from folding a tied
     # embedding's transpose into the dots (see model.precision's backward).
     w_DV = jax.lax.optimization_barrier(unembed_DV.astype(compute_dtype))
