@@ -4,8 +4,8 @@
                                          [--head-dim 64] [--rounds 10] [--layers 6]
 
 One layer's causal attention (infer/kernels/flash_attention.py) as jitted functions of q, k, v:
-the float32 kernel, the bf16 one (AMX tiles where the CPU has them), and model.forward's own
-XLA attention in float32 and bf16. The variants are timed interleaved round-robin in one
+the float32 kernel, the bf16 one (AMX tiles or vdpbf16ps, as the CPU has), and model.forward's
+own XLA attention in float32 and bf16. The variants are timed interleaved round-robin in one
 process (a burst of load from elsewhere hits all alike); the table gives the best and median
 ms of a call and, for `--layers` layers, the whole step's share. The FLOPs counted are the
 causal half's products: 2 per tile pair forward, 5 more backward (what both kernels do; XLA's
@@ -44,7 +44,7 @@ def variants(cfg32, cfg16):
     out = {"flash fp32": lambda q, k, v: fa.attention(q, k, v),
            "flash bf16": lambda q, k, v: fa.attention(q, k, v, dtype="bfloat16"),
            "xla fp32": xla(cfg32), "xla bf16": xla(cfg16)}
-    if not fa.amx_available():
+    if fa.bf16_engine() is None:
         out["flash bf16"] = None  # the float32 kernel again: nothing to compare
     return {n: f for n, f in out.items() if f is not None}
 

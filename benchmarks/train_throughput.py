@@ -167,7 +167,7 @@ Session 7 (the same Xeon; under the lock; the machine otherwise idle at load 0.1
     shapes alone ran 1385-1905 (bf16 operands, float32 result; 1340-1395 with the f32 -> bf16
     convert or the norm fused in), so ~2.5x of the dots' time is lost inside the step, not in
     the GEMM.
-  - flash attention on AMX tiles (infer/kernels/flash_attention_amx.cc, bf16 compute where
+  - flash attention on AMX tiles (infer/kernels/flash_attention_bf16.cc, bf16 compute where
     the CPU has AMX-BF16): the six layers' forward + backward 58 ms against the float32
     kernel's 209 (one layer 9.65 against 34.8 ms, best of 10, interleaved).
   - tried without gain: --xla_cpu_enable_concurrency_optimized_scheduler=false (interleaved in

@@ -1,8 +1,8 @@
 """Flash attention for training (infer/kernels/flash_attention.py): values and gradients equal
 model.forward's own attention (dense float32 XLA einsums, `_attention` of model.transformer) to
 float32 tolerance, causal, within packed segments, with grouped-query heads, at lengths that are
-not a multiple of the kernel's 64-token blocks; and the bf16 kernel on AMX tiles within the
-error of model.forward's own bf16 attention."""
+not a multiple of the kernel's 64-token blocks; and the bf16 kernel (AMX tiles or vdpbf16ps)
+within the error of model.forward's own bf16 attention."""
 
 import os
 import subprocess
@@ -67,30 +67,44 @@ def _rel_err(a, b):
     return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
 
 
-@pytest.mark.skipif(not fa.amx_available(), reason="needs a CPU with AMX-BF16 tiles")
-@pytest.mark.parametrize("B,T,H,G,K,segments", [
-    (2, 150, 4, 2, 64, True),    # GQA, packed segments, T not a multiple of 64
-    (1, 130, 2, 1, 32, False),   # the smallest head size the AMX tiles take
-])
-def test_bf16_kernel_is_as_accurate_as_xla_bf16(B, T, H, G, K, segments):
-    """Values and gradients of the AMX kernel are as close to the float32 attention as
-    model.forward's bf16 attention (XLA, the same bf16 rounding of q, k, v, probabilities and
-    cotangent) is: within 1.5x its error, and both near bf16's epsilon (2^-8)."""
+def _bf16_errors(got, q, k, v, seg, w):
+    """Relative errors of `got` (out, dq, dk, dv of the bf16 kernel) against the float32
+    attention, next to those of model.forward's bf16 attention (XLA, the same bf16 rounding of
+    q, k, v, probabilities and cotangent)."""
+    B, T, H, K = q.shape
+    G = k.shape[2]
     cfg32 = model.ModelConfig(n_heads=H, n_kv_heads=G, d_model=H * K, compute_dtype="float32")
     cfg16 = model.ModelConfig(n_heads=H, n_kv_heads=G, d_model=H * K, compute_dtype="bfloat16")
-    q, k, v, seg = _inputs(B, T, H, G, K, seed=5, segments=segments)
-    w = jnp.asarray(np.random.default_rng(6).normal(size=(B, T, H, K)), jnp.float32)
-    ours = lambda q, k, v: fa.attention(q, k, v, seg if segments else None, "bfloat16")
     exact = lambda q, k, v: _model_attention(q, k, v, seg, cfg32)
     xla16 = lambda q, k, v: _model_attention(q, k, v, seg, cfg16).astype(jnp.float32)
     grads = lambda f: jax.jit(jax.grad(lambda q, k, v: jnp.sum(f(q, k, v) * w), (0, 1, 2)))(
         q, k, v)
-    g_ours, g_exact, g_xla16 = grads(ours), grads(exact), grads(xla16)
-    pairs = [("out", jax.jit(ours)(q, k, v), exact(q, k, v), xla16(q, k, v))]
-    pairs += [(f"d{n}", a, b, c) for n, a, b, c in zip("qkv", g_ours, g_exact, g_xla16)]
-    for name, a, b, c in pairs:
-        err, err_xla = _rel_err(a, b), _rel_err(c, b)
+    want = [exact(q, k, v), *grads(exact)]
+    xla = [xla16(q, k, v), *grads(xla16)]
+    return {name: (_rel_err(a, b), _rel_err(c, b))
+            for name, a, b, c in zip(("out", "dq", "dk", "dv"), got, want, xla)}
+
+
+def _assert_as_accurate_as_xla_bf16(errors):
+    for name, (err, err_xla) in errors.items():
         assert err <= 1.5 * err_xla + 1e-4 and err < 2**-7, (name, err, err_xla)
+
+
+@pytest.mark.skipif(fa.bf16_engine() is None, reason="needs a CPU with AVX512_BF16")
+@pytest.mark.parametrize("B,T,H,G,K,segments", [
+    (2, 150, 4, 2, 64, True),    # GQA, packed segments, T not a multiple of 64
+    (1, 130, 2, 1, 32, False),   # the smallest head size the kernel takes
+])
+def test_bf16_kernel_is_as_accurate_as_xla_bf16(B, T, H, G, K, segments):
+    """Values and gradients of the bf16 kernel (this CPU's engine) are as close to the float32
+    attention as model.forward's bf16 attention is: within 1.5x its error, and both near bf16's
+    epsilon (2^-8)."""
+    q, k, v, seg = _inputs(B, T, H, G, K, seed=5, segments=segments)
+    w = jnp.asarray(np.random.default_rng(6).normal(size=(B, T, H, K)), jnp.float32)
+    ours = lambda q, k, v: fa.attention(q, k, v, seg if segments else None, "bfloat16")
+    got = [jax.jit(ours)(q, k, v),
+           *jax.jit(jax.grad(lambda q, k, v: jnp.sum(ours(q, k, v) * w), (0, 1, 2)))(q, k, v)]
+    _assert_as_accurate_as_xla_bf16(_bf16_errors(got, q, k, v, seg, w))
 
 
 def test_segments_do_not_see_each_other():
@@ -139,16 +153,28 @@ def test_accelerator_path_matches_model_attention():
                                rtol=1e-5, atol=1e-5)
 
 
-_AVX2_RUN = """
+_ISA_RUN = """
 import sys, jax, jax.numpy as jnp, numpy as np
 from infer.kernels import flash_attention as fa
 data = dict(np.load(sys.argv[1]))
 q, k, v, seg, w = (jnp.asarray(data[n]) for n in ("q", "k", "v", "seg", "w"))
-out = fa.attention(q, k, v, seg)
-out_bf16 = fa.attention(q, k, v, seg, "bfloat16")  # no AMX on this path: the float32 kernel
-grads = jax.grad(lambda q, k, v: jnp.sum(fa.attention(q, k, v, seg) * w), (0, 1, 2))(q, k, v)
-np.savez(sys.argv[1], out=out, out_bf16=out_bf16, dq=grads[0], dk=grads[1], dv=grads[2])
+res = {"engine": np.asarray(str(fa.bf16_engine()))}
+for dtype in ("float32", "bfloat16"):
+    f = lambda q, k, v: fa.attention(q, k, v, seg, dtype)
+    grads = jax.grad(lambda q, k, v: jnp.sum(f(q, k, v) * w), (0, 1, 2))(q, k, v)
+    res |= {f"{n}_{dtype}": x for n, x in zip(("out", "dq", "dk", "dv"), (f(q, k, v), *grads))}
+np.savez(sys.argv[1], **res)
 """
+
+
+def _run_with_isa(isa, tmp_path, **inputs):
+    """_ISA_RUN's results in a fresh process under TWOFILES_CPU_ISA=isa."""
+    path = tmp_path / "io.npz"
+    np.savez(path, **inputs)
+    env = {**os.environ, "TWOFILES_CPU_ISA": isa, "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, "-c", _ISA_RUN, str(path)], check=True, env=env,
+                   cwd=Path(__file__).resolve().parent.parent)
+    return dict(np.load(path))
 
 
 def test_avx2_path_matches_model_attention(tmp_path):
@@ -158,15 +184,24 @@ def test_avx2_path_matches_model_attention(tmp_path):
     cfg = model.ModelConfig(n_heads=H, n_kv_heads=G, d_model=H * K, compute_dtype="float32")
     q, k, v, seg = _inputs(B, T, H, G, K, seed=3, segments=True)
     w = jnp.asarray(np.random.default_rng(4).normal(size=(B, T, H, K)), jnp.float32)
-    path = tmp_path / "io.npz"
-    np.savez(path, q=q, k=k, v=v, seg=seg, w=w)
-    env = {**os.environ, "TWOFILES_CPU_ISA": "avx2", "JAX_PLATFORMS": "cpu"}
-    subprocess.run([sys.executable, "-c", _AVX2_RUN, str(path)], check=True, env=env,
-                   cwd=Path(__file__).resolve().parent.parent)
-    got = np.load(path)
+    got = _run_with_isa("avx2", tmp_path, q=q, k=k, v=v, seg=seg, w=w)
+    assert str(got["engine"]) == "None"  # bf16 compute runs the float32 kernel there
     theirs = lambda q, k, v: _model_attention(q, k, v, seg, cfg)
-    np.testing.assert_allclose(got["out"], theirs(q, k, v), rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(got["out_bf16"], got["out"])
+    np.testing.assert_allclose(got["out_float32"], theirs(q, k, v), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got["out_bfloat16"], got["out_float32"])
     g_theirs = jax.grad(lambda q, k, v: jnp.sum(theirs(q, k, v) * w), (0, 1, 2))(q, k, v)
     for name, b in zip("qkv", g_theirs):
-        np.testing.assert_allclose(got[f"d{name}"], b, rtol=1e-4, atol=1e-4, err_msg=f"d{name}")
+        np.testing.assert_allclose(got[f"d{name}_float32"], b, rtol=1e-4, atol=1e-4,
+                                   err_msg=f"d{name}")
+
+
+@pytest.mark.skipif(fa.bf16_engine() != "amx", reason="the vdpbf16ps engine runs in-process")
+def test_bf16_dot_engine_on_an_amx_cpu(tmp_path):
+    """On an AMX CPU, TWOFILES_CPU_ISA=avx512 runs the bf16 kernel's vdpbf16ps engine (what
+    AMD's AVX512_BF16 CPUs run), and it is as accurate as model.forward's bf16 attention."""
+    q, k, v, seg = _inputs(2, 150, 4, 2, 64, seed=5, segments=True)
+    w = jnp.asarray(np.random.default_rng(6).normal(size=(2, 150, 4, 64)), jnp.float32)
+    got = _run_with_isa("avx512", tmp_path, q=q, k=k, v=v, seg=seg, w=w)
+    assert str(got["engine"]) == "avx512_bf16"
+    outs = [got[f"{n}_bfloat16"] for n in ("out", "dq", "dk", "dv")]
+    _assert_as_accurate_as_xla_bf16(_bf16_errors(outs, q, k, v, seg, w))

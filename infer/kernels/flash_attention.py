@@ -11,10 +11,10 @@ float32 accumulation and softmax). Where it runs:
 - x86 CPUs: `kernels/flash_attention.cc` through XLA FFI, its backward a `jax.custom_vjp` that
   recomputes 64 x 64 tiles of probabilities from each row's log-sum-exp; nothing [T, T] is kept
   between the passes (XLA keeps the [B, H, T, T] probabilities for its backward). With
-  dtype bfloat16 on a CPU with AMX-BF16 tiles (and a head size that is a multiple of 32),
-  `kernels/flash_attention_amx.cc` does the products on AMX; elsewhere bf16 runs the float32
-  kernel on the float32 inputs (at least as accurate, and vdpbf16ps was no faster than
-  float32 FMAs on the Xeon measured: see that file).
+  dtype bfloat16 on a CPU with AVX512_BF16 (and a head size that is a multiple of 32),
+  `kernels/flash_attention_bf16.cc` does the products in bf16: on AMX tiles where the CPU has
+  them, with vdpbf16ps elsewhere (`bf16_engine()` says which); on other CPUs bf16 runs the
+  float32 kernel on the float32 inputs (at least as accurate).
 - GPUs (and elsewhere): `jax.nn.dot_product_attention`, which picks cuDNN's fused kernel where
   it can and XLA's expression otherwise.
 
@@ -35,9 +35,11 @@ from infer.kernels import cpu_kernels
 
 FORWARD = ("flash_attention.cc", "twofiles_flash_forward", "TwofilesFlashForward")
 BACKWARD = ("flash_attention.cc", "twofiles_flash_backward", "TwofilesFlashBackward")
-FORWARD_AMX = ("flash_attention_amx.cc", "twofiles_flash_forward_bf16", "TwofilesFlashForwardBf16")
-BACKWARD_AMX = ("flash_attention_amx.cc", "twofiles_flash_backward_bf16",
-                "TwofilesFlashBackwardBf16")
+FORWARD_BF16 = ("flash_attention_bf16.cc", "twofiles_flash_forward_bf16",
+                "TwofilesFlashForwardBf16")
+BACKWARD_BF16 = ("flash_attention_bf16.cc", "twofiles_flash_backward_bf16",
+                 "TwofilesFlashBackwardBf16")
+BF16_ENGINES = {1: "avx512_bf16", 2: "amx"}  # TwofilesFlashBf16Engine()'s answers
 
 
 def _segments(segment_ids_BT, q_BTHK) -> jax.Array:
@@ -96,11 +98,11 @@ def _flash_cpu_bwd(res, dout):
 _flash_cpu.defvjp(_flash_cpu_fwd, _flash_cpu_bwd)
 
 
-# The AMX kernel: float32 in and out (so the gradients are never rounded to bf16), bf16 tiles
+# The bf16 kernel: float32 in and out (so the gradients are never rounded to bf16), bf16 tiles
 # inside; the residuals are the bf16 copies.
-def _forward_amx_call(q, k, v, seg):
+def _forward_bf16_call(q, k, v, seg):
     B, T, H, _ = q.shape
-    return jax.ffi.ffi_call(FORWARD_AMX[1], (jax.ShapeDtypeStruct(q.shape, jnp.float32),
+    return jax.ffi.ffi_call(FORWARD_BF16[1], (jax.ShapeDtypeStruct(q.shape, jnp.float32),
                                              jax.ShapeDtypeStruct((B, H, T), jnp.float32)))(
         q, k, v, seg)
 
@@ -110,31 +112,31 @@ def _bf16(*xs):
 
 
 @jax.custom_vjp
-def _flash_amx(q, k, v, seg):
-    return _forward_amx_call(*_bf16(q, k, v), seg)[0]
+def _flash_bf16(q, k, v, seg):
+    return _forward_bf16_call(*_bf16(q, k, v), seg)[0]
 
 
-def _flash_amx_fwd(q, k, v, seg):
+def _flash_bf16_fwd(q, k, v, seg):
     q, k, v = _bf16(q, k, v)
-    out, lse = _forward_amx_call(q, k, v, seg)
+    out, lse = _forward_bf16_call(q, k, v, seg)
     return out, (q, k, v, seg, out, lse)
 
 
-def _flash_amx_bwd(res, dout):
+def _flash_bf16_bwd(res, dout):
     q, k, v, seg, out, lse = res
     delta_BHT = jnp.einsum("bthk,bthk->bht", dout, out)
     shapes = tuple(jax.ShapeDtypeStruct(x.shape, jnp.float32) for x in (q, k, v))
-    dq, dk, dv = jax.ffi.ffi_call(BACKWARD_AMX[1], shapes)(q, k, v, seg, lse,
+    dq, dk, dv = jax.ffi.ffi_call(BACKWARD_BF16[1], shapes)(q, k, v, seg, lse,
                                                            dout.astype(jnp.bfloat16), delta_BHT)
     return dq, dk, dv, None
 
 
-_flash_amx.defvjp(_flash_amx_fwd, _flash_amx_bwd)
+_flash_bf16.defvjp(_flash_bf16_fwd, _flash_bf16_bwd)
 
 
-def _on_cpu(q, k, v, seg, amx=False):
+def _on_cpu(q, k, v, seg, bf16=False):
     K = q.shape[-1]
-    return (_flash_amx if amx else _flash_cpu)(q * K**-0.5, k, v, seg)
+    return (_flash_bf16 if bf16 else _flash_cpu)(q * K**-0.5, k, v, seg)
 
 
 def _elsewhere(q, k, v, seg):
@@ -159,10 +161,10 @@ def attention(q_BTHK, k_BTGK, v_BTGK, segment_ids_BT=None, dtype="float32") -> j
         return _elsewhere(*(x.astype(dtype) for x in (q_BTHK, k_BTGK, v_BTGK)), segment_ids_BT)
     args = [x.astype(jnp.float32) for x in (q_BTHK, k_BTGK, v_BTGK)]
     seg = _segments(segment_ids_BT, q_BTHK)
-    amx = dtype == jnp.bfloat16 and q_BTHK.shape[-1] % 32 == 0 and q_BTHK.shape[-1] <= 256 \
-        and amx_available()
+    bf16 = dtype == jnp.bfloat16 and q_BTHK.shape[-1] % 32 == 0 and q_BTHK.shape[-1] <= 256 \
+        and bf16_engine() is not None
     return jax.lax.platform_dependent(
-        *args, seg, cpu=functools.partial(_on_cpu, amx=amx),
+        *args, seg, cpu=functools.partial(_on_cpu, bf16=bf16),
         default=lambda q, k, v, s: _elsewhere(*(x.astype(dtype) for x in (q, k, v)),
                                               None if segment_ids_BT is None else s))
 
@@ -173,12 +175,14 @@ def kernel_available() -> bool:
 
 
 @functools.cache
-def amx_available() -> bool:
-    """Whether the bf16 AMX kernel is built and this process may use AMX tiles (a CPU with
-    AMX-BF16, a Linux kernel that grants them, TWOFILES_CPU_ISA not avx2 or avx512)."""
-    lib = cpu_kernels.library(*FORWARD_AMX)
-    return (lib is not None and cpu_kernels.available(*BACKWARD_AMX)
-            and bool(lib.TwofilesFlashAmxUsable()))
+def bf16_engine() -> str | None:
+    """What the bf16 kernel's tile products run on in this process: "amx" (AMX-BF16 tiles,
+    granted by Linux), "avx512_bf16" (vdpbf16ps; also forced by TWOFILES_CPU_ISA=avx512), or
+    None where it cannot run (no AVX512_BF16, TWOFILES_CPU_ISA=avx2, not built)."""
+    lib = cpu_kernels.library(*FORWARD_BF16)
+    if lib is None or not cpu_kernels.available(*BACKWARD_BF16):
+        return None
+    return BF16_ENGINES.get(lib.TwofilesFlashBf16Engine())
 
 
 def model_attention(q_BTHK, k_BTGK, v_BTGK, kv, ctx, cfg):

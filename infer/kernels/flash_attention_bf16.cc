@@ -1,14 +1,23 @@
-// Causal self-attention for training with bf16 inputs on Intel AMX tiles, forward and backward:
-// the bf16 twin of flash_attention.cc (same semantics, same FFI arguments but bf16 q, k, v and
-// dout; float32 out, lse and gradients), called by infer/kernels/flash_attention.py when the
-// model's compute dtype is bf16 and the CPU has AMX-BF16 (TWOFILES_CPU_ISA=avx2 or avx512
-// turns it off).
+// Causal self-attention for training with bf16 inputs, forward and backward: the bf16 twin of
+// flash_attention.cc (same semantics, same FFI arguments but bf16 q, k, v and dout; float32
+// out, lse and gradients), called by infer/kernels/flash_attention.py when the model's compute
+// dtype is bf16 and the CPU has AVX512_BF16. The tile products run on one of two engines,
+// picked per CPU when a job starts (Bf16Path):
 //
-// Why AMX and not AVX512_BF16's vdpbf16ps: on this project's Xeon (family 6 model 167, 2 cores)
-// one core ran 225 GFLOP/s of float32 FMAs, 114 of vdpbf16ps and 3370 of AMX's tdpbf16ps
-// (register-only loops, /tmp microbenchmark, under the lock). At AMX's rate the 64 x 64 tile
-// products are cheap; the time goes to the elementwise work around them (exp, masks, bf16
-// conversion, the operand layouts), which is written in AVX-512 here.
+//   - Intel AMX tiles (tdpbf16ps) where the CPU has AMX-BF16 and Linux grants the tile data;
+//   - AVX512_BF16's vdpbf16ps in register blocks (DotProduct) elsewhere, e.g. AMD Zen 4 / 5.
+//
+// TWOFILES_CPU_ISA=avx512 takes the vdpbf16ps engine on an AMX CPU too (so its test runs
+// there); avx2 turns the kernel off (flash_attention.py then runs the float32 kernel).
+//
+// Why AMX where it exists: on this project's Xeon (family 6 model 167, 2 cores) one core ran
+// 225 GFLOP/s of float32 FMAs, 114 of vdpbf16ps and 3370 of AMX's tdpbf16ps (register-only
+// loops, /tmp microbenchmark, under the lock). At AMX's rate the 64 x 64 tile products are
+// cheap; the time goes to the elementwise work around them (exp, masks, bf16 conversion, the
+// operand layouts), which is written in AVX-512 here. On an AMD EPYC Zen 5 (family 26 model
+// 2) vdpbf16ps does twice float32's multiply-adds per instruction at the same issue rate
+// (XLA's bf16 GEMMs there: ~850 GFLOP/s on 2 cores against ~410 in float32), so the same
+// layouts serve it: vdpbf16ps wants B in the very pair layout AMX's tiles do.
 //
 // Every product is C[M][N] (+)= A[M][k] B[k][N] with A in rows (the contraction contiguous) and
 // B in AMX's pair layout ("VNNI": [k/2][N][2]); the layouts below are chosen so that the only
@@ -43,9 +52,21 @@
 // were over half of the backward, and memcpy calls for 128-byte rows 10% of everything; the
 // 16 x 16 register transposes and the padded stride (Dims::Ld) took fwd + bwd from 12.4-14.5 to
 // 9.65 ms. The whole bench step (benchmarks/train_throughput.py --variants twofiles-bf16-flash
-// --rounds 6, before = TWOFILES_CPU_ISA=avx512, i.e. the float32 kernel; back-to-back runs
+// --rounds 6, before = TWOFILES_CPU_ISA=avx512, then the float32 kernel; back-to-back runs
 // under the lock, load 1.8-2.0): median 1225 -> 869 ms, min 1190 -> 850 (an earlier pair with
 // the first version: 1059 -> 873).
+//
+// The vdpbf16ps engine on a 2-core AMD EPYC Zen 5 (family 26 model 2: AVX-512 with
+// AVX512_BF16, no AMX), the same benchmark, best of 10 (load 0.59), ms:
+//
+//   | one layer                        | forward | forward + backward |
+//   |----------------------------------|--------:|-------------------:|
+//   | this kernel (bf16, vdpbf16ps)    |    3.37 |               8.23 |
+//   | flash_attention.cc (float32)     |    8.56 |              17.33 |
+//   | model.forward's XLA, bf16        |   30.12 |              65.95 |
+//   | model.forward's XLA, float32     |   34.30 |              71.36 |
+//
+// 2.1x the float32 kernel forward + backward: the bench step's six layers 49 against 104 ms.
 
 #include <cpuid.h>
 #include <immintrin.h>
@@ -102,34 +123,38 @@ struct BackwardJob {
   twofiles::Tasks tasks;  // B * G
 };
 
-// ---- AMX availability (baseline code: runs on every x86 CPU) --------------------------------
+// ---- which engine (baseline code: runs on every x86 CPU) ------------------------------------
 
 constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
 
-// AMX-TILE and AMX-BF16 in CPUID leaf 7, the kernel's permission to use the tile data (Linux
-// 5.16+, asked once per process), and TWOFILES_CPU_ISA not forcing a narrower path.
-bool AmxUsable() {
-  static const bool yes = [] {
+enum class Engine { kNone = 0, kDot = 1, kAmx = 2 };
+
+// kAmx: AMX-TILE and AMX-BF16 in CPUID leaf 7 and the kernel's permission to use the tile data
+// (Linux 5.16+, asked once per process); kDot: AVX-512 F, BW and BF16 without usable AMX (or
+// TWOFILES_CPU_ISA=avx512); kNone otherwise or with TWOFILES_CPU_ISA=avx2.
+Engine Bf16Engine() {
+  static const Engine engine = [] {
     const std::string isa = std::getenv("TWOFILES_CPU_ISA") ?: "";
-    if (isa == "avx2" || isa == "avx512") return false;
     unsigned a, b, c, d;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-    const bool amx = (d >> 22 & 1) && (d >> 24 & 1);         // AMX-BF16, AMX-TILE
+    if (isa == "avx2" || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return Engine::kNone;
     const bool avx512 = (b >> 16 & 1) && (b >> 30 & 1);      // AVX512F, AVX512BW
-    if (!amx || !avx512 || !__builtin_cpu_supports("avx512bf16")) return false;
-    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+    if (!avx512 || !__builtin_cpu_supports("avx512bf16")) return Engine::kNone;
+    const bool amx = (d >> 22 & 1) && (d >> 24 & 1);         // AMX-BF16, AMX-TILE
+    if (isa == "avx512" || !amx) return Engine::kDot;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0 ? Engine::kAmx
+                                                                               : Engine::kDot;
   }();
-  return yes;
+  return engine;
 }
 
-// ---- the AMX + AVX-512 code ------------------------------------------------------------------
+// ---- the AVX-512 code (AMX instructions only on the kAmx engine) ------------------------------
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,amx-tile,amx-bf16")
 
 #define TF_INLINE inline __attribute__((always_inline))
 
-// Palette 1, all eight tiles 16 rows x 64 bytes: tiles 0-3 accumulate a 32 x 32 float block,
+// AMX palette 1, all eight tiles 16 rows x 64 bytes: tiles 0-3 accumulate a 32 x 32 float block,
 // 4-5 hold two 16-row slices of A, 6-7 two 16-column slices of B.
 void LoadTileConfig() {
   struct alignas(64) {
@@ -145,7 +170,7 @@ void LoadTileConfig() {
 // C[M][N] (+)= A[M][kc] B, A bf16 rows (lda elements apart), B in pair layout [kc/2][N][2]
 // (ldb elements per pair row), C float (ldc floats apart); M, N and kc multiples of 32.
 template <bool kAccumulate>
-void Product(const bf16* a, int64_t lda, const bf16* b, int64_t ldb, float* c, int64_t ldc,
+void TileProduct(const bf16* a, int64_t lda, const bf16* b, int64_t ldb, float* c, int64_t ldc,
              int64_t M, int64_t N, int64_t kc) {
   for (int64_t m0 = 0; m0 < M; m0 += 32) {
     for (int64_t n0 = 0; n0 < N; n0 += 32) {
@@ -178,6 +203,61 @@ void Product(const bf16* a, int64_t lda, const bf16* b, int64_t ldb, float* c, i
       _tile_stored(3, c1 + 16, ldc * 4);
     }
   }
+}
+
+// The same product on vdpbf16ps, in register blocks of R rows x C vectors of 16 columns (R x C
+// float accumulators): each 32-bit pair of A broadcast once and multiplied into C vectors of
+// B's pairs, each vector of B shared by the R rows.
+template <int R, int C, bool kAccumulate>
+void DotBlocks(const bf16* a, int64_t lda, const bf16* b, int64_t ldb, float* c, int64_t ldc,
+               int64_t M, int64_t N, int64_t kc) {
+  for (int64_t m0 = 0; m0 < M; m0 += R)
+    for (int64_t n0 = 0; n0 < N; n0 += 16 * C) {
+      __m512 acc[R][C];
+      for (int r = 0; r < R; ++r)
+        for (int v = 0; v < C; ++v)
+          acc[r][v] = kAccumulate ? _mm512_loadu_ps(c + (m0 + r) * ldc + n0 + 16 * v)
+                                  : _mm512_setzero_ps();
+      const bf16* ap = a + m0 * lda;
+      for (int64_t p = 0; p < kc / 2; ++p) {
+        const bf16* bp = b + p * ldb + 2 * n0;
+        __m512bh bv[C];
+        for (int v = 0; v < C; ++v) bv[v] = (__m512bh)_mm512_loadu_si512(bp + 32 * v);
+        for (int r = 0; r < R; ++r) {
+          int32_t pair;
+          std::memcpy(&pair, ap + r * lda + 2 * p, sizeof pair);
+          const __m512bh x = (__m512bh)_mm512_set1_epi32(pair);
+          for (int v = 0; v < C; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], x, bv[v]);
+        }
+      }
+      for (int r = 0; r < R; ++r)
+        for (int v = 0; v < C; ++v)
+          _mm512_storeu_ps(c + (m0 + r) * ldc + n0 + 16 * v, acc[r][v]);
+    }
+}
+
+// 4 x 64 where N allows (16 accumulators cover the instruction's latency at two issues a
+// cycle; 4 broadcasts and 4 loads feed 16 products), 8 x 32 otherwise (K = 32). M is a
+// multiple of 32. On the Zen 5 above, one layer's forward + backward at the bench shape took
+// 7.8 ms in 4 x 64 blocks, 9.9 in 8 x 32 and 8.8 in 6 x 64 (best of 10, one run each).
+template <bool kAccumulate>
+void DotProduct(const bf16* a, int64_t lda, const bf16* b, int64_t ldb, float* c, int64_t ldc,
+                int64_t M, int64_t N, int64_t kc) {
+  if (N % 64 == 0)
+    DotBlocks<4, 4, kAccumulate>(a, lda, b, ldb, c, ldc, M, N, kc);
+  else
+    DotBlocks<8, 2, kAccumulate>(a, lda, b, ldb, c, ldc, M, N, kc);
+}
+
+// The engine's product, fixed per task function (kAmx a template parameter: no dispatch in
+// the tile loops).
+template <bool kAmx, bool kAccumulate>
+TF_INLINE void Product(const bf16* a, int64_t lda, const bf16* b, int64_t ldb, float* c,
+                       int64_t ldc, int64_t M, int64_t N, int64_t kc) {
+  if (kAmx)
+    TileProduct<kAccumulate>(a, lda, b, ldb, c, ldc, M, N, kc);
+  else
+    DotProduct<kAccumulate>(a, lda, b, ldb, c, ldc, M, N, kc);
 }
 
 // e^x for x >= -103 (below: ~0), 16 lanes: x = n ln2 + f, e^f by a degree-6 polynomial
@@ -368,6 +448,7 @@ struct Carver {
 
 // ---- forward ----
 
+template <bool kAmx>
 void ForwardTask(const ForwardJob& j, int64_t task, char* scratch) {
   const Dims& d = j.d;
   const int64_t K = d.K, b = task / d.H, h = task % d.H, g = h / d.R(), Tp = d.Tp();
@@ -390,7 +471,7 @@ void ForwardTask(const ForwardJob& j, int64_t task, char* scratch) {
     std::fill(l, l + kBlock, 0.0f);
     for (int64_t kj = 0; kj <= qi; ++kj) {
       const int64_t s0 = kj * kBlock;
-      Product<false>(q + t0 * K, K, kc + s0 * K, 2 * kBlock, s, kBlock, kBlock, kBlock, K);
+      Product<kAmx, false>(q + t0 * K, K, kc + s0 * K, 2 * kBlock, s, kBlock, kBlock, kBlock, K);
       const bool all = kj < qi && uniform[kj] && uniform[qi] && seg[s0] == seg[t0];
       for (int64_t i = 0; i < kBlock; ++i) {  // online softmax: raise the max, rescale the sums
         const RowMasks vis = Visible(seg, s0, t0 + i, all || i >= n);
@@ -419,7 +500,7 @@ void ForwardTask(const ForwardJob& j, int64_t task, char* scratch) {
         _mm512_storeu_si512(p_bf + i * kBlock, pb[0]);
         _mm512_storeu_si512(p_bf + i * kBlock + 32, pb[1]);
       }
-      Product<false>(p_bf, kBlock, vs + s0 * K, 2 * K, pv, K, kBlock, K, kBlock);
+      Product<kAmx, false>(p_bf, kBlock, vs + s0 * K, 2 * K, pv, K, kBlock, K, kBlock);
       for (int64_t i = 0; i < n; ++i) {
         const __m512 a = _mm512_set1_ps(alpha[i]);
         for (int64_t x = 0; x < K; x += 16)
@@ -444,13 +525,18 @@ size_t ForwardScratchFloats(const Dims& d) {
 
 void ForwardWork(ForwardJob& j) {
   char* scratch = reinterpret_cast<char*>(Scratch(ForwardScratchFloats(j.d)));
-  LoadTileConfig();
-  j.tasks.Run([&](int64_t t) { ForwardTask(j, t, scratch); });
-  _tile_release();
+  if (Bf16Engine() == Engine::kAmx) {
+    LoadTileConfig();
+    j.tasks.Run([&](int64_t t) { ForwardTask<true>(j, t, scratch); });
+    _tile_release();
+  } else {
+    j.tasks.Run([&](int64_t t) { ForwardTask<false>(j, t, scratch); });
+  }
 }
 
 // ---- backward ----
 
+template <bool kAmx>
 void BackwardTask(const BackwardJob& j, int64_t task, char* scratch) {
   const Dims& d = j.d;
   const int64_t K = d.K, b = task / d.G, g = task % d.G, Tp = d.Tp();
@@ -488,8 +574,10 @@ void BackwardTask(const BackwardJob& j, int64_t task, char* scratch) {
       const int64_t s0 = kj * kBlock;
       for (int64_t qi = kj; qi < d.Blocks(); ++qi) {
         const int64_t t0 = qi * kBlock;
-        Product<false>(q + t0 * K, K, kc + s0 * K, 2 * kBlock, s, kBlock, kBlock, kBlock, K);
-        Product<false>(dout + t0 * K, K, vc + s0 * K, 2 * kBlock, dp, kBlock, kBlock, kBlock, K);
+        Product<kAmx, false>(q + t0 * K, K, kc + s0 * K, 2 * kBlock, s, kBlock, kBlock, kBlock,
+                             K);
+        Product<kAmx, false>(dout + t0 * K, K, vc + s0 * K, 2 * kBlock, dp, kBlock, kBlock,
+                             kBlock, K);
         const bool all = kj < qi && uniform[kj] && uniform[qi] && seg[s0] == seg[t0];
         __m512i pb[2][2], db[2][2];
         for (int64_t i = 0; i < kBlock; ++i) {  // P = exp(S - lse), dS = P (dP - delta)
@@ -500,7 +588,8 @@ void BackwardTask(const BackwardJob& j, int64_t task, char* scratch) {
           for (int v = 0; v < 4; ++v) {
             const __m512 x = _mm512_sub_ps(_mm512_loadu_ps(s + i * kBlock + 16 * v), shift);
             p[v] = _mm512_maskz_mov_ps(pad ? 0 : vis.m[v], Exp(x));
-            ds[v] = _mm512_mul_ps(p[v], _mm512_sub_ps(_mm512_loadu_ps(dp + i * kBlock + 16 * v), dl));
+            const __m512 dpv = _mm512_loadu_ps(dp + i * kBlock + 16 * v);
+            ds[v] = _mm512_mul_ps(p[v], _mm512_sub_ps(dpv, dl));
           }
           ToBf16(p, pb[i & 1]);
           ToBf16(ds, db[i & 1]);
@@ -511,9 +600,10 @@ void BackwardTask(const BackwardJob& j, int64_t task, char* scratch) {
             Interleave(db[0], db[1], ds_il + (i - 1) * kBlock);
           }
         }
-        Product<true>(doutt + t0, Ld, p_il, 2 * kBlock, dvt + s0, Ld, K, kBlock, kBlock);
-        Product<true>(qt + t0, Ld, ds_il, 2 * kBlock, dkt + s0, Ld, K, kBlock, kBlock);
-        Product<true>(ds_bf, kBlock, ks + s0 * K, 2 * K, dq + t0 * K, K, kBlock, K, kBlock);
+        Product<kAmx, true>(doutt + t0, Ld, p_il, 2 * kBlock, dvt + s0, Ld, K, kBlock, kBlock);
+        Product<kAmx, true>(qt + t0, Ld, ds_il, 2 * kBlock, dkt + s0, Ld, K, kBlock, kBlock);
+        Product<kAmx, true>(ds_bf, kBlock, ks + s0 * K, 2 * K, dq + t0 * K, K, kBlock, K,
+                            kBlock);
       }
     }
     for (int64_t t = 0; t < d.T; ++t)
@@ -538,9 +628,13 @@ size_t BackwardScratchFloats(const Dims& d) {
 
 void BackwardWork(BackwardJob& j) {
   char* scratch = reinterpret_cast<char*>(Scratch(BackwardScratchFloats(j.d)));
-  LoadTileConfig();
-  j.tasks.Run([&](int64_t t) { BackwardTask(j, t, scratch); });
-  _tile_release();
+  if (Bf16Engine() == Engine::kAmx) {
+    LoadTileConfig();
+    j.tasks.Run([&](int64_t t) { BackwardTask<true>(j, t, scratch); });
+    _tile_release();
+  } else {
+    j.tasks.Run([&](int64_t t) { BackwardTask<false>(j, t, scratch); });
+  }
 }
 
 #pragma GCC pop_options
@@ -554,10 +648,10 @@ using Segments = ffi::Buffer<ffi::S32, 2>;
 
 ffi::Error CheckDims(const Bf16x4& q, const Bf16x4& k, const Bf16x4& v, const Segments& seg,
                      Dims& d) {
-  if (!AmxUsable())
+  if (Bf16Engine() == Engine::kNone)
     return ffi::Error(ffi::ErrorCode::kFailedPrecondition,
-                      "flash_attention_amx: this CPU or kernel offers no AMX-BF16 tiles; "
-                      "call the float32 kernel (flash_attention.py picks it)");
+                      "flash_attention_bf16: this CPU has no AVX512_BF16 (or TWOFILES_CPU_ISA="
+                      "avx2); call the float32 kernel (flash_attention.py picks it)");
   const auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions();
   d = Dims{qd[0], qd[1], qd[2], kd[2], qd[3]};
   const bool ok = kd[0] == d.B && kd[1] == d.T && kd[3] == d.K && d.G > 0 && d.H % d.G == 0 &&
@@ -566,7 +660,7 @@ ffi::Error CheckDims(const Bf16x4& q, const Bf16x4& k, const Bf16x4& v, const Se
                   d.K <= 256 && d.T > 0;
   if (!ok)
     return ffi::Error::InvalidArgument(
-        "flash_attention_amx: expected bf16 q [B,T,H,K], k and v [B,T,G,K] with H a multiple "
+        "flash_attention_bf16: expected bf16 q [B,T,H,K], k and v [B,T,G,K] with H a multiple "
         "of G and K a multiple of 32 up to 256, and segment ids [B,T]");
   return ffi::Error::Success();
 }
@@ -612,8 +706,9 @@ ffi::Error BackwardImpl(ffi::ThreadPool pool, Bf16x4 q, Bf16x4 k, Bf16x4 v, Segm
 
 }  // namespace
 
-// 1 where this process may run the AMX kernel (asked by flash_attention.py through ctypes).
-extern "C" int TwofilesFlashAmxUsable() { return AmxUsable() ? 1 : 0; }
+// The engine this process runs the kernel on, for flash_attention.py (through ctypes): 0 none
+// (call the float32 kernel), 1 vdpbf16ps, 2 AMX tiles.
+extern "C" int TwofilesFlashBf16Engine() { return static_cast<int>(Bf16Engine()); }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(TwofilesFlashForwardBf16, ForwardImpl,
                               ffi::Ffi::Bind()
