@@ -109,16 +109,21 @@ def _loss_sum_and_grads(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, c
     B, T, D = hidden_BTD.shape
     V = unembed_DV.shape[1]
     n = B * T
-    h_CND, t_CN = _in_chunks(hidden_BTD, chunk), _in_chunks(targets_BT, chunk)
-    w_CN = _in_chunks(weights_BT.astype(jnp.float32), chunk)
+    h_CND = _in_chunks(hidden_BTD.astype(compute_dtype), chunk)
+    # Each chunk's h also as [D, N], transposed here, outside the scan, where XLA cannot fold
+    # the transpose into the dW dot: folded (a dot contracting its left operand's first axis),
+    # XLA:CPU's YNNPACK declines a bf16 dot and runs it in float32, both operands converted
+    # (~60 ms of the bench step, profiled; an optimization barrier on h.T inside the body did
+    # not survive XLA's passes).
+    h_CDN = jnp.swapaxes(h_CND, 1, 2)
+    t_CN, w_CN = _in_chunks(targets_BT, chunk), _in_chunks(weights_BT.astype(jnp.float32), chunk)
     # Materialised once in the compute dtype; the barrier keeps XLA from folding a tied
     # embedding's transpose into the dots (see model.precision's backward).
     w_DV = jax.lax.optimization_barrier(unembed_DV.astype(compute_dtype))
 
     def body(dw_DV, chunk_in):
-        h_ND, t_N, weight_N = chunk_in
-        h_c = h_ND.astype(compute_dtype)
-        logits_NV = jnp.einsum("nd,dv->nv", h_c, w_DV, preferred_element_type=jnp.float32)
+        h_ND, h_DN, t_N, weight_N = chunk_in
+        logits_NV = jnp.einsum("nd,dv->nv", h_ND, w_DV, preferred_element_type=jnp.float32)
         lse_N = jax.nn.logsumexp(logits_NV, axis=-1)
         target_logit_N = jnp.take_along_axis(logits_NV, t_N[:, None], axis=-1)[:, 0]
         is_target_NV = jax.lax.broadcasted_iota(jnp.int32, logits_NV.shape, 1) == t_N[:, None]
@@ -126,15 +131,12 @@ def _loss_sum_and_grads(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, c
         g_NV = (weight_N[:, None] * jnp.where(is_target_NV, p_NV - 1.0, p_NV)).astype(
             compute_dtype)
         dh_ND = jnp.einsum("nv,dv->nd", g_NV, w_DV, preferred_element_type=jnp.float32)
-        # h transposed once, before the barrier: left to contract over its first axis, XLA:CPU
-        # ran this bf16 dot as a float32 one (both operands converted; ~19 ms a bench step).
-        h_DN = jax.lax.optimization_barrier(h_c.T)
         dw_DV = dw_DV + jax.lax.optimization_barrier(
             jnp.einsum("dn,nv->dv", h_DN, g_NV, preferred_element_type=jnp.float32))
         return dw_DV, (jnp.sum(weight_N * (lse_N - target_logit_N)), dh_ND)
 
     dw_DV, (sums_C, dh_CND) = jax.lax.scan(body, jnp.zeros((D, V), jnp.float32),
-                                          (h_CND, t_CN, w_CN))
+                                          (h_CND, h_CDN, t_CN, w_CN))
     dh_BTD = dh_CND.reshape(-1, D)[:n].reshape(B, T, D)
     return sums_C.sum(), (dh_BTD, dw_DV)
 
