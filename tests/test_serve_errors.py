@@ -150,6 +150,25 @@ def test_a_disconnected_stream_stops_its_generation(model):
         assert "done" not in items and items.count("delta") < 119
 
 
+def test_an_engine_failure_is_a_logged_500_and_the_next_request_runs(model, caplog):
+    """A step that raises fails the requests it was running (500, the cause in the server's
+    log with its traceback); the worker builds a fresh engine and serves the next one."""
+    worker = Worker({"tiny": model})
+    broken = worker.engines["tiny"]
+
+    def failing_step():
+        raise RuntimeError("the cache is gone")
+
+    broken.step = failing_step
+    with running(worker) as base, caplog.at_level("ERROR", logger="infer.serve.worker"):
+        failed = post(base, CHAT)
+        assert "generation failed: the cache is gone" in error_of(failed, 500)["message"]
+        assert post(base, CHAT).status_code == 200
+    assert worker.engines["tiny"] is not broken
+    [record] = [r for r in caplog.records if r.name == "infer.serve.worker"]
+    assert record.exc_info and "the cache is gone" in str(record.exc_info[1])
+
+
 def test_no_cross_origin_access_unless_asked(url, model):
     origin = {"Origin": "http://evil.example"}
     assert "access-control-allow-origin" not in httpx.get(url + "/v1/models",

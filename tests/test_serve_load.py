@@ -39,13 +39,13 @@ def test_concurrent_requests_all_succeed_with_their_solo_greedy_reply():
                 "max_tokens": MAX_TOKENS, "temperature": 0, "stream": i % 2 == 1})
             seconds = time.perf_counter() - t0
             if r.status_code != 200:
-                return prompt, None, seconds
+                return prompt, None, seconds, f"{r.status_code} {r.text[:200]}"
             if i % 2:
                 text = "".join(chunk["choices"][0]["delta"].get("content", "")
                                for chunk in _chunks(r.text) if chunk["choices"])
             else:
                 text = r.json()["choices"][0]["message"]["content"]
-            return prompt, text, seconds
+            return prompt, text, seconds, None
 
         with concurrent.futures.ThreadPoolExecutor(CONCURRENCY) as pool:
             list(pool.map(ask, range(2 * CONCURRENCY)))  # compile outside the timings
@@ -53,14 +53,14 @@ def test_concurrent_requests_all_succeed_with_their_solo_greedy_reply():
             t0 = time.perf_counter()
             results = list(pool.map(ask, range(REQUESTS)))
             wall = time.perf_counter() - t0
-    latencies = np.array([s for _, _, s in results])
+    latencies = np.array([s for _, _, s, _ in results])
     print(f"\n{REQUESTS} requests at concurrency {CONCURRENCY} (load "
           f"{os.getloadavg()[0]:.2f}): {REQUESTS / wall:.1f} req/s, "
           f"p50 {np.percentile(latencies, 50) * 1e3:.0f} ms, "
           f"p99 {np.percentile(latencies, 99) * 1e3:.0f} ms, "
           f"batch sizes {sorted(set(batches))}")
-    assert [p for p, text, _ in results if text is None] == []
-    assert [p for p, text, _ in results if text != expected[p]] == []
+    assert [why for _, text, _, why in results if text is None] == []
+    assert [p for p, text, _, _ in results if text != expected[p]] == []
 
 
 def _chunks(sse_text: str):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import logging
 import threading
 
 from infer.runtime import engine, slots
@@ -25,6 +26,7 @@ from infer.serve.spec import Spec
 
 MAX_LEN = 2048  # slots per row (prompt + reply) of each model's cache, at most its context
 CHUNK = 64  # prompt tokens prefilled per step between the running rows' decode steps
+_log = logging.getLogger(__name__)
 
 
 class QueueFull(Exception):
@@ -162,6 +164,9 @@ class Worker:
         try:
             self.engines[name].step()
         except Exception as e:  # an engine failure fails its requests, not the server
+            # Its clients see only the message, so the traceback goes to the server's log.
+            _log.exception("model %r: a step of its engine failed; its %d running requests "
+                           "get a 500", name, len(self._running[name]))
             for job in self._running[name]:
                 job.emit("error", APIError(500, f"generation failed: {e}"))
             self._running[name] = []
