@@ -342,6 +342,33 @@ the best single bf16 matmul (847-905 GFLOP/s) is 406-433 ms against torch's 748-
 left between the two steps: the dots at ~670 GFLOP/s in the step against ~850 alone (two at a
 time on two cores), ~210 ms of elementwise work and the flash kernel's ~104 ms (its forward at
 ~110 GFLOP/s; under perf, 8% of the forward's samples in the scalar k/v transposes).
+
+Sessions 12-13 (the same Zen 5 class of machine: AMD EPYC family 26 model 2, 2 cores, AVX-512
+with AVX512_BF16 and VNNI, no AMX; every number under the lock).
+  - flash attention's bf16 kernel now runs where there is AVX512_BF16 but no AMX: the tile
+    products as vdpbf16ps register blocks (4 x 64, 8 x 32 for K = 32) on the AMX kernel's pair
+    layouts (infer/kernels/flash_attention_bf16.cc). One layer at the bench shape, best of 10
+    (load 0.59), ms: forward 3.37 / forward + backward 8.23, against the float32 kernel's 8.56 /
+    17.33 and XLA's bf16 einsums 30.12 / 65.95: the six layers' 104 -> 49 ms.
+  - the chunked loss's dW dot had run in float32: the barrier on h.T inside the scan's body had
+    not survived, and XLA:CPU converted both bf16 operands. Each chunk's h now also goes in as
+    [D, N], transposed outside the scan: the loss's forward + backward at the bench shape 214 ->
+    176 ms (best of 10); the step, two processes stepping alternately, old / new 0.954x [0.923,
+    0.986] (the new one faster).
+  - profile of twofiles-bf16-flash before -> after the two (one step, fair shares of the wall
+    time): the ops cover 843 -> 754 ms; dots 556 -> 505, the FFI kernels 53 -> 48, the rest
+    234 -> 201.
+  - tried without gain (paired, alternating processes): dx and dW dots forced in series
+    (0.978x [0.927, 1.031]); --xla_cpu_prefer_vector_width=512; XLA's CPU_OPT_PRESET_FAST_RUNTIME
+    (0.994x [0.932, 1.060]).
+  - make demo: two layers (the loop, not the scan, and the flash kernel), a cosine to zero:
+    `time make demo` 3 min 27 s from a built .venv (training 198 s, ~83k tokens/s, load 0.0
+    at the start), val_bpb 1.985 (the one-layer demo's 2.029); see the README for the trials.
+  - the final race of these two changes was not run this session (out of time); the last
+    race, after the flash bf16 kernel only: torch bf16 + compile 718.9 ms against twofiles
+    bf16 flash 697.3, 1.04x [0.97, 1.11] paired (n = 12). The ceiling: the step's 367 GFLOP
+    at 885 GFLOP/s (the best single bf16 matmul here) is 415 ms, so 1.2x (~600 ms) is not
+    ruled out by it; not met.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ _PRESETS: dict[str, dict] = {
     "tiny": dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=192,
                  max_seq_len=128),
     # The `make demo` model, exactly train/configs/demo.json's: trains on 2 CPU cores in minutes.
-    "demo": dict(vocab_size=2048, d_model=128, n_layers=1, n_heads=4, n_kv_heads=4, d_ff=384,
-                 max_seq_len=128),
+    "demo": dict(vocab_size=2048, d_model=128, n_layers=2, n_heads=4, n_kv_heads=4, d_ff=384,
+                 max_seq_len=128, scan_layers=False),
     # The throughput benchmark model (~14M parameters).
     "bench": dict(vocab_size=8192, d_model=384, n_layers=6, n_heads=6, n_kv_heads=6, d_ff=1024,
                   max_seq_len=256),
