@@ -442,6 +442,11 @@ def parse_args(argv=None):
         p.error(f"--variants: unknown {unknown}; known: {', '.join(ALL_VARIANTS)}")
     if args.rounds < 1 or args.warmup < 0:
         p.error("--rounds must be >= 1 and --warmup >= 0")
+    if args.json:  # refused now, not after the race: a race is minutes of work
+        args.json = Path(args.json)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(args.json.parent, os.W_OK):
+            p.error(f"--json: cannot write to the folder {args.json.parent}")
     return args
 
 

@@ -9,7 +9,7 @@ peak = cores x clock x FMA units x lanes x 2 (a fused multiply-add is two flops)
   - bfloat16: with AVX512_BF16 a dot instruction does two bf16 products per float32 lane
     (twice float32); with AMX (amx_bf16) a core's tile unit does 1024 bf16 multiply-adds a
     cycle (Intel's figure for Sapphire Rapids).
-  - clock: measured (infer/kernels/cpu_clock.cc: a chain of dependent adds, one a cycle; the
+  - clock: measured (infer/kernels/cpu_clock.cc: a chain of dependent multiplies; the
     fastest of several short runs, since preemption only slows one). Under a hypervisor
     /proc/cpuinfo's "cpu MHz" is the nominal clock: a 2-core Zen 5 guest said 2.60 GHz and
     measured 3.64-4.02 across runs, and its single float32 and bf16 matmuls ran 23% and 30%
