@@ -14,6 +14,10 @@ bf16 matmuls with float32 results, the mixed-precision recipe of torch's autocas
 backward receives bf16 gradients) with float32 gradients out: dW is no longer rounded to bf16.
 The forward keeps the compute-dtype copies of x and w for the backward, half the bytes of
 float32 ones.
+
+`product(spec, a, b) -> float32` is the two-operand matmul the narrow dtype's three matmuls
+(forward, dx, dW) run on: `einsum_f32` (XLA's) by default, or a kernel's with the same
+meaning (infer/kernels/amx_gemm.product on CPUs with AMX tiles).
 """
 
 from __future__ import annotations
@@ -24,13 +28,19 @@ import jax
 import jax.numpy as jnp
 
 
-def dot(spec: str, x: jax.Array, w: jax.Array, compute_dtype) -> jax.Array:
+def einsum_f32(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    """XLA's product of two operands with a float32 result (the default `product`)."""
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+
+def dot(spec: str, x: jax.Array, w: jax.Array, compute_dtype, product=None) -> jax.Array:
     """`jnp.einsum(spec, x, w)` with both inputs in `compute_dtype` and a float32 result; in a
-    dtype other than float32 its backward matmuls take compute-dtype inputs as well."""
+    dtype other than float32 its backward matmuls take compute-dtype inputs as well, and all
+    three run on `product` (default `einsum_f32`). float32 is always XLA's, the exact path."""
     cd = jnp.dtype(compute_dtype)
     if cd == jnp.float32:
         return jnp.einsum(spec, x.astype(cd), w.astype(cd), preferred_element_type=jnp.float32)
-    return _narrow_dot(spec, cd.name, x, w)
+    return _narrow_dot(spec, cd.name, product or einsum_f32, x, w)
 
 
 def _transposed_specs(spec: str) -> tuple[str, str]:
@@ -45,28 +55,27 @@ def _transposed_specs(spec: str) -> tuple[str, str]:
     return f"{out},{rhs}->{lhs}", f"{lhs},{out}->{rhs}"
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _narrow_dot(spec, dtype, x, w):
-    return jnp.einsum(spec, x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _narrow_dot(spec, dtype, product, x, w):
+    return product(spec, x.astype(dtype), w.astype(dtype))
 
 
-def _narrow_dot_fwd(spec, dtype, x, w):
+def _narrow_dot_fwd(spec, dtype, product, x, w):
     x_c, w_c = x.astype(dtype), w.astype(dtype)
-    y = jnp.einsum(spec, x_c, w_c, preferred_element_type=jnp.float32)
+    y = product(spec, x_c, w_c)
     # The input dtypes travel as zero-size arrays: residuals must be JAX types.
     return y, (x_c, w_c, jnp.zeros((0,), x.dtype), jnp.zeros((0,), w.dtype))
 
 
-def _narrow_dot_bwd(spec, dtype, res, g):
+def _narrow_dot_bwd(spec, dtype, product, res, g):
     x_c, w_c, x_kind, w_kind = res
     dx_spec, dw_spec = _transposed_specs(spec)
     g_c = g.astype(dtype)
-    dx = jnp.einsum(dx_spec, g_c, w_c, preferred_element_type=jnp.float32)
+    dx = product(dx_spec, g_c, w_c)
     # The barrier keeps XLA from folding a transpose that follows (a tied unembedding's
     # embed.T) into this dot: the folded bf16 x bf16 -> f32 dot is one XLA:CPU's YNNPACK
     # fusion declines, and its fallback (DotThunk) refuses bf16 ("Unsupported element type").
-    dw = jax.lax.optimization_barrier(
-        jnp.einsum(dw_spec, x_c, g_c, preferred_element_type=jnp.float32))
+    dw = jax.lax.optimization_barrier(product(dw_spec, x_c, g_c))
     return dx.astype(x_kind.dtype), dw.astype(w_kind.dtype)
 
 

@@ -7,6 +7,8 @@ E = 2F fused gate/up width, V vocabulary, L layers.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,14 +19,14 @@ from model.config import ModelConfig
 from model.ops import DEFAULT as DEFAULT_OPS, AttentionContext, Ops
 
 
-def _dot(spec: str, x: jax.Array, w: jax.Array, cfg: ModelConfig) -> jax.Array:
+def _dot(spec: str, x: jax.Array, w: jax.Array, cfg: ModelConfig, product=None) -> jax.Array:
     """A matmul with inputs in the compute dtype and a float32 result.
 
     Accumulating in float32 (rather than rounding the output to bfloat16) keeps bfloat16 compute
     accurate, and on CPUs with bf16 dot units it is also the fast path. The backward's matmuls
     run in the compute dtype too (model/precision.py says why that needs its own gradient).
     """
-    return precision.dot(spec, x, w, cfg.compute_dtype)
+    return precision.dot(spec, x, w, cfg.compute_dtype, product)
 
 
 def rms_norm(x: jax.Array, gain: jax.Array, eps: float) -> jax.Array:
@@ -67,7 +69,7 @@ def _attend(q_BTHK, k_BSGK, v_BSGK, mask_BTS, cfg: ModelConfig) -> jax.Array:
     return out_BTGRK.reshape(B, T, H, K)
 
 
-def _matmul(name: str, x, layer: dict, cfg: ModelConfig) -> jax.Array:
+def _matmul(name: str, x, layer: dict, cfg: ModelConfig, product=None) -> jax.Array:
     """The default `Ops.matmul`: `model`'s own parameters, in the compute dtype.
 
     One matmul for q, k and v (N = H + 2G heads), one for gate and up; the weights stay separate
@@ -75,14 +77,14 @@ def _matmul(name: str, x, layer: dict, cfg: ModelConfig) -> jax.Array:
     activations in slow fused copies (about a fifth of the bench step, profiled)."""
     if name == "qkv":
         w_DNK = jnp.concatenate([layer["wq"], layer["wk"], layer["wv"]], axis=1)
-        return _dot("btd,dnk->btnk", x, w_DNK, cfg)
+        return _dot("btd,dnk->btnk", x, w_DNK, cfg, product)
     if name == "wo":
-        return _dot("bthk,hkd->btd", x, layer["wo"], cfg)
+        return _dot("bthk,hkd->btd", x, layer["wo"], cfg, product)
     if name == "gate_up":
         return _dot("btd,de->bte", x, jnp.concatenate([layer["w_gate"], layer["w_up"]], axis=-1),
-                    cfg)
+                    cfg, product)
     if name == "down":
-        return _dot("btf,fd->btd", x, layer["w_down"], cfg)
+        return _dot("btf,fd->btd", x, layer["w_down"], cfg, product)
     raise ValueError(f"unknown projection {name!r}; expected qkv, wo, gate_up or down")
 
 
@@ -108,7 +110,7 @@ def block(x_BTD, layer, kv, rope_BTk, attn_ctx, cfg: ModelConfig, ops: Ops = DEF
     `layer` is this layer's weights in the layout `ops.matmul` reads; `kv` its cache (or None)
     in the layout `ops.attention` writes; `rope_BTk` the (cos, sin) of `rope_tables`; `attn_ctx`
     whatever `ops.attention` needs besides q, k, v (see model/ops.py)."""
-    matmul = ops.matmul or _matmul
+    matmul = ops.matmul or functools.partial(_matmul, product=ops.product)
     attention = ops.attention or _attention
     B, T, _ = x_BTD.shape
     H, G, K = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
@@ -228,7 +230,7 @@ def forward(params: dict, tokens_BT: jax.Array, cfg: ModelConfig, cache: dict | 
         out = x_BTD
     else:
         unembed_DV = params["embed"].T if cfg.tie_embeddings else params["unembed"]
-        out = _dot("btd,dv->btv", x_BTD, unembed_DV, cfg)  # logits_BTV
+        out = _dot("btd,dv->btv", x_BTD, unembed_DV, cfg, ops.product)  # logits_BTV
     if cache is None:
         return out, None
     new_cache = {"k": new_kvs[0], "v": new_kvs[1], "valid": valid_BS, "index": start + T}

@@ -17,7 +17,7 @@ import optax
 
 import model
 from model import precision
-from infer.kernels import flash_attention
+from infer.kernels import amx_gemm, flash_attention
 
 
 def _hidden_and_unembed(params, inputs_BT, mcfg, positions_BT, segment_ids_BT, ops):
@@ -28,10 +28,14 @@ def _hidden_and_unembed(params, inputs_BT, mcfg, positions_BT, segment_ids_BT, o
 
 
 def _kernel_options(kernels):
-    """(attention ops, loss chunk) of a train.config.KernelsConfig or None."""
-    attention = kernels.attention if kernels is not None else "xla"
-    chunk = kernels.loss_chunk if kernels is not None else 0
-    return (flash_attention.model_ops() if attention == "flash" else model.ops.DEFAULT), chunk
+    """(model ops, loss chunk) of a train.config.KernelsConfig or None: its attention and its
+    matmuls' product."""
+    if kernels is None:
+        return model.ops.DEFAULT, 0
+    ops = flash_attention.model_ops() if kernels.attention == "flash" else model.ops.DEFAULT
+    if kernels.matmul == "amx":
+        ops = amx_gemm.model_ops(ops)
+    return ops, kernels.loss_chunk
 
 
 def token_losses(params, inputs_BT, targets_BT, mcfg: model.ModelConfig, *,
@@ -48,7 +52,8 @@ def token_losses(params, inputs_BT, targets_BT, mcfg: model.ModelConfig, *,
             logits_BTV.astype(jnp.float32), targets_BT)
     hidden_BTD, unembed_DV = _hidden_and_unembed(params, inputs_BT, mcfg, positions_BT,
                                                  segment_ids_BT, ops)
-    return chunked_token_losses(hidden_BTD, unembed_DV, targets_BT, chunk, mcfg.compute_dtype)
+    return chunked_token_losses(hidden_BTD, unembed_DV, targets_BT, chunk, mcfg.compute_dtype,
+                                ops.product)
 
 
 def _in_chunks(x_BT, chunk: int) -> jax.Array:
@@ -60,7 +65,7 @@ def _in_chunks(x_BT, chunk: int) -> jax.Array:
 
 
 def chunked_token_losses(hidden_BTD, unembed_DV, targets_BT, chunk: int,
-                         compute_dtype: str = "float32") -> jax.Array:
+                         compute_dtype: str = "float32", product=None) -> jax.Array:
     """The output projection and cross-entropy fused in chunks of `chunk` tokens, [B, T].
 
     The same values as projecting all of `hidden_BTD` to logits and taking the loss, but only
@@ -69,7 +74,7 @@ def chunked_token_losses(hidden_BTD, unembed_DV, targets_BT, chunk: int,
     logits instead of keeping [B, T, V] float32 (4096 x 8192 x 4 B = 134 MB for the bench
     step, written once and read back twice). The unembedding's gradient is summed over chunks
     by the scan's transpose. Matmuls in `compute_dtype` (forward and backward, model.precision),
-    accumulated and reduced in float32.
+    accumulated and reduced in float32, on `product` (model.precision.dot's).
     """
     B, T, D = hidden_BTD.shape
     n = B * T
@@ -78,7 +83,7 @@ def chunked_token_losses(hidden_BTD, unembed_DV, targets_BT, chunk: int,
     @jax.checkpoint
     def chunk_losses(h_ND, t_N):
         # The float32 unembedding goes in, so each chunk's dW is float32, summed in float32.
-        logits_NV = precision.dot("nd,dv->nv", h_ND, unembed_DV, compute_dtype)
+        logits_NV = precision.dot("nd,dv->nv", h_ND, unembed_DV, compute_dtype, product)
         return optax.softmax_cross_entropy_with_integer_labels(logits_NV, t_N)
 
     _, nll_CN = jax.lax.scan(lambda c, x: (c, chunk_losses(*x)), None, (h_CND, t_CN))
@@ -86,7 +91,7 @@ def chunked_token_losses(hidden_BTD, unembed_DV, targets_BT, chunk: int,
 
 
 def chunked_loss_sum(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk: int,
-                     compute_dtype: str = "float32") -> jax.Array:
+                     compute_dtype: str = "float32", product=None) -> jax.Array:
     """sum(weights * nll) of the output projection + cross-entropy, in chunks of `chunk` tokens,
     with both gradients computed in the forward pass.
 
@@ -99,13 +104,15 @@ def chunked_loss_sum(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk: int,
     [chunk, V] logits exist at a time. `weights_BT` get no gradient (they are masks or
     fixed token weights). Matmul inputs in `compute_dtype` with float32 results; the
     logits' gradient is rounded to `compute_dtype` before its two matmuls, as
-    model.precision's backward rounds a cotangent.
+    model.precision's backward rounds a cotangent. The matmuls run on `product`
+    (model.precision.einsum_f32 by default).
     """
     return _chunked_loss_sum(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk,
-                             compute_dtype)
+                             compute_dtype, product or precision.einsum_f32)
 
 
-def _loss_sum_and_grads(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, compute_dtype):
+def _loss_sum_and_grads(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, compute_dtype,
+                        product):
     B, T, D = hidden_BTD.shape
     V = unembed_DV.shape[1]
     n = B * T
@@ -123,16 +130,15 @@ def _loss_sum_and_grads(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, c
 
     def body(dw_DV, chunk_in):
         h_ND, h_DN, t_N, weight_N = chunk_in
-        logits_NV = jnp.einsum("nd,dv->nv", h_ND, w_DV, preferred_element_type=jnp.float32)
+        logits_NV = product("nd,dv->nv", h_ND, w_DV)
         lse_N = jax.nn.logsumexp(logits_NV, axis=-1)
         target_logit_N = jnp.take_along_axis(logits_NV, t_N[:, None], axis=-1)[:, 0]
         is_target_NV = jax.lax.broadcasted_iota(jnp.int32, logits_NV.shape, 1) == t_N[:, None]
         p_NV = jnp.exp(logits_NV - lse_N[:, None])
         g_NV = (weight_N[:, None] * jnp.where(is_target_NV, p_NV - 1.0, p_NV)).astype(
             compute_dtype)
-        dh_ND = jnp.einsum("nv,dv->nd", g_NV, w_DV, preferred_element_type=jnp.float32)
-        dw_DV = dw_DV + jax.lax.optimization_barrier(
-            jnp.einsum("dn,nv->dv", h_DN, g_NV, preferred_element_type=jnp.float32))
+        dh_ND = product("nv,dv->nd", g_NV, w_DV)
+        dw_DV = dw_DV + jax.lax.optimization_barrier(product("dn,nv->dv", h_DN, g_NV))
         return dw_DV, (jnp.sum(weight_N * (lse_N - target_logit_N)), dh_ND)
 
     dw_DV, (sums_C, dh_CND) = jax.lax.scan(body, jnp.zeros((D, V), jnp.float32),
@@ -141,22 +147,25 @@ def _loss_sum_and_grads(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, c
     return sums_C.sum(), (dh_BTD, dw_DV)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _chunked_loss_sum(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, compute_dtype):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _chunked_loss_sum(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, compute_dtype,
+                      product):
     # Undifferentiated (an evaluation), the value alone: no gradients to make and drop.
-    nll_BT = chunked_token_losses(hidden_BTD, unembed_DV, targets_BT, chunk, compute_dtype)
+    nll_BT = chunked_token_losses(hidden_BTD, unembed_DV, targets_BT, chunk, compute_dtype,
+                                  product)
     return jnp.sum(weights_BT.astype(jnp.float32) * nll_BT)
 
 
-def _chunked_loss_sum_fwd(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, compute_dtype):
+def _chunked_loss_sum_fwd(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, compute_dtype,
+                          product):
     total, (dh_BTD, dw_DV) = _loss_sum_and_grads(hidden_BTD, unembed_DV, targets_BT, weights_BT,
-                                                 chunk, compute_dtype)
+                                                 chunk, compute_dtype, product)
     # The primals' dtypes travel as zero-size arrays (residuals must be JAX types).
     kinds = (jnp.zeros((0,), hidden_BTD.dtype), jnp.zeros((0,), unembed_DV.dtype))
     return total, (dh_BTD, dw_DV, kinds, targets_BT, weights_BT)
 
 
-def _chunked_loss_sum_bwd(chunk, compute_dtype, res, g):
+def _chunked_loss_sum_bwd(chunk, compute_dtype, product, res, g):
     dh_BTD, dw_DV, (h_kind, w_kind), targets_BT, weights_BT = res
     zero_t = np.zeros(targets_BT.shape, jax.dtypes.float0)
     return ((g * dh_BTD).astype(h_kind.dtype), (g * dw_DV).astype(w_kind.dtype), zero_t,
@@ -185,7 +194,7 @@ def masked_next_token_loss(params, batch: dict, frozen, cfg: model.ModelConfig, 
                                                      batch.get("positions"),
                                                      batch.get("segment_ids"), ops)
         loss_sum = chunked_loss_sum(hidden_BTD, unembed_DV, targets_BT, mask_BT, chunk,
-                                    cfg.compute_dtype)
+                                    cfg.compute_dtype, ops.product)
         return loss_sum, mask_BT.sum(), {}
     nll_BT = token_losses(params, batch["inputs"], targets_BT, cfg,
                           positions_BT=batch.get("positions"),

@@ -164,6 +164,9 @@ void LoadTileConfig() {
   } cfg = {};
   cfg.palette = 1;
   for (int t = 0; t < 8; ++t) cfg.colsb[t] = 64, cfg.rows[t] = 16;
+  // GCC 12 may treat ldtilecfg as reading the first byte only and drop the other stores (a
+  // test program at -O2 configured no rows and died of SIGILL at its first tilezero).
+  asm volatile("" : : "r"(&cfg) : "memory");
   _tile_loadconfig(&cfg);
 }
 

@@ -1,0 +1,316 @@
+// C = op(A) op(B) on Intel AMX tiles: bf16 inputs, float32 accumulation and result, for the
+// bf16 training step's matmuls (infer/kernels/amx_gemm.py; train config kernels.matmul = amx).
+//
+//   A [M][K] or, with trans_a, [K][M];  B [K][N] or, with trans_b, [N][K];  C [M][N] float32
+//
+// covers every matmul of the step: a projection's forward (x W), its input gradient (dy W^T:
+// trans_b) and its weight gradient (x^T dy: trans_a, the tokens contracted). M, N and K must
+// be multiples of 32 (the Python side sends other shapes to XLA).
+//
+// Why: on this project's 2-core Xeon (family 6 model 167, AMX-BF16) XLA:CPU's bf16 dots
+// (YNNPACK) ran the bench step's shapes at 863-1494 GFLOP/s alone and 410-950 inside the step,
+// while torch's oneDNN ran the same shapes at 2462-3145 (benchmarks/train_throughput.py); a
+// register-only loop of tdpbf16ps reaches 3370 GFLOP/s on one core.
+//
+// How: B is first packed into tile order, its 16-pair-row x 16-column tiles in AMX's pair
+// layout ([k/2][n][2]), 1 KB each, the tiles of one 16-column strip consecutive along K; A too
+// where it comes transposed (A^T's row pairs interleaved, then a 16 x 16 32-bit register
+// transpose) or where its rows are a multiple of 4 KB apart (the 16 rows of a tile would meet
+// in one L1 set); otherwise A's tiles are read in place. Packing is spread over the threads
+// (tasks of 4 strips, so each source row is read whole), then the products: C in blocks of up
+// to 512 x 512 per task, K in passes of 512, and per 32 x 32 of C four accumulator tiles
+// (0-3), two tiles of A (4, 5) and two of B (6, 7): four tdpbf16ps per four tile loads, A's
+// 32-row strip reused from L1 across the block's columns.
+//
+// Measured (the Xeon above, best of 10, under the lock; XLA's bf16 einsum with a float32
+// result against this kernel, GFLOP/s): x W at 4096 x 384 x 1152 1581 / 1784, the MLP's dW
+// (x^T dy, 4096 tokens contracted, 384 x 2048) 195 / 1233, a loss chunk's dh (1024 x 8192 x
+// 384, B transposed) 1222 / 1376. What holds it below AMX's peak, from microbenchmarks on
+// one core (/tmp, 32 x 32 blocks as here): 2700 GFLOP/s with the tiles in L1 on zeros, 1800 on
+// random bf16 (the tile unit's power), and ~25% less once each block's float32 C goes to
+// memory; the float32 result (4 bytes per M x N for 2K flops) makes small-K products
+// bandwidth-bound. The bench step (benchmarks/train_throughput.py, twofiles-bf16-flash
+// against -amx, 8 rounds interleaved): 754 -> 686 ms median.
+
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "xla/ffi/api/ffi.h"
+#include "tasks.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+using bf16 = uint16_t;
+constexpr int64_t kTile = 512;      // bf16 values in one packed tile (16 x 32)
+constexpr int64_t kBlockK = 512;    // K per pass over a C block
+constexpr int64_t kBlockMN = 512;   // the largest C block a task computes, rows and columns
+
+// AMX-TILE and AMX-BF16 in CPUID leaf 7 and Linux's permission for the tile data (asked once).
+bool AmxGranted() {
+  static const bool granted = [] {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    if (!((d >> 22 & 1) && (d >> 24 & 1))) return false;
+    constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return granted;
+}
+
+struct Job {
+  const bf16 *a, *b;
+  float* c;
+  int64_t M, N, K;
+  bool ta, tb;
+  bool pack_a;            // A's tiles packed (else read in place)
+  bf16 *ap, *bp;          // packed: [M/16][K/32] and [N/16][K/32] tiles
+  int64_t mt, nt;         // a product task's C block
+  twofiles::Tasks pack;   // M/16 strips of A, then N/16 of B
+  twofiles::Tasks mul;    // ceil(M/mt) x ceil(N/nt) C blocks
+};
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,amx-tile,amx-bf16")
+
+#define TF_INLINE inline __attribute__((always_inline))
+
+void LoadTileConfig() {
+  struct alignas(64) {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+  } cfg = {};
+  cfg.palette = 1;
+  for (int t = 0; t < 8; ++t) cfg.colsb[t] = 64, cfg.rows[t] = 16;
+  // GCC 12 may treat ldtilecfg as reading the first byte only and drop the other stores (a
+  // test program at -O2 configured no rows and died of SIGILL at its first tilezero).
+  asm volatile("" : : "r"(&cfg) : "memory");
+  _tile_loadconfig(&cfg);
+}
+
+// r[i][j] -> out[j][i] for 16 x 16 32-bit values in registers.
+TF_INLINE void Transpose16(const __m512 r[16], __m512 out[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512 a = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);
+    const __m512 b = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
+    const __m512 c = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+    const __m512 d = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
+    out[j] = _mm512_shuffle_f32x4(a, c, 0x88);
+    out[j + 4] = _mm512_shuffle_f32x4(b, d, 0x88);
+    out[j + 8] = _mm512_shuffle_f32x4(a, c, 0xDD);
+    out[j + 12] = _mm512_shuffle_f32x4(b, d, 0xDD);
+  }
+}
+
+// 16 bf16 of row x and of row y as 16 pairs (x[i], y[i]).
+TF_INLINE __m512 Pairs(const bf16* x, const bf16* y) {
+  const __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
+  const __m512i hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y)));
+  return _mm512_castsi512_ps(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+}
+
+// One tile of 16 rows x 32 columns of `src` (rows `ld` apart) copied as is: A's tiles, or B's
+// from B^T, whose rows of 32 K values are 16 pairs each, then transposed so that pair row p
+// holds column c's pair at c (`transpose`).
+TF_INLINE void RowsTile(const bf16* src, int64_t ld, bool transpose, bf16* dst) {
+  __m512 r[16], o[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ld);
+  if (transpose) {
+    Transpose16(r, o);
+    for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + 32 * i, o[i]);
+  } else {
+    for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + 32 * i, r[i]);
+  }
+}
+
+// One tile from 32 rows x 16 columns of `src` (rows `ld` apart) paired along the rows: B's
+// pair layout from B [K][N] as is, A's rows from A^T [K][M] once transposed.
+TF_INLINE void PairsTile(const bf16* src, int64_t ld, bool transpose, bf16* dst) {
+  __m512 r[16], o[16];
+  for (int p = 0; p < 16; ++p) r[p] = Pairs(src + 2 * p * ld, src + (2 * p + 1) * ld);
+  if (transpose) {
+    Transpose16(r, o);
+    for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + 32 * i, o[i]);
+  } else {
+    for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + 32 * i, r[i]);
+  }
+}
+
+// Pack task s: up to kGroup strips of 16 rows of A (the first tasks) or 16 columns of B, all K,
+// into their tiles. The strips of a group are packed K chunk by K chunk together, so each row
+// read from the source is read whole (a strip alone used 32 of a row's 128 bytes, and the
+// 4 KB-strided rows of B met in one L1 set).
+constexpr int64_t kGroup = 4;
+
+int64_t PackTasksA(const Job& j) { return j.pack_a ? (j.M / 16 + kGroup - 1) / kGroup : 0; }
+
+void PackGroup(const Job& j, int64_t s) {
+  const int64_t kc = j.K / 32, tasks_a = PackTasksA(j);
+  const bool is_a = s < tasks_a;
+  const int64_t strips = (is_a ? j.M : j.N) / 16;
+  const int64_t first = kGroup * (is_a ? s : s - tasks_a);
+  const int64_t last = std::min(strips, first + kGroup);
+  for (int64_t k = 0; k < kc; ++k) {
+    const int64_t k0 = 32 * k;
+    for (int64_t st = first; st < last; ++st) {
+      const int64_t i0 = 16 * st;
+      bf16* dst = (is_a ? j.ap : j.bp) + (st * kc + k) * kTile;
+      if (is_a) {
+        if (j.ta)
+          PairsTile(j.a + k0 * j.M + i0, j.M, true, dst);   // A^T [K][M]
+        else
+          RowsTile(j.a + i0 * j.K + k0, j.K, false, dst);   // A [M][K]
+      } else {
+        if (j.tb)
+          RowsTile(j.b + i0 * j.K + k0, j.K, true, dst);    // B^T [N][K]
+        else
+          PairsTile(j.b + k0 * j.N + i0, j.N, false, dst);  // B [K][N]
+      }
+    }
+  }
+}
+
+// C block (task) of rows [m0, m1) and columns [n0, n1), all multiples of 32.
+void ProductTask(const Job& j, int64_t task) {
+  const int64_t bn = (j.N + j.nt - 1) / j.nt, kc = j.K / 32;
+  const int64_t m0 = task / bn * j.mt, n0 = task % bn * j.nt;
+  const int64_t m1 = std::min(j.M, m0 + j.mt), n1 = std::min(j.N, n0 + j.nt);
+  // A's tiles: packed (1 KB each, 64-byte rows) or read in place (rows K apart).
+  const int64_t a_step = j.pack_a ? kTile : 32, a_ld = j.pack_a ? 64 : 2 * j.K;
+  const int64_t a_strip = j.pack_a ? kc * kTile : 16 * j.K;
+  for (int64_t k0 = 0; k0 < kc; k0 += kBlockK / 32) {
+    const int64_t k1 = std::min(kc, k0 + kBlockK / 32);
+    for (int64_t m = m0; m < m1; m += 32) {
+      const bf16* a0 = j.pack_a ? j.ap + (m / 16) * a_strip : j.a + m * j.K;
+      const bf16* a1 = a0 + a_strip;
+      for (int64_t n = n0; n < n1; n += 32) {
+        const bf16* b0 = j.bp + (n / 16) * kc * kTile;
+        const bf16* b1 = b0 + kc * kTile;
+        float* c0 = j.c + m * j.N + n;
+        float* c1 = c0 + 16 * j.N;
+        if (k0 == 0) {
+          _tile_zero(0);
+          _tile_zero(1);
+          _tile_zero(2);
+          _tile_zero(3);
+        } else {
+          _tile_loadd(0, c0, j.N * 4);
+          _tile_loadd(1, c0 + 16, j.N * 4);
+          _tile_loadd(2, c1, j.N * 4);
+          _tile_loadd(3, c1 + 16, j.N * 4);
+        }
+        for (int64_t k = k0; k < k1; ++k) {
+          _tile_loadd(4, a0 + k * a_step, a_ld);
+          _tile_loadd(6, b0 + k * kTile, 64);
+          _tile_dpbf16ps(0, 4, 6);
+          _tile_loadd(7, b1 + k * kTile, 64);
+          _tile_dpbf16ps(1, 4, 7);
+          _tile_loadd(5, a1 + k * a_step, a_ld);
+          _tile_dpbf16ps(2, 5, 6);
+          _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_stored(0, c0, j.N * 4);
+        _tile_stored(1, c0 + 16, j.N * 4);
+        _tile_stored(2, c1, j.N * 4);
+        _tile_stored(3, c1 + 16, j.N * 4);
+      }
+    }
+  }
+}
+
+void Work(Job& j) {
+  j.pack.Run([&](int64_t s) { PackGroup(j, s); });
+  j.pack.Wait();
+  LoadTileConfig();
+  j.mul.Run([&](int64_t t) { ProductTask(j, t); });
+  _tile_release();
+}
+
+#pragma GCC pop_options
+
+// The calling thread's packing buffer, grown to the largest call and kept (no page faults in
+// the steady state). XLA may run two of these calls at once, each on its own calling thread.
+bf16* Scratch(size_t n) {
+  thread_local std::unique_ptr<bf16, decltype(&std::free)> buf(nullptr, &std::free);
+  thread_local size_t size = 0;
+  if (n > size) {
+    buf.reset(static_cast<bf16*>(std::aligned_alloc(64, (n * 2 + 63) / 64 * 64)));
+    size = n;
+  }
+  return buf.get();
+}
+
+using Bf16x2 = ffi::Buffer<ffi::BF16, 2>;
+using F32x2 = ffi::Buffer<ffi::F32, 2>;
+
+ffi::Error GemmImpl(ffi::ThreadPool pool, Bf16x2 a, Bf16x2 b, ffi::Result<F32x2> c,
+                    int64_t trans_a, int64_t trans_b) {
+  if (!AmxGranted()) return ffi::Error::InvalidArgument("amx_gemm: this CPU has no usable AMX");
+  auto job = std::make_shared<Job>();
+  Job& j = *job;
+  const auto da = a.dimensions(), db = b.dimensions();
+  j.ta = trans_a != 0, j.tb = trans_b != 0;
+  j.M = j.ta ? da[1] : da[0];
+  j.K = j.ta ? da[0] : da[1];
+  j.N = j.tb ? db[0] : db[1];
+  if ((j.tb ? db[1] : db[0]) != j.K || j.M % 32 || j.N % 32 || j.K % 32)
+    return ffi::Error::InvalidArgument("amx_gemm: operands must agree on K, and M, N and K "
+                                       "must be multiples of 32");
+  j.a = reinterpret_cast<const bf16*>(a.untyped_data());
+  j.b = reinterpret_cast<const bf16*>(b.untyped_data());
+  j.c = c->typed_data();
+  // A in place where its rows are K apart and K * 2 bytes is not a multiple of 4 KB (the 16
+  // rows of a tile would all meet in one of L1's 64 sets).
+  j.pack_a = j.ta || (2 * j.K) % 4096 == 0;
+  j.ap = Scratch((j.M + j.N) * j.K);
+  j.bp = j.ap + j.M * j.K;
+  // C blocks of up to 512 x 512, halved (the larger side) until there are work for 2 threads
+  // twice over, but never below 32.
+  j.mt = std::min(j.M, kBlockMN), j.nt = std::min(j.N, kBlockMN);
+  const int64_t want = 2 * std::min<int64_t>(pool.num_threads(), 16);
+  auto blocks = [&] { return ((j.M + j.mt - 1) / j.mt) * ((j.N + j.nt - 1) / j.nt); };
+  while (blocks() < want && (j.mt > 32 || j.nt > 32)) {
+    if (j.mt >= j.nt) j.mt = std::max<int64_t>(32, j.mt / 2 / 32 * 32);
+    else j.nt = std::max<int64_t>(32, j.nt / 2 / 32 * 32);
+  }
+  j.pack.n = PackTasksA(j) + (j.N / 16 + kGroup - 1) / kGroup;
+  j.mul.n = blocks();
+  twofiles::Spread(pool, job, j.mul.n, Work);
+  j.mul.Wait();
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+// Whether this process can run the kernel (AMX-BF16 with Linux's permission), for amx_gemm.py.
+extern "C" int TwofilesAmxGemmReady() { return AmxGranted() ? 1 : 0; }
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TwofilesAmxGemm, GemmImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Bf16x2>()
+                                  .Arg<Bf16x2>()
+                                  .Ret<F32x2>()
+                                  .Attr<int64_t>("trans_a")
+                                  .Attr<int64_t>("trans_b"));

@@ -1,0 +1,107 @@
+"""bf16 matmuls on Intel AMX tiles (kernels/amx_gemm.cc), as einsums of two operands.
+
+    y = product("btd,dnk->btnk", x_BTD, w_DNK)   # bf16 in, float32 out, like jnp.einsum's
+                                                  # preferred_element_type=float32
+
+`product` is `model.precision`'s product of two operands, plugged in by `model_ops()` (train
+config `kernels.matmul = "amx"`): every matmul of the bf16 training step, forward and both
+gradients, and the chunked loss's. A spec becomes one [M, K] x [K, N] matmul when each operand's
+contracted indices come first or last, all together and in the same order in both, and the
+output is the left operand's free indices then the right's (or the other way round: the
+operands are swapped); the kernel reads either operand transposed, so the gradients' specs
+("btnk,dnk->btd", "btd,btnk->dnk") need no copies. Elsewhere it is `jnp.einsum`: other
+specs, dtypes other than bf16, M, N or K not multiples of 32, CPUs without AMX, and every
+non-CPU backend (`jax.lax.platform_dependent`).
+
+The kernel runs on one host device: the arrays it is handed are whole (no sharding rule).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from infer.kernels import cpu_kernels
+
+KERNEL = ("amx_gemm.cc", "twofiles_amx_gemm", "TwofilesAmxGemm")
+
+
+@functools.cache
+def available() -> bool:
+    """Whether the kernel is built and this process may use AMX tiles (CPU flag and Linux's
+    permission)."""
+    lib = cpu_kernels.library(*KERNEL)
+    return lib is not None and bool(lib.TwofilesAmxGemmReady())
+
+
+def _einsum(spec, a, b):
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+
+def as_matmul(spec: str, a_shape, b_shape):
+    """How `spec` on operands of these shapes is one 2-D matmul: (swap, trans_a, trans_b, M, K,
+    N), meaning: with the operands swapped if `swap`, the left one reshaped is A [M, K] ([K, M]
+    if trans_a) and the right one B [K, N] ([N, K] if trans_b), and A B reshaped is the
+    einsum's result. None where the spec is not such a matmul."""
+    inputs, out = spec.replace(" ", "").split("->")
+    lhs, rhs = inputs.split(",")
+    if len(set(lhs)) < len(lhs) or len(set(rhs)) < len(rhs) or len(set(out)) < len(out):
+        return None
+    k = "".join(c for c in lhs if c in rhs)
+    if not k or any(c in out for c in k):
+        return None  # batched matmuls (an index in both inputs and the output) go to XLA
+    free_l, free_r = "".join(c for c in lhs if c not in k), "".join(c for c in rhs if c not in k)
+    if out == free_r + free_l and out != free_l + free_r:
+        lhs, rhs, a_shape, b_shape, free_l, free_r = rhs, lhs, b_shape, a_shape, free_r, free_l
+        swap = True
+    elif out == free_l + free_r:
+        swap = False
+    else:
+        return None
+    # A: [free, k] as is, [k, free] transposed; B: [k, free] as is, [free, k] transposed.
+    if lhs not in (free_l + k, k + free_l) or rhs not in (k + free_r, free_r + k):
+        return None
+    sizes = dict(zip(lhs, a_shape)) | dict(zip(rhs, b_shape))
+    M, K, N = (int(np.prod([sizes[c] for c in idx], dtype=np.int64))
+               for idx in (free_l, k, free_r))
+    return swap, lhs != free_l + k, rhs != k + free_r, M, K, N
+
+
+def _gemm(a2, b2, trans_a: bool, trans_b: bool, M: int, N: int):
+    return jax.ffi.ffi_call(KERNEL[1], jax.ShapeDtypeStruct((M, N), jnp.float32))(
+        a2, b2, trans_a=np.int64(trans_a), trans_b=np.int64(trans_b))
+
+
+def product(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    """`jnp.einsum(spec, a, b)` with a float32 result, on AMX tiles where it applies (see the
+    module docstring)."""
+    plan = as_matmul(spec, a.shape, b.shape)
+    if (plan is None or a.dtype != jnp.bfloat16 or b.dtype != jnp.bfloat16
+            or any(n % 32 for n in plan[3:]) or not available()):
+        return _einsum(spec, a, b)
+    swap, ta, tb, M, K, N = plan
+    x, y = (b, a) if swap else (a, b)
+    x2 = x.reshape((K, M) if ta else (M, K))
+    y2 = y.reshape((N, K) if tb else (K, N))
+    out_shape = jax.eval_shape(functools.partial(_einsum, spec), a, b).shape
+
+    def on_cpu(x2, y2):
+        c = _gemm(x2, y2, ta, tb, M, N)
+        return c.reshape(out_shape)
+
+    def elsewhere(x2, y2):
+        return _einsum(spec, a, b)
+
+    return jax.lax.platform_dependent(x2, y2, cpu=on_cpu, default=elsewhere)
+
+
+def model_ops(base=None):
+    """`base` (model.Ops; default the model's own) with its products on AMX tiles."""
+    import dataclasses
+
+    from model.ops import DEFAULT
+
+    return dataclasses.replace(base or DEFAULT, product=product)

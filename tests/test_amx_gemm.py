@@ -1,0 +1,122 @@
+"""infer/kernels/amx_gemm: which einsums are one matmul, and that its product equals numpy's on
+the same bf16 operands for every layout the training step uses (forward, dx with B transposed,
+dW with A transposed, operands swapped), through model.precision's gradient and the chunked
+loss too. On a CPU with AMX the kernel computes them (asserted); elsewhere XLA's einsum does,
+and the same references hold."""
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+
+from infer.kernels import amx_gemm
+from model import precision
+
+
+def _cpu_has_amx() -> bool:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return " amx_bf16" in text and " amx_tile" in text
+
+
+def test_the_kernel_runs_exactly_where_the_cpu_has_amx():
+    assert amx_gemm.available() == _cpu_has_amx()
+
+
+@pytest.mark.parametrize("spec,a,b,plan", [
+    # (swap, trans_a, trans_b, M, K, N)
+    ("btd,dnk->btnk", (2, 64, 96), (96, 4, 32), (False, False, False, 128, 96, 128)),
+    ("btnk,dnk->btd", (2, 64, 4, 32), (96, 4, 32), (False, False, True, 128, 128, 96)),
+    ("btd,btnk->dnk", (2, 64, 96), (2, 64, 4, 32), (False, True, False, 96, 128, 128)),
+    ("nv,dv->nd", (64, 256), (96, 256), (False, False, True, 64, 256, 96)),
+    ("dv,nd->nv", (96, 256), (64, 96), (True, False, False, 64, 96, 256)),
+])
+def test_a_spec_maps_to_one_matmul(spec, a, b, plan):
+    assert amx_gemm.as_matmul(spec, a, b) == plan
+
+
+@pytest.mark.parametrize("spec,a,b", [
+    ("btgrk,bsgk->bgrts", (2, 4, 1, 2, 8), (2, 4, 1, 8)),  # a batch index: XLA's batched dot
+    ("dbt,tbk->dk", (8, 2, 4), (4, 2, 6)),                  # contracted in another order
+    ("bdt,btk->dk", (2, 8, 4), (2, 4, 6)),                  # a free index between contracted
+    ("ab,bc->cba", (4, 8), (8, 6)),                         # an output index of no operand
+])
+def test_other_specs_are_not_one_matmul(spec, a, b):
+    assert amx_gemm.as_matmul(spec, a, b) is None
+
+
+def test_the_swapped_output_order_is_the_transposed_product():
+    # C^T = B^T A^T: "ab,bc->ca" is "cb,ba->ca" with both operands read transposed
+    assert amx_gemm.as_matmul("ab,bc->ca", (4, 8), (8, 6)) == (True, True, True, 6, 8, 4)
+
+
+def _bf16(shape, seed):
+    x = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+    return jnp.asarray(x, jnp.bfloat16), x.astype(ml_dtypes.bfloat16).astype(np.float64)
+
+
+@pytest.mark.parametrize("spec,a_shape,b_shape", [
+    ("btd,dnk->btnk", (2, 96, 160), (160, 3, 64)),      # a projection's forward
+    ("btnk,dnk->btd", (2, 96, 3, 64), (160, 3, 64)),    # its dx: B transposed
+    ("btd,btnk->dnk", (2, 96, 160), (2, 96, 3, 64)),    # its dW: A transposed, tokens summed
+    ("dv,nd->nv", (160, 1056), (64, 160)),              # swapped operands, K past one pass
+    ("nd,dv->nv", (64, 1088), (1088, 96)),              # K = 1088: three passes of 512
+    ("nd,dv->nv", (40, 64), (64, 96)),                  # M not a multiple of 32: XLA's
+])
+def test_product_equals_numpy_on_the_bf16_operands(spec, a_shape, b_shape):
+    a, a64 = _bf16(a_shape, 0)
+    b, b64 = _bf16(b_shape, 1)
+    got = jax.jit(lambda a, b: amx_gemm.product(spec, a, b))(a, b)
+    assert got.dtype == jnp.float32
+    want = np.einsum(spec, a64, b64)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-4 * np.abs(want).max())
+
+
+def test_precision_dot_on_the_kernel_gives_the_bf16_gradients():
+    """Forward, dx and dW of model.precision.dot with the kernel as its product, against numpy's
+    products of the bf16-rounded operands and cotangent (the bf16 recipe)."""
+    spec = "btd,de->bte"
+    x, x64 = _bf16((2, 64, 96), 2)
+    w, w64 = _bf16((96, 128), 3)
+    g, g64 = _bf16((2, 64, 128), 4)
+    x, w, g = (t.astype(jnp.float32) for t in (x, w, g))  # exactly bf16 values, in float32
+
+    def loss(x, w):
+        return jnp.sum(precision.dot(spec, x, w, "bfloat16", amx_gemm.product) * g)
+    y = jax.jit(lambda x, w: precision.dot(spec, x, w, "bfloat16", amx_gemm.product))(x, w)
+    dx, dw = jax.jit(jax.grad(loss, (0, 1)))(x, w)
+    for got, want in ((y, np.einsum(spec, x64, w64)), (dx, np.einsum("bte,de->btd", g64, w64)),
+                      (dw, np.einsum("btd,bte->de", x64, g64))):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5,
+                                   atol=1e-5 * np.abs(want).max())
+
+
+def test_the_bf16_step_on_the_kernel_matches_xla():
+    """The training loss and its gradients with kernels.matmul = amx equal XLA's bf16 products
+    (same roundings, only the summation order differs)."""
+    import model
+    from train import losses
+    from train.config import KernelsConfig
+
+    cfg = model.ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=2, n_kv_heads=1,
+                            d_ff=128, max_seq_len=64, compute_dtype="bfloat16")
+    params = model.init(cfg, jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(1), (2, 65), 0, 256)
+    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+
+    def grads(matmul):
+        loss_fn = losses.next_token_loss(cfg, KernelsConfig("xla", 64, matmul))
+        return jax.jit(jax.value_and_grad(lambda p: loss_fn(p, batch, None)[0]))(params)
+    (loss_x, g_x), (loss_a, g_a) = grads("xla"), grads("amx")
+    np.testing.assert_allclose(loss_a, loss_x, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_x)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * float(jnp.abs(b).max()))
+
+
+def test_an_unknown_matmul_kernel_is_refused_by_name():
+    from train.config import ConfigError, KernelsConfig
+
+    with pytest.raises(ConfigError, match="kernels.matmul must be xla or amx"):
+        KernelsConfig(matmul="onednn")
