@@ -17,7 +17,10 @@ float32 ones.
 
 `product(spec, a, b) -> float32` is the two-operand matmul the narrow dtype's three matmuls
 (forward, dx, dW) run on: `einsum_f32` (XLA's) by default, or a kernel's with the same
-meaning (infer/kernels/amx_gemm.product on CPUs with AMX tiles).
+meaning (infer/kernels/amx_gemm.product on CPUs with AMX tiles). A product whose
+`rounds_to` attribute names the compute dtype rounds float32 operands itself (while packing
+them, with the same round-to-nearest-even as XLA's convert): it is handed them unrounded,
+which saves XLA a convert pass over every activation and cotangent (`operand`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,14 @@ import jax.numpy as jnp
 def einsum_f32(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
     """XLA's product of two operands with a float32 result (the default `product`)."""
     return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+
+def operand(x: jax.Array, dtype, product) -> jax.Array:
+    """`x` as `product` takes it in `dtype`: unrounded if the product rounds to `dtype` itself,
+    else cast."""
+    if getattr(product, "rounds_to", None) == jnp.dtype(dtype).name:
+        return x
+    return x.astype(dtype)
 
 
 def dot(spec: str, x: jax.Array, w: jax.Array, compute_dtype, product=None) -> jax.Array:
@@ -57,11 +68,11 @@ def _transposed_specs(spec: str) -> tuple[str, str]:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def _narrow_dot(spec, dtype, product, x, w):
-    return product(spec, x.astype(dtype), w.astype(dtype))
+    return product(spec, operand(x, dtype, product), operand(w, dtype, product))
 
 
 def _narrow_dot_fwd(spec, dtype, product, x, w):
-    x_c, w_c = x.astype(dtype), w.astype(dtype)
+    x_c, w_c = operand(x, dtype, product), operand(w, dtype, product)
     y = product(spec, x_c, w_c)
     # The input dtypes travel as zero-size arrays: residuals must be JAX types.
     return y, (x_c, w_c, jnp.zeros((0,), x.dtype), jnp.zeros((0,), w.dtype))
@@ -70,7 +81,7 @@ def _narrow_dot_fwd(spec, dtype, product, x, w):
 def _narrow_dot_bwd(spec, dtype, product, res, g):
     x_c, w_c, x_kind, w_kind = res
     dx_spec, dw_spec = _transposed_specs(spec)
-    g_c = g.astype(dtype)
+    g_c = operand(g, dtype, product)
     dx = product(dx_spec, g_c, w_c)
     # The barrier keeps XLA from folding a transpose that follows (a tied unembedding's
     # embed.T) into this dot: the folded bf16 x bf16 -> f32 dot is one XLA:CPU's YNNPACK

@@ -4,6 +4,7 @@ dW with A transposed, operands swapped), through model.precision's gradient and 
 loss too. On a CPU with AMX the kernel computes them (asserted); elsewhere XLA's einsum does,
 and the same references hold."""
 
+import dataclasses
 from pathlib import Path
 
 import jax
@@ -74,6 +75,16 @@ def test_product_equals_numpy_on_the_bf16_operands(spec, a_shape, b_shape):
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-4 * np.abs(want).max())
 
 
+def test_float32_operands_are_rounded_to_bf16_as_xla_rounds_them():
+    x = np.random.default_rng(5).normal(size=(64, 96)).astype(np.float32)
+    w = np.random.default_rng(6).normal(size=(96, 128)).astype(np.float32)
+    got = jax.jit(lambda a, b: amx_gemm.product("md,dn->mn", a, b))(x, w)
+    want = jnp.einsum("md,dn->mn", jnp.asarray(x, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16),
+                      preferred_element_type=jnp.float32)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5,
+                               atol=1e-5 * float(jnp.abs(want).max()))
+
+
 def test_precision_dot_on_the_kernel_gives_the_bf16_gradients():
     """Forward, dx and dW of model.precision.dot with the kernel as its product, against numpy's
     products of the bf16-rounded operands and cotangent (the bf16 recipe)."""
@@ -113,6 +124,12 @@ def test_the_bf16_step_on_the_kernel_matches_xla():
     np.testing.assert_allclose(loss_a, loss_x, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_x)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * float(jnp.abs(b).max()))
+    # float32 compute stays XLA's exact path whatever kernels.matmul says
+    cfg = dataclasses.replace(cfg, compute_dtype="float32")
+    (loss_x, g_x), (loss_a, g_a) = grads("xla"), grads("amx")
+    assert float(loss_a) == float(loss_x)
+    for a, b in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_x)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_an_unknown_matmul_kernel_is_refused_by_name():

@@ -107,8 +107,10 @@ def chunked_loss_sum(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk: int,
     model.precision's backward rounds a cotangent. The matmuls run on `product`
     (model.precision.einsum_f32 by default).
     """
+    if product is None or jnp.dtype(compute_dtype) == jnp.float32:
+        product = precision.einsum_f32  # float32 stays XLA's, the exact path
     return _chunked_loss_sum(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk,
-                             compute_dtype, product or precision.einsum_f32)
+                             compute_dtype, product)
 
 
 def _loss_sum_and_grads(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, compute_dtype,
@@ -135,8 +137,8 @@ def _loss_sum_and_grads(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, c
         target_logit_N = jnp.take_along_axis(logits_NV, t_N[:, None], axis=-1)[:, 0]
         is_target_NV = jax.lax.broadcasted_iota(jnp.int32, logits_NV.shape, 1) == t_N[:, None]
         p_NV = jnp.exp(logits_NV - lse_N[:, None])
-        g_NV = (weight_N[:, None] * jnp.where(is_target_NV, p_NV - 1.0, p_NV)).astype(
-            compute_dtype)
+        g_NV = precision.operand(weight_N[:, None] * jnp.where(is_target_NV, p_NV - 1.0, p_NV),
+                                 compute_dtype, product)
         dh_ND = product("nv,dv->nd", g_NV, w_DV)
         dw_DV = dw_DV + jax.lax.optimization_barrier(product("dn,nv->dv", h_DN, g_NV))
         return dw_DV, (jnp.sum(weight_N * (lse_N - target_logit_N)), dh_ND)

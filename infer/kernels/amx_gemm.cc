@@ -68,7 +68,7 @@ bool AmxGranted() {
 }
 
 struct Job {
-  const bf16 *a, *b;
+  const void *a, *b;      // bf16 or float32 (rounded to bf16 while packing)
   float* c;
   int64_t M, N, K;
   bool ta, tb;
@@ -80,7 +80,7 @@ struct Job {
 };
 
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,amx-tile,amx-bf16")
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,amx-tile,amx-bf16")
 
 #define TF_INLINE inline __attribute__((always_inline))
 
@@ -123,38 +123,50 @@ TF_INLINE void Transpose16(const __m512 r[16], __m512 out[16]) {
   }
 }
 
-// 16 bf16 of row x and of row y as 16 pairs (x[i], y[i]).
-TF_INLINE __m512 Pairs(const bf16* x, const bf16* y) {
-  const __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
-  const __m512i hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(y)));
-  return _mm512_castsi512_ps(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+// 32 values from p as 32 bf16 in a register (float32 rounded to nearest even, as XLA's
+// convert does).
+TF_INLINE __m512 Load32(const bf16* p) { return _mm512_loadu_ps(p); }
+TF_INLINE __m512 Load32(const float* p) {
+  return (__m512)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 16), _mm512_loadu_ps(p));
+}
+
+// 16 values from p as bf16 in the low halves of 16 32-bit lanes.
+TF_INLINE __m512i Load16(const bf16* p) {
+  return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+TF_INLINE __m512i Load16(const float* p) {
+  return _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(p)));
+}
+
+// 16 values of row x and of row y as 16 pairs (x[i], y[i]).
+template <class T>
+TF_INLINE __m512 Pairs(const T* x, const T* y) {
+  return _mm512_castsi512_ps(_mm512_or_si512(Load16(x), _mm512_slli_epi32(Load16(y), 16)));
+}
+
+TF_INLINE void StoreTile(const __m512 r[16], bool transpose, bf16* dst) {
+  __m512 o[16];
+  if (transpose) Transpose16(r, o);
+  for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + 32 * i, transpose ? o[i] : r[i]);
 }
 
 // One tile of 16 rows x 32 columns of `src` (rows `ld` apart) copied as is: A's tiles, or B's
 // from B^T, whose rows of 32 K values are 16 pairs each, then transposed so that pair row p
 // holds column c's pair at c (`transpose`).
-TF_INLINE void RowsTile(const bf16* src, int64_t ld, bool transpose, bf16* dst) {
-  __m512 r[16], o[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ld);
-  if (transpose) {
-    Transpose16(r, o);
-    for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + 32 * i, o[i]);
-  } else {
-    for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + 32 * i, r[i]);
-  }
+template <class T>
+TF_INLINE void RowsTile(const T* src, int64_t ld, bool transpose, bf16* dst) {
+  __m512 r[16];
+  for (int i = 0; i < 16; ++i) r[i] = Load32(src + i * ld);
+  StoreTile(r, transpose, dst);
 }
 
 // One tile from 32 rows x 16 columns of `src` (rows `ld` apart) paired along the rows: B's
 // pair layout from B [K][N] as is, A's rows from A^T [K][M] once transposed.
-TF_INLINE void PairsTile(const bf16* src, int64_t ld, bool transpose, bf16* dst) {
-  __m512 r[16], o[16];
+template <class T>
+TF_INLINE void PairsTile(const T* src, int64_t ld, bool transpose, bf16* dst) {
+  __m512 r[16];
   for (int p = 0; p < 16; ++p) r[p] = Pairs(src + 2 * p * ld, src + (2 * p + 1) * ld);
-  if (transpose) {
-    Transpose16(r, o);
-    for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + 32 * i, o[i]);
-  } else {
-    for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + 32 * i, r[i]);
-  }
+  StoreTile(r, transpose, dst);
 }
 
 // Pack task s: up to kGroup strips of 16 rows of A (the first tasks) or 16 columns of B, all K,
@@ -165,12 +177,15 @@ constexpr int64_t kGroup = 4;
 
 int64_t PackTasksA(const Job& j) { return j.pack_a ? (j.M / 16 + kGroup - 1) / kGroup : 0; }
 
+template <class TA, class TB>
 void PackGroup(const Job& j, int64_t s) {
   const int64_t kc = j.K / 32, tasks_a = PackTasksA(j);
   const bool is_a = s < tasks_a;
   const int64_t strips = (is_a ? j.M : j.N) / 16;
   const int64_t first = kGroup * (is_a ? s : s - tasks_a);
   const int64_t last = std::min(strips, first + kGroup);
+  const TA* a = static_cast<const TA*>(j.a);
+  const TB* b = static_cast<const TB*>(j.b);
   for (int64_t k = 0; k < kc; ++k) {
     const int64_t k0 = 32 * k;
     for (int64_t st = first; st < last; ++st) {
@@ -178,14 +193,14 @@ void PackGroup(const Job& j, int64_t s) {
       bf16* dst = (is_a ? j.ap : j.bp) + (st * kc + k) * kTile;
       if (is_a) {
         if (j.ta)
-          PairsTile(j.a + k0 * j.M + i0, j.M, true, dst);   // A^T [K][M]
+          PairsTile(a + k0 * j.M + i0, j.M, true, dst);   // A^T [K][M]
         else
-          RowsTile(j.a + i0 * j.K + k0, j.K, false, dst);   // A [M][K]
+          RowsTile(a + i0 * j.K + k0, j.K, false, dst);   // A [M][K]
       } else {
         if (j.tb)
-          RowsTile(j.b + i0 * j.K + k0, j.K, true, dst);    // B^T [N][K]
+          RowsTile(b + i0 * j.K + k0, j.K, true, dst);    // B^T [N][K]
         else
-          PairsTile(j.b + k0 * j.N + i0, j.N, false, dst);  // B [K][N]
+          PairsTile(b + k0 * j.N + i0, j.N, false, dst);  // B [K][N]
       }
     }
   }
@@ -202,7 +217,8 @@ void ProductTask(const Job& j, int64_t task) {
   for (int64_t k0 = 0; k0 < kc; k0 += kBlockK / 32) {
     const int64_t k1 = std::min(kc, k0 + kBlockK / 32);
     for (int64_t m = m0; m < m1; m += 32) {
-      const bf16* a0 = j.pack_a ? j.ap + (m / 16) * a_strip : j.a + m * j.K;
+      const bf16* a0 = j.pack_a ? j.ap + (m / 16) * a_strip
+                                : static_cast<const bf16*>(j.a) + m * j.K;
       const bf16* a1 = a0 + a_strip;
       for (int64_t n = n0; n < n1; n += 32) {
         const bf16* b0 = j.bp + (n / 16) * kc * kTile;
@@ -239,8 +255,9 @@ void ProductTask(const Job& j, int64_t task) {
   }
 }
 
+template <class TA, class TB>
 void Work(Job& j) {
-  j.pack.Run([&](int64_t s) { PackGroup(j, s); });
+  j.pack.Run([&](int64_t s) { PackGroup<TA, TB>(j, s); });
   j.pack.Wait();
   LoadTileConfig();
   j.mul.Run([&](int64_t t) { ProductTask(j, t); });
@@ -261,15 +278,19 @@ bf16* Scratch(size_t n) {
   return buf.get();
 }
 
-using Bf16x2 = ffi::Buffer<ffi::BF16, 2>;
 using F32x2 = ffi::Buffer<ffi::F32, 2>;
 
-ffi::Error GemmImpl(ffi::ThreadPool pool, Bf16x2 a, Bf16x2 b, ffi::Result<F32x2> c,
-                    int64_t trans_a, int64_t trans_b) {
+ffi::Error GemmImpl(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
+                    ffi::Result<F32x2> c, int64_t trans_a, int64_t trans_b) {
   if (!AmxGranted()) return ffi::Error::InvalidArgument("amx_gemm: this CPU has no usable AMX");
   auto job = std::make_shared<Job>();
   Job& j = *job;
   const auto da = a.dimensions(), db = b.dimensions();
+  const auto is_f32 = [](const ffi::AnyBuffer& x) { return x.element_type() == ffi::F32; };
+  const auto is_bf16 = [](const ffi::AnyBuffer& x) { return x.element_type() == ffi::BF16; };
+  if (da.size() != 2 || db.size() != 2 || !(is_f32(a) || is_bf16(a)) || !(is_f32(b) || is_bf16(b)))
+    return ffi::Error::InvalidArgument("amx_gemm: operands must be 2-D bf16 or float32");
+  const bool a32 = is_f32(a), b32 = is_f32(b);
   j.ta = trans_a != 0, j.tb = trans_b != 0;
   j.M = j.ta ? da[1] : da[0];
   j.K = j.ta ? da[0] : da[1];
@@ -277,12 +298,12 @@ ffi::Error GemmImpl(ffi::ThreadPool pool, Bf16x2 a, Bf16x2 b, ffi::Result<F32x2>
   if ((j.tb ? db[1] : db[0]) != j.K || j.M % 32 || j.N % 32 || j.K % 32)
     return ffi::Error::InvalidArgument("amx_gemm: operands must agree on K, and M, N and K "
                                        "must be multiples of 32");
-  j.a = reinterpret_cast<const bf16*>(a.untyped_data());
-  j.b = reinterpret_cast<const bf16*>(b.untyped_data());
+  j.a = a.untyped_data();
+  j.b = b.untyped_data();
   j.c = c->typed_data();
-  // A in place where its rows are K apart and K * 2 bytes is not a multiple of 4 KB (the 16
-  // rows of a tile would all meet in one of L1's 64 sets).
-  j.pack_a = j.ta || (2 * j.K) % 4096 == 0;
+  // A in place where it is bf16, its rows are K apart and K * 2 bytes is not a multiple of 4
+  // KB (the 16 rows of a tile would all meet in one of L1's 64 sets).
+  j.pack_a = j.ta || a32 || (2 * j.K) % 4096 == 0;
   j.ap = Scratch((j.M + j.N) * j.K);
   j.bp = j.ap + j.M * j.K;
   // C blocks of up to 512 x 512, halved (the larger side) until there are work for 2 threads
@@ -296,7 +317,9 @@ ffi::Error GemmImpl(ffi::ThreadPool pool, Bf16x2 a, Bf16x2 b, ffi::Result<F32x2>
   }
   j.pack.n = PackTasksA(j) + (j.N / 16 + kGroup - 1) / kGroup;
   j.mul.n = blocks();
-  twofiles::Spread(pool, job, j.mul.n, Work);
+  void (*work)(Job&) = a32 ? (b32 ? Work<float, float> : Work<float, bf16>)
+                           : (b32 ? Work<bf16, float> : Work<bf16, bf16>);
+  twofiles::Spread(pool, job, j.mul.n, work);
   j.mul.Wait();
   return ffi::Error::Success();
 }
@@ -309,8 +332,8 @@ extern "C" int TwofilesAmxGemmReady() { return AmxGranted() ? 1 : 0; }
 XLA_FFI_DEFINE_HANDLER_SYMBOL(TwofilesAmxGemm, GemmImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
-                                  .Arg<Bf16x2>()
-                                  .Arg<Bf16x2>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
                                   .Ret<F32x2>()
                                   .Attr<int64_t>("trans_a")
                                   .Attr<int64_t>("trans_b"));

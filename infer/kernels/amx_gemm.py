@@ -1,7 +1,7 @@
 """bf16 matmuls on Intel AMX tiles (kernels/amx_gemm.cc), as einsums of two operands.
 
-    y = product("btd,dnk->btnk", x_BTD, w_DNK)   # bf16 in, float32 out, like jnp.einsum's
-                                                  # preferred_element_type=float32
+    y = product("btd,dnk->btnk", x_BTD, w_DNK)   # bf16 (or float32, rounded to bf16) in,
+                                                  # float32 out
 
 `product` is `model.precision`'s product of two operands, plugged in by `model_ops()` (train
 config `kernels.matmul = "amx"`): every matmul of the bf16 training step, forward and both
@@ -76,12 +76,13 @@ def _gemm(a2, b2, trans_a: bool, trans_b: bool, M: int, N: int):
 
 
 def product(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
-    """`jnp.einsum(spec, a, b)` with a float32 result, on AMX tiles where it applies (see the
-    module docstring)."""
+    """`jnp.einsum(spec, a, b)` of a and b rounded to bf16 (float32 operands are rounded by the
+    kernel as it packs them, nearest even as XLA's convert), with a float32 result; on AMX
+    tiles where it applies (see the module docstring)."""
     plan = as_matmul(spec, a.shape, b.shape)
-    if (plan is None or a.dtype != jnp.bfloat16 or b.dtype != jnp.bfloat16
+    if (plan is None or a.dtype not in _TAKES or b.dtype not in _TAKES
             or any(n % 32 for n in plan[3:]) or not available()):
-        return _einsum(spec, a, b)
+        return _einsum(spec, a.astype(jnp.bfloat16), b.astype(jnp.bfloat16))
     swap, ta, tb, M, K, N = plan
     x, y = (b, a) if swap else (a, b)
     x2 = x.reshape((K, M) if ta else (M, K))
@@ -93,9 +94,13 @@ def product(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
         return c.reshape(out_shape)
 
     def elsewhere(x2, y2):
-        return _einsum(spec, a, b)
+        return _einsum(spec, a.astype(jnp.bfloat16), b.astype(jnp.bfloat16))
 
     return jax.lax.platform_dependent(x2, y2, cpu=on_cpu, default=elsewhere)
+
+
+_TAKES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32))
+product.rounds_to = "bfloat16"  # model.precision hands it float32 operands unrounded
 
 
 def model_ops(base=None):
