@@ -250,11 +250,52 @@ def main(argv=None):
               f"\n{'':14}{short_op_name(dots[0]['op_name'])}")
     for n, ms in loops.items():
         print(f"loop {n}: {ms:.1f} ms per step (its body's ops are counted above)")
+    print("\nffi calls by kernel (ms per step, calls per step, GFLOP/s for the AMX GEMM):")
+    for target, (ms, calls, flops) in sorted(ffi_by_target(per_step, instrs, shapes, count,
+                                                           args.steps).items(),
+                                             key=lambda kv: -kv[1][0]):
+        rate = f"  {flops / ms / 1e6:6.0f} GFLOP/s" if flops else ""
+        print(f"  {ms:8.1f}  x{calls:<4g} {target}{rate}")
     print("\nthe other ops by what they compute (jax op_name: fwd/bwd, in the loss's scan, op):")
     for what, ms in other_ops(per_step, instrs, comps, loops).most_common(args.top):
         print(f"  {ms:8.1f}  {what}")
+    print(f"\nthe slowest other ops ({args.top}; ms per step, output shape, jax op):")
+    for name, ms in slowest_others(per_step, instrs, comps, loops, args.top):
+        print(f"  {ms:7.1f}  {name:<30} {instrs[name]['shape'][:40]:<40} "
+              f"{short_op_name(op_name_of(instrs[name], comps))}")
     shutil.rmtree(dump, ignore_errors=True)
     shutil.rmtree(trace_dir, ignore_errors=True)
+
+
+def ffi_by_target(per_step, instrs, shapes, count, steps: int) -> dict:
+    """{custom call target: [ms, calls, FLOPs] per step}; FLOPs for the AMX GEMM (2 M N K, K
+    from its first operand's size over M)."""
+    out = {}
+    for name, ms in per_step.items():
+        ins = instrs[name]
+        if ins["op"] != "custom-call":
+            continue
+        target = re.search(r'custom_call_target="([^"]*)"', ins["rest"])
+        row = out.setdefault(target.group(1) if target else "?", [0.0, 0.0, 0.0])
+        calls = count[name] / steps
+        row[0], row[1] = row[0] + ms, row[1] + calls
+        if target and "amx_gemm" in target.group(1):
+            first = re.findall(r"%([\w.\-]+)", ins["rest"].split(")")[0])[:1]
+            a = 1
+            for d in _dims(shapes.get(first[0], "?[]") if first else "?[]"):
+                a *= d
+            m_n = _dims(ins["shape"])
+            if len(m_n) == 2:
+                row[2] += 2 * m_n[1] * a * calls
+    return out
+
+
+def slowest_others(per_step, instrs, comps, loops, top: int) -> list:
+    """The `top` slowest non-dot, non-ffi instructions: [(name, ms per step)]."""
+    rows = [(n, ms) for n, ms in per_step.items()
+            if n not in loops and instrs[n]["op"] not in ("dot", "custom-call")
+            and not any(dots_under(comps, c) for c in called(instrs[n]))]
+    return sorted(rows, key=lambda r: -r[1])[:top]
 
 
 def dots_by_role(dot_rows, steps: int) -> dict:
