@@ -32,10 +32,7 @@
 // bandwidth-bound. The bench step (benchmarks/train_throughput.py, twofiles-bf16-flash
 // against -amx, 8 rounds interleaved): 754 -> 686 ms median.
 
-#include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -44,6 +41,7 @@
 #include <memory>
 
 #include "xla/ffi/api/ffi.h"
+#include "amx.h"
 #include "tasks.h"
 
 namespace ffi = xla::ffi;
@@ -54,18 +52,6 @@ using bf16 = uint16_t;
 constexpr int64_t kTile = 512;      // bf16 values in one packed tile (16 x 32)
 constexpr int64_t kBlockK = 512;    // K per pass over a C block
 constexpr int64_t kBlockMN = 512;   // the largest C block a task computes, rows and columns
-
-// AMX-TILE and AMX-BF16 in CPUID leaf 7 and Linux's permission for the tile data (asked once).
-bool AmxGranted() {
-  static const bool granted = [] {
-    unsigned a, b, c, d;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-    if (!((d >> 22 & 1) && (d >> 24 & 1))) return false;
-    constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-  }();
-  return granted;
-}
 
 struct Job {
   const void *a, *b;      // bf16 or float32 (rounded to bf16 while packing)
@@ -83,45 +69,6 @@ struct Job {
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,amx-tile,amx-bf16")
 
 #define TF_INLINE inline __attribute__((always_inline))
-
-void LoadTileConfig() {
-  struct alignas(64) {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-  } cfg = {};
-  cfg.palette = 1;
-  for (int t = 0; t < 8; ++t) cfg.colsb[t] = 64, cfg.rows[t] = 16;
-  // GCC 12 may treat ldtilecfg as reading the first byte only and drop the other stores (a
-  // test program at -O2 configured no rows and died of SIGILL at its first tilezero).
-  asm volatile("" : : "r"(&cfg) : "memory");
-  _tile_loadconfig(&cfg);
-}
-
-// r[i][j] -> out[j][i] for 16 x 16 32-bit values in registers.
-TF_INLINE void Transpose16(const __m512 r[16], __m512 out[16]) {
-  __m512 t[16], u[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-  }
-  for (int j = 0; j < 4; ++j) {
-    const __m512 a = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);
-    const __m512 b = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
-    const __m512 c = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
-    const __m512 d = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
-    out[j] = _mm512_shuffle_f32x4(a, c, 0x88);
-    out[j + 4] = _mm512_shuffle_f32x4(b, d, 0x88);
-    out[j + 8] = _mm512_shuffle_f32x4(a, c, 0xDD);
-    out[j + 12] = _mm512_shuffle_f32x4(b, d, 0xDD);
-  }
-}
 
 // 32 values from p as 32 bf16 in a register (float32 rounded to nearest even, as XLA's
 // convert does).
@@ -146,7 +93,7 @@ TF_INLINE __m512 Pairs(const T* x, const T* y) {
 
 TF_INLINE void StoreTile(const __m512 r[16], bool transpose, bf16* dst) {
   __m512 o[16];
-  if (transpose) Transpose16(r, o);
+  if (transpose) twofiles::Transpose16(r, o);
   for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + 32 * i, transpose ? o[i] : r[i]);
 }
 
@@ -259,7 +206,7 @@ template <class TA, class TB>
 void Work(Job& j) {
   j.pack.Run([&](int64_t s) { PackGroup<TA, TB>(j, s); });
   j.pack.Wait();
-  LoadTileConfig();
+  twofiles::LoadTileConfig();
   j.mul.Run([&](int64_t t) { ProductTask(j, t); });
   _tile_release();
 }
@@ -282,7 +229,8 @@ using F32x2 = ffi::Buffer<ffi::F32, 2>;
 
 ffi::Error GemmImpl(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
                     ffi::Result<F32x2> c, int64_t trans_a, int64_t trans_b) {
-  if (!AmxGranted()) return ffi::Error::InvalidArgument("amx_gemm: this CPU has no usable AMX");
+  if (!twofiles::AmxGranted())
+    return ffi::Error::InvalidArgument("amx_gemm: this CPU has no usable AMX");
   auto job = std::make_shared<Job>();
   Job& j = *job;
   const auto da = a.dimensions(), db = b.dimensions();
@@ -327,7 +275,7 @@ ffi::Error GemmImpl(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
 }  // namespace
 
 // Whether this process can run the kernel (AMX-BF16 with Linux's permission), for amx_gemm.py.
-extern "C" int TwofilesAmxGemmReady() { return AmxGranted() ? 1 : 0; }
+extern "C" int TwofilesAmxGemmReady() { return twofiles::AmxGranted() ? 1 : 0; }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(TwofilesAmxGemm, GemmImpl,
                               ffi::Ffi::Bind()

@@ -70,8 +70,6 @@
 
 #include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -85,6 +83,7 @@
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
+#include "amx.h"
 #include "tasks.h"
 
 namespace ffi = xla::ffi;
@@ -125,8 +124,6 @@ struct BackwardJob {
 
 // ---- which engine (baseline code: runs on every x86 CPU) ------------------------------------
 
-constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-
 enum class Engine { kNone = 0, kDot = 1, kAmx = 2 };
 
 // kAmx: AMX-TILE and AMX-BF16 in CPUID leaf 7 and the kernel's permission to use the tile data
@@ -139,10 +136,7 @@ Engine Bf16Engine() {
     if (isa == "avx2" || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return Engine::kNone;
     const bool avx512 = (b >> 16 & 1) && (b >> 30 & 1);      // AVX512F, AVX512BW
     if (!avx512 || !__builtin_cpu_supports("avx512bf16")) return Engine::kNone;
-    const bool amx = (d >> 22 & 1) && (d >> 24 & 1);         // AMX-BF16, AMX-TILE
-    if (isa == "avx512" || !amx) return Engine::kDot;
-    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0 ? Engine::kAmx
-                                                                               : Engine::kDot;
+    return isa != "avx512" && twofiles::AmxGranted() ? Engine::kAmx : Engine::kDot;
   }();
   return engine;
 }
@@ -153,22 +147,6 @@ Engine Bf16Engine() {
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,amx-tile,amx-bf16")
 
 #define TF_INLINE inline __attribute__((always_inline))
-
-// AMX palette 1, all eight tiles 16 rows x 64 bytes: tiles 0-3 accumulate a 32 x 32 float block,
-// 4-5 hold two 16-row slices of A, 6-7 two 16-column slices of B.
-void LoadTileConfig() {
-  struct alignas(64) {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-  } cfg = {};
-  cfg.palette = 1;
-  for (int t = 0; t < 8; ++t) cfg.colsb[t] = 64, cfg.rows[t] = 16;
-  // GCC 12 may treat ldtilecfg as reading the first byte only and drop the other stores (a
-  // test program at -O2 configured no rows and died of SIGILL at its first tilezero).
-  asm volatile("" : : "r"(&cfg) : "memory");
-  _tile_loadconfig(&cfg);
-}
 
 // C[M][N] (+)= A[M][kc] B, A bf16 rows (lda elements apart), B in pair layout [kc/2][N][2]
 // (ldb elements per pair row), C float (ldc floats apart); M, N and kc multiples of 32.
@@ -323,33 +301,6 @@ TF_INLINE RowMasks Visible(const int32_t* seg_p, int64_t s0, int64_t t, bool all
 
 // ---- packing (once per task) ----
 
-// r[i][j] -> out[j][i] for 16 x 16 32-bit values in registers: pairs within 128-bit lanes,
-// then quadruples, then the lanes (the scalar loops this replaced were the backward's largest
-// cost, perf).
-TF_INLINE void Transpose16(const __m512 r[16], __m512 out[16]) {
-  __m512 t[16], u[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {  // u[4i + j], lane L: column 4L + j of rows 4i..4i+3
-    u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-  }
-  for (int j = 0; j < 4; ++j) {
-    const __m512 a = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);
-    const __m512 b = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
-    const __m512 c = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
-    const __m512 d = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
-    out[j] = _mm512_shuffle_f32x4(a, c, 0x88);
-    out[j + 4] = _mm512_shuffle_f32x4(b, d, 0x88);
-    out[j + 8] = _mm512_shuffle_f32x4(a, c, 0xDD);
-    out[j + 12] = _mm512_shuffle_f32x4(b, d, 0xDD);
-  }
-}
-
 // The sequence's segment ids padded to Tp with a value no real row has; and per block whether
 // it lies in one segment (then a block pair before the diagonal needs no mask).
 void PackSegments(const int32_t* seg, const Dims& d, int32_t* seg_p, uint8_t* uniform) {
@@ -382,7 +333,7 @@ void PackTransposed(const bf16* src, int64_t stride, const Dims& d, bf16* dst) {
         r[i] = t0 + i < d.T ? _mm512_castsi512_ps(_mm512_cvtepu16_epi32(_mm256_loadu_si256(
                                   reinterpret_cast<const __m256i*>(src + (t0 + i) * stride + c0))))
                             : _mm512_setzero_ps();
-      Transpose16(r, out);
+      twofiles::Transpose16(r, out);
       for (int i = 0; i < 16; ++i)
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (c0 + i) * Ld + t0),
                             _mm512_cvtepi32_epi16(_mm512_castps_si512(out[i])));
@@ -401,7 +352,7 @@ void PackHeadPairs(const bf16* src, int64_t stride, const Dims& d, bf16* dst) {
       for (int i = 0; i < 16; ++i)
         r[i] = t0 + i < d.T ? _mm512_loadu_ps(src + (t0 + i) * stride + 2 * p0)
                             : _mm512_setzero_ps();
-      Transpose16(r, o);
+      twofiles::Transpose16(r, o);
       for (int i = 0; i < 16; ++i) _mm512_storeu_ps(blk + (p0 + i) * kBlock, o[i]);
     }
   }
@@ -529,7 +480,7 @@ size_t ForwardScratchFloats(const Dims& d) {
 void ForwardWork(ForwardJob& j) {
   char* scratch = reinterpret_cast<char*>(Scratch(ForwardScratchFloats(j.d)));
   if (Bf16Engine() == Engine::kAmx) {
-    LoadTileConfig();
+    twofiles::LoadTileConfig();
     j.tasks.Run([&](int64_t t) { ForwardTask<true>(j, t, scratch); });
     _tile_release();
   } else {
@@ -618,7 +569,7 @@ void BackwardTask(const BackwardJob& j, int64_t task, char* scratch) {
       for (auto [from, to] : {std::pair{dkt, j.dk}, std::pair{dvt, j.dv}}) {
         __m512 r[16], o[16];
         for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(from + (x0 + i) * Ld + t0);
-        Transpose16(r, o);
+        twofiles::Transpose16(r, o);
         for (int i = 0; i < 16 && t0 + i < d.T; ++i)
           _mm512_storeu_ps(to + kv_at + (t0 + i) * kv_stride + x0, o[i]);
       }
@@ -632,7 +583,7 @@ size_t BackwardScratchFloats(const Dims& d) {
 void BackwardWork(BackwardJob& j) {
   char* scratch = reinterpret_cast<char*>(Scratch(BackwardScratchFloats(j.d)));
   if (Bf16Engine() == Engine::kAmx) {
-    LoadTileConfig();
+    twofiles::LoadTileConfig();
     j.tasks.Run([&](int64_t t) { BackwardTask<true>(j, t, scratch); });
     _tile_release();
   } else {
