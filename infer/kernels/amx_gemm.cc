@@ -213,18 +213,6 @@ void Work(Job& j) {
 
 #pragma GCC pop_options
 
-// The calling thread's packing buffer, grown to the largest call and kept (no page faults in
-// the steady state). XLA may run two of these calls at once, each on its own calling thread.
-bf16* Scratch(size_t n) {
-  thread_local std::unique_ptr<bf16, decltype(&std::free)> buf(nullptr, &std::free);
-  thread_local size_t size = 0;
-  if (n > size) {
-    buf.reset(static_cast<bf16*>(std::aligned_alloc(64, (n * 2 + 63) / 64 * 64)));
-    size = n;
-  }
-  return buf.get();
-}
-
 using F32x2 = ffi::Buffer<ffi::F32, 2>;
 
 ffi::Error GemmImpl(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
@@ -252,7 +240,7 @@ ffi::Error GemmImpl(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
   // A in place where it is bf16, its rows are K apart and K * 2 bytes is not a multiple of 4
   // KB (the 16 rows of a tile would all meet in one of L1's 64 sets).
   j.pack_a = j.ta || a32 || (2 * j.K) % 4096 == 0;
-  j.ap = Scratch((j.M + j.N) * j.K);
+  j.ap = twofiles::ThreadScratch<bf16>((j.M + j.N) * j.K);
   j.bp = j.ap + j.M * j.K;
   // C blocks of up to 512 x 512, halved (the larger side) until there are work for 2 threads
   // twice over, but never below 32.

@@ -377,17 +377,6 @@ void PackTokenPairs(const bf16* src, int64_t stride, const Dims& d, bf16* dst) {
   }
 }
 
-// Per-thread scratch, grown to the largest call and kept (no allocation or page faults in the
-// steady state).
-float* Scratch(size_t floats) {
-  thread_local std::unique_ptr<float, decltype(&std::free)> buf(nullptr, &std::free);
-  thread_local size_t size = 0;
-  if (floats > size) {
-    buf.reset(static_cast<float*>(std::aligned_alloc(64, (floats * 4 + 63) / 64 * 64)));
-    size = floats;
-  }
-  return buf.get();
-}
 
 // Carves 64-byte-aligned arrays out of the scratch.
 struct Carver {
@@ -478,7 +467,8 @@ size_t ForwardScratchFloats(const Dims& d) {
 }
 
 void ForwardWork(ForwardJob& j) {
-  char* scratch = reinterpret_cast<char*>(Scratch(ForwardScratchFloats(j.d)));
+  char* scratch =
+      reinterpret_cast<char*>(twofiles::ThreadScratch<float>(ForwardScratchFloats(j.d)));
   if (Bf16Engine() == Engine::kAmx) {
     twofiles::LoadTileConfig();
     j.tasks.Run([&](int64_t t) { ForwardTask<true>(j, t, scratch); });
@@ -581,7 +571,8 @@ size_t BackwardScratchFloats(const Dims& d) {
 }
 
 void BackwardWork(BackwardJob& j) {
-  char* scratch = reinterpret_cast<char*>(Scratch(BackwardScratchFloats(j.d)));
+  char* scratch =
+      reinterpret_cast<char*>(twofiles::ThreadScratch<float>(BackwardScratchFloats(j.d)));
   if (Bf16Engine() == Engine::kAmx) {
     twofiles::LoadTileConfig();
     j.tasks.Run([&](int64_t t) { BackwardTask<true>(j, t, scratch); });

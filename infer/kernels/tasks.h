@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 
 #include "xla/ffi/api/ffi.h"
@@ -46,6 +47,20 @@ void Spread(xla::ffi::ThreadPool& pool, const std::shared_ptr<Job>& job, int64_t
   const int64_t helpers = std::min({pool.num_threads() - 1, parallel - 1, kMaxHelpers});
   for (int64_t h = 0; h < helpers; ++h) pool.Schedule([job, work] { work(*job); });
   work(*job);
+}
+
+// The calling thread's scratch of n values of T, 64-byte aligned, grown to the largest call and
+// kept: no allocation or page faults in the steady state. XLA may run two kernel calls at once,
+// each on its own calling thread, each with its own scratch.
+template <typename T>
+T* ThreadScratch(size_t n) {
+  thread_local std::unique_ptr<T, decltype(&std::free)> buf(nullptr, &std::free);
+  thread_local size_t size = 0;
+  if (n > size) {
+    buf.reset(static_cast<T*>(std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64)));
+    size = n;
+  }
+  return buf.get();
 }
 
 }  // namespace twofiles
