@@ -116,26 +116,46 @@ TF_INLINE void PairsTile(const T* src, int64_t ld, bool transpose, bf16* dst) {
   StoreTile(r, transpose, dst);
 }
 
-// Pack task s: up to kGroup strips of 16 rows of A (the first tasks) or 16 columns of B, all K,
-// into their tiles. The strips of a group are packed K chunk by K chunk together, so each row
-// read from the source is read whole (a strip alone used 32 of a row's 128 bytes, and the
-// 4 KB-strided rows of B met in one L1 set).
-constexpr int64_t kGroup = 4;
+// Pack tasks, of two shapes. The rows layouts (A [M][K], B^T [N][K]: tiles cut from rows along
+// K) go by strips, kGroup strips of 16 rows a task over all K: each source row is read along
+// its length. The pairs layouts (B [K][N], A^T [K][M]: tiles from pairs of rows) go by K, kKGroup
+// chunks of 32 rows a task over all strips, so that each row is read whole and in order: a task
+// of a few strips read 256 bytes of every row at strides of N x 4 bytes, a new page each, and
+// the hardware prefetchers, which stay within a page, did not follow.
+constexpr int64_t kGroup = 4, kKGroup = 4;
 
-int64_t PackTasksA(const Job& j) { return j.pack_a ? (j.M / 16 + kGroup - 1) / kGroup : 0; }
+struct PackSide {
+  bool pairs;     // tiles from pairs of rows (by K), else from rows (by strips)
+  int64_t tasks;
+};
+
+PackSide SideA(const Job& j) {
+  if (!j.pack_a) return {false, 0};
+  return j.ta ? PackSide{true, (j.K / 32 + kKGroup - 1) / kKGroup}
+              : PackSide{false, (j.M / 16 + kGroup - 1) / kGroup};
+}
+
+PackSide SideB(const Job& j) {
+  return j.tb ? PackSide{false, (j.N / 16 + kGroup - 1) / kGroup}
+              : PackSide{true, (j.K / 32 + kKGroup - 1) / kKGroup};
+}
 
 template <class TA, class TB>
-void PackGroup(const Job& j, int64_t s) {
-  const int64_t kc = j.K / 32, tasks_a = PackTasksA(j);
-  const bool is_a = s < tasks_a;
-  const int64_t strips = (is_a ? j.M : j.N) / 16;
-  const int64_t first = kGroup * (is_a ? s : s - tasks_a);
-  const int64_t last = std::min(strips, first + kGroup);
+void PackTask(const Job& j, int64_t s) {
+  const int64_t kc = j.K / 32;
+  const PackSide a_side = SideA(j);
+  const bool is_a = s < a_side.tasks;
+  const PackSide side = is_a ? a_side : SideB(j);
+  const int64_t t = is_a ? s : s - a_side.tasks, strips = (is_a ? j.M : j.N) / 16;
+  const int64_t k_lo = side.pairs ? t * kKGroup : 0;
+  const int64_t k_hi = side.pairs ? std::min(kc, k_lo + kKGroup) : kc;
+  const int64_t s_lo = side.pairs ? 0 : t * kGroup;
+  const int64_t s_hi = side.pairs ? strips : std::min(strips, s_lo + kGroup);
   const TA* a = static_cast<const TA*>(j.a);
   const TB* b = static_cast<const TB*>(j.b);
-  for (int64_t k = 0; k < kc; ++k) {
+  for (int64_t k = k_lo; k < k_hi; ++k) {
     const int64_t k0 = 32 * k;
-    for (int64_t st = first; st < last; ++st) {
+    for (int64_t st = s_lo; st < s_hi; ++st) {
       const int64_t i0 = 16 * st;
       bf16* dst = (is_a ? j.ap : j.bp) + (st * kc + k) * kTile;
       if (is_a) {
@@ -204,7 +224,7 @@ void ProductTask(const Job& j, int64_t task) {
 
 template <class TA, class TB>
 void Work(Job& j) {
-  j.pack.Run([&](int64_t s) { PackGroup<TA, TB>(j, s); });
+  j.pack.Run([&](int64_t s) { PackTask<TA, TB>(j, s); });
   j.pack.Wait();
   twofiles::LoadTileConfig();
   j.mul.Run([&](int64_t t) { ProductTask(j, t); });
@@ -251,7 +271,7 @@ ffi::Error GemmImpl(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
     if (j.mt >= j.nt) j.mt = std::max<int64_t>(32, j.mt / 2 / 32 * 32);
     else j.nt = std::max<int64_t>(32, j.nt / 2 / 32 * 32);
   }
-  j.pack.n = PackTasksA(j) + (j.N / 16 + kGroup - 1) / kGroup;
+  j.pack.n = SideA(j).tasks + SideB(j).tasks;
   j.mul.n = blocks();
   void (*work)(Job&) = a32 ? (b32 ? Work<float, float> : Work<float, bf16>)
                            : (b32 ? Work<bf16, float> : Work<bf16, bf16>);
