@@ -17,7 +17,7 @@ import optax
 
 import model
 from model import precision
-from infer.kernels import amx_gemm, flash_attention
+from infer.kernels import amx_gemm, flash_attention, xent
 
 
 def _hidden_and_unembed(params, inputs_BT, mcfg, positions_BT, segment_ids_BT, ops):
@@ -133,15 +133,12 @@ def _loss_sum_and_grads(hidden_BTD, unembed_DV, targets_BT, weights_BT, chunk, c
     def body(dw_DV, chunk_in):
         h_ND, h_DN, t_N, weight_N = chunk_in
         logits_NV = product("nd,dv->nv", h_ND, w_DV)
-        lse_N = jax.nn.logsumexp(logits_NV, axis=-1)
-        target_logit_N = jnp.take_along_axis(logits_NV, t_N[:, None], axis=-1)[:, 0]
-        is_target_NV = jax.lax.broadcasted_iota(jnp.int32, logits_NV.shape, 1) == t_N[:, None]
-        p_NV = jnp.exp(logits_NV - lse_N[:, None])
-        g_NV = precision.operand(weight_N[:, None] * jnp.where(is_target_NV, p_NV - 1.0, p_NV),
-                                 compute_dtype, product)
+        # One pass over the logits on CPUs (infer/kernels/xent), the gradient written in the
+        # dtype the two matmuls take it in.
+        g_NV, nll_N = xent.grad_and_nll(logits_NV, t_N, weight_N, compute_dtype)
         dh_ND = product("nv,dv->nd", g_NV, w_DV)
         dw_DV = dw_DV + jax.lax.optimization_barrier(product("dn,nv->dv", h_DN, g_NV))
-        return dw_DV, (jnp.sum(weight_N * (lse_N - target_logit_N)), dh_ND)
+        return dw_DV, (jnp.sum(weight_N * nll_N), dh_ND)
 
     dw_DV, (sums_C, dh_CND) = jax.lax.scan(body, jnp.zeros((D, V), jnp.float32),
                                           (h_CND, h_CDN, t_CN, w_CN))

@@ -84,6 +84,7 @@
 
 #include "xla/ffi/api/ffi.h"
 #include "amx.h"
+#include "avx512_math.h"
 #include "tasks.h"
 
 namespace ffi = xla::ffi;
@@ -239,24 +240,6 @@ TF_INLINE void Product(const bf16* a, int64_t lda, const bf16* b, int64_t ldb, f
     TileProduct<kAccumulate>(a, lda, b, ldb, c, ldc, M, N, kc);
   else
     DotProduct<kAccumulate>(a, lda, b, ldb, c, ldc, M, N, kc);
-}
-
-// e^x for x >= -103 (below: ~0), 16 lanes: x = n ln2 + f, e^f by a degree-6 polynomial
-// (relative error ~2e-7, as the float32 kernel's), 2^n by vscalefps.
-TF_INLINE __m512 Exp(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-103.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 f = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);
-  f = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), f);
-  __m512 p = _mm512_set1_ps(1.0f / 720);
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 120));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 24));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 6));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
 }
 
 // 64 floats (4 vectors) to 64 bf16 (2 vectors), round to nearest even.
@@ -433,7 +416,7 @@ void ForwardTask(const ForwardJob& j, int64_t task, char* scratch) {
           const __m512 shift = _mm512_set1_ps(m_new);
           __m512 sum = _mm512_setzero_ps();
           for (int v = 0; v < 4; ++v) {
-            x[v] = _mm512_maskz_mov_ps(vis.m[v], Exp(_mm512_sub_ps(x[v], shift)));
+            x[v] = _mm512_maskz_mov_ps(vis.m[v], twofiles::Exp(_mm512_sub_ps(x[v], shift)));
             sum = _mm512_add_ps(sum, x[v]);
           }
           mx[i] = m_new;
@@ -531,7 +514,7 @@ void BackwardTask(const BackwardJob& j, int64_t task, char* scratch) {
           __m512 p[4], ds[4];
           for (int v = 0; v < 4; ++v) {
             const __m512 x = _mm512_sub_ps(_mm512_loadu_ps(s + i * kBlock + 16 * v), shift);
-            p[v] = _mm512_maskz_mov_ps(pad ? 0 : vis.m[v], Exp(x));
+            p[v] = _mm512_maskz_mov_ps(pad ? 0 : vis.m[v], twofiles::Exp(x));
             const __m512 dpv = _mm512_loadu_ps(dp + i * kBlock + 16 * v);
             ds[v] = _mm512_mul_ps(p[v], _mm512_sub_ps(dpv, dl));
           }
