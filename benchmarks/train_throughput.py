@@ -406,8 +406,9 @@ AVX512_FP16, AMX-BF16; every number under the lock, load 0.6-1.9).
     rounding the activations or cotangents instead of the kernel (644-685 ms, within noise).
   - `make demo` on this machine with the kernel (`"matmul": "amx"` in the demo config; 1500-
     step trials 37.5 -> 35.3 s of training): `time make demo` 5 min 49 s from a built .venv,
-    training 335 s (48.9k tokens/s), val_bpb 1.976. This Xeon trains the tiny demo model slower
-    than the Zen 5 (3 min 27 s there): its steps are short ops where per-op time dominates.
+    training 335 s (48.9k tokens/s), val_bpb 1.976; at the end of the session, the host
+    quieter (the clock measured 4.09 GHz against 3.5), 4 min 50 s, training 278 s (58.8k
+    tokens/s), val_bpb 1.976 again to the last digit. The Zen 5 took 3 min 27 s.
 A race then (`--variants torch-compile,torch-bf16-compile,twofiles-fp32-flash,
 twofiles-bf16-flash,twofiles-bf16-amx --rounds 12`, load 1.75 -> 1.83), median ms: torch.compile
 1620, its bf16 autocast 662, twofiles fp32 flash + chunks 2187 (0.29x [0.26, 0.33] paired),

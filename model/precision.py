@@ -13,7 +13,7 @@ step). Here the cotangent is rounded to the compute dtype once and both gradient
 bf16 matmuls with float32 results, the mixed-precision recipe of torch's autocast (whose
 backward receives bf16 gradients) with float32 gradients out: dW is no longer rounded to bf16.
 The forward keeps the compute-dtype copies of x and w for the backward, half the bytes of
-float32 ones.
+float32 ones (for a product that rounds its own operands, below, the unrounded ones).
 
 `product(spec, a, b) -> float32` is the two-operand matmul the narrow dtype's three matmuls
 (forward, dx, dW) run on: `einsum_f32` (XLA's) by default, or a kernel's with the same

@@ -9,7 +9,7 @@ peak = cores x clock x FMA units x lanes x 2 (a fused multiply-add is two flops)
   - bfloat16: with AVX512_BF16 a dot instruction does two bf16 products per float32 lane
     (twice float32); with AMX (amx_bf16) a core's tile unit does 512 bf16 multiply-adds a
     cycle (one 16 x 16 x 32 tdpbf16ps every 16 cycles; a register-only loop of them ran 3370
-    GFLOP/s on one core of a 3.5 GHz Xeon, 96% of it).
+    GFLOP/s on one core of a Xeon, 94% of it at 3.5 GHz).
   - clock: measured (infer/kernels/cpu_clock.cc: a chain of dependent multiplies; the
     fastest of several short runs, since preemption only slows one). Under a hypervisor
     /proc/cpuinfo's "cpu MHz" is the nominal clock: a 2-core Zen 5 guest said 2.60 GHz and
