@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <thread>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -33,9 +34,16 @@ struct Tasks {
     }
   }
 
-  // Waits until every task has finished (the ones other threads claimed too).
+  // Waits until every task has finished (the ones other threads claimed too): spinning first,
+  // then yielding the core, so that a helper the OS preempted (more runnable threads than
+  // cores, as when XLA runs two kernels at once) gets it back instead of waiting out a slice.
   void Wait() const {
-    while (done.load(std::memory_order_acquire) < n) _mm_pause();
+    for (int spins = 0; done.load(std::memory_order_acquire) < n; ++spins) {
+      if (spins < 4096)
+        _mm_pause();
+      else
+        std::this_thread::yield();
+    }
   }
 };
 
