@@ -445,9 +445,12 @@ twofiles-bf16-flash,twofiles-bf16-amx --rounds 12`, load 0.80 -> 1.66):
   | twofiles bf16, flash + chunks    |       610 |    579 |     6719 |     0.82x [0.79, 0.86] |
   | twofiles bf16, AMX matmuls       |       514 |    491 |     7977 |     0.99x [0.95, 1.02] |
 
-Not met: 1.2x (~420 ms); 1.0x is inside this race's interval but not shown by it (0.99x
-[0.95, 1.02]), while the busier race above gave 1.04x [1.00, 1.07]. The ceiling does not excuse it: the step's 367 GFLOP at torch's
-best single bf16 matmul here (3516 GFLOP/s) is 104 ms. What is left, in size: the AMX
+A last race of the two (`--variants torch-bf16-compile,twofiles-bf16-amx --rounds 10`, after
+the task wait learned to yield): 529 against 545 ms, 0.97x [0.97, 0.98].
+Not met: 1.2x (~420 ms); 1.0x is inside the final race's interval but not shown by it (0.99x
+[0.95, 1.02]), the busier race above gave 1.04x [1.00, 1.07] and the last 0.97x [0.97, 0.98]:
+parity, give or take the host's drift. The ceiling does not excuse it: the step's 367 GFLOP at
+torch's best single bf16 matmul here (3516 GFLOP/s) is 104 ms. What is left, in size: the AMX
 products (~270 ms of op time for 338 GFLOP where torch's oneDNN, writing bf16 results, would
 need ~120; a third of ours is packing, and each float32 C block written to cold memory costs
 ~25% of a block's time), then ~200 ms of elementwise work spread over many small ops. The next
