@@ -23,6 +23,7 @@ import collections
 import glob
 import gzip
 import json
+import math
 import os
 import re
 import shutil
@@ -281,9 +282,7 @@ def ffi_by_target(per_step, instrs, shapes, count, steps: int) -> dict:
         row[0], row[1] = row[0] + ms, row[1] + calls
         if target and "amx_gemm" in target.group(1):
             first = re.findall(r"%([\w.\-]+)", ins["rest"].split(")")[0])[:1]
-            a = 1
-            for d in _dims(shapes.get(first[0], "?[]") if first else "?[]"):
-                a *= d
+            a = math.prod(_dims(shapes.get(first[0], "?[]") if first else "?[]"))
             m_n = _dims(ins["shape"])
             if len(m_n) == 2:
                 row[2] += 2 * m_n[1] * a * calls

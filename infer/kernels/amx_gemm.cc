@@ -14,13 +14,13 @@
 //
 // How: B is first packed into tile order, its 16-pair-row x 16-column tiles in AMX's pair
 // layout ([k/2][n][2]), 1 KB each, the tiles of one 16-column strip consecutive along K; A too
-// where it comes transposed (A^T's row pairs interleaved, then a 16 x 16 32-bit register
-// transpose) or where its rows are a multiple of 4 KB apart (the 16 rows of a tile would meet
+// where it comes as float32, transposed (A^T's row pairs interleaved, then a 16 x 16 32-bit
+// register transpose) or with rows a multiple of 4 KB apart (the 16 rows of a tile would meet
 // in one L1 set); otherwise A's tiles are read in place. Packing is spread over the threads
-// (tasks of 4 strips, so each source row is read whole), then the products: C in blocks of up
-// to 512 x 512 per task, K in passes of 512, and per 32 x 32 of C four accumulator tiles
-// (0-3), two tiles of A (4, 5) and two of B (6, 7): four tdpbf16ps per four tile loads, A's
-// 32-row strip reused from L1 across the block's columns.
+// (tasks cut so that each source row is read whole and in order: PackTask), then the
+// products: C in blocks of up to 512 x 512 per task, K in passes of 512, and per 32 x 32 of C
+// four accumulator tiles (0-3), two tiles of A (4, 5) and two of B (6, 7): four tdpbf16ps per
+// four tile loads, A's 32-row strip reused from L1 across the block's columns.
 //
 // Measured (the Xeon above, best of 10, under the lock; XLA's bf16 einsum with a float32
 // result against this kernel, GFLOP/s): x W at 4096 x 384 x 1152 1581 / 1784, the MLP's dW
@@ -36,8 +36,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <memory>
 
 #include "xla/ffi/api/ffi.h"
@@ -61,7 +59,7 @@ struct Job {
   bool pack_a;            // A's tiles packed (else read in place)
   bf16 *ap, *bp;          // packed: [M/16][K/32] and [N/16][K/32] tiles
   int64_t mt, nt;         // a product task's C block
-  twofiles::Tasks pack;   // M/16 strips of A, then N/16 of B
+  twofiles::Tasks pack;   // A's pack tasks (if packed), then B's: SideA, SideB
   twofiles::Tasks mul;    // ceil(M/mt) x ceil(N/nt) C blocks
 };
 

@@ -18,6 +18,7 @@ The kernel runs on one host device: the arrays it is handed are whole (no shardi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -25,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from infer.kernels import cpu_kernels
+from model import ops as model_ops_module
+from model.precision import einsum_f32
 
 KERNEL = ("amx_gemm.cc", "twofiles_amx_gemm", "TwofilesAmxGemm")
 
@@ -35,10 +38,6 @@ def available() -> bool:
     permission)."""
     lib = cpu_kernels.library(*KERNEL)
     return lib is not None and bool(lib.TwofilesAmxGemmReady())
-
-
-def _einsum(spec, a, b):
-    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
 
 
 def as_matmul(spec: str, a_shape, b_shape):
@@ -79,24 +78,23 @@ def product(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
     """`jnp.einsum(spec, a, b)` of a and b rounded to bf16 (float32 operands are rounded by the
     kernel as it packs them, nearest even as XLA's convert), with a float32 result; on AMX
     tiles where it applies (see the module docstring)."""
+    def xla(*_):
+        return einsum_f32(spec, a.astype(jnp.bfloat16), b.astype(jnp.bfloat16))
+
     plan = as_matmul(spec, a.shape, b.shape)
     if (plan is None or a.dtype not in _TAKES or b.dtype not in _TAKES
             or any(n % 32 for n in plan[3:]) or not available()):
-        return _einsum(spec, a.astype(jnp.bfloat16), b.astype(jnp.bfloat16))
+        return xla()
     swap, ta, tb, M, K, N = plan
     x, y = (b, a) if swap else (a, b)
     x2 = x.reshape((K, M) if ta else (M, K))
     y2 = y.reshape((N, K) if tb else (K, N))
-    out_shape = jax.eval_shape(functools.partial(_einsum, spec), a, b).shape
+    out_shape = jax.eval_shape(functools.partial(einsum_f32, spec), a, b).shape
 
     def on_cpu(x2, y2):
-        c = _gemm(x2, y2, ta, tb, M, N)
-        return c.reshape(out_shape)
+        return _gemm(x2, y2, ta, tb, M, N).reshape(out_shape)
 
-    def elsewhere(x2, y2):
-        return _einsum(spec, a.astype(jnp.bfloat16), b.astype(jnp.bfloat16))
-
-    return jax.lax.platform_dependent(x2, y2, cpu=on_cpu, default=elsewhere)
+    return jax.lax.platform_dependent(x2, y2, cpu=on_cpu, default=xla)
 
 
 _TAKES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32))
@@ -105,8 +103,4 @@ product.rounds_to = "bfloat16"  # model.precision hands it float32 operands unro
 
 def model_ops(base=None):
     """`base` (model.Ops; default the model's own) with its products on AMX tiles."""
-    import dataclasses
-
-    from model.ops import DEFAULT
-
-    return dataclasses.replace(base or DEFAULT, product=product)
+    return dataclasses.replace(base or model_ops_module.DEFAULT, product=product)
