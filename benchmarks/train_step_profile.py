@@ -251,12 +251,18 @@ def main(argv=None):
               f"\n{'':14}{short_op_name(dots[0]['op_name'])}")
     for n, ms in loops.items():
         print(f"loop {n}: {ms:.1f} ms per step (its body's ops are counted above)")
-    print("\nffi calls by kernel (ms per step, calls per step, GFLOP/s for the AMX GEMM):")
+    print("\nffi calls by kernel (ms per step, calls per step, GFLOP/s for the bf16 GEMM):")
     for target, (ms, calls, flops) in sorted(ffi_by_target(per_step, instrs, shapes, count,
                                                            args.steps).items(),
                                              key=lambda kv: -kv[1][0]):
         rate = f"  {flops / ms / 1e6:6.0f} GFLOP/s" if flops else ""
         print(f"  {ms:8.1f}  x{calls:<4g} {target}{rate}")
+    gemms = gemm_calls(per_step, instrs, shapes, count, comps, args.steps)
+    if gemms:
+        print(f"\nbf16 GEMM calls, slowest first ({min(args.top, len(gemms))} of {len(gemms)}; "
+              "ms per step, GFLOP/s, calls per step):")
+        for ms, rate, calls, what, op in gemms[:args.top]:
+            print(f"  {ms:7.1f} ms {rate:6.0f} GFLOP/s  x{calls:<3g} {what}\n{'':14}{op}")
     print("\nthe other ops by what they compute (jax op_name: fwd/bwd, in the loss's scan, op):")
     for what, ms in other_ops(per_step, instrs, comps, loops).most_common(args.top):
         print(f"  {ms:8.1f}  {what}")
@@ -269,7 +275,7 @@ def main(argv=None):
 
 
 def ffi_by_target(per_step, instrs, shapes, count, steps: int) -> dict:
-    """{custom call target: [ms, calls, FLOPs] per step}; FLOPs for the AMX GEMM (2 M N K, K
+    """{custom call target: [ms, calls, FLOPs] per step}; FLOPs for the bf16 GEMM (2 M N K, K
     from its first operand's size over M)."""
     out = {}
     for name, ms in per_step.items():
@@ -280,13 +286,33 @@ def ffi_by_target(per_step, instrs, shapes, count, steps: int) -> dict:
         row = out.setdefault(target.group(1) if target else "?", [0.0, 0.0, 0.0])
         calls = count[name] / steps
         row[0], row[1] = row[0] + ms, row[1] + calls
-        if target and "amx_gemm" in target.group(1):
+        if target and "bf16_gemm" in target.group(1):
             first = re.findall(r"%([\w.\-]+)", ins["rest"].split(")")[0])[:1]
             a = math.prod(_dims(shapes.get(first[0], "?[]") if first else "?[]"))
             m_n = _dims(ins["shape"])
             if len(m_n) == 2:
                 row[2] += 2 * m_n[1] * a * calls
     return out
+
+
+def gemm_calls(per_step, instrs, shapes, count, comps, steps: int) -> list:
+    """The bf16 GEMM's calls, slowest first: (ms per step, GFLOP/s, calls per step, operand
+    shapes with their transposes, jax op)."""
+    rows = []
+    for name, ms in per_step.items():
+        ins = instrs[name]
+        if ins["op"] != "custom-call" or "bf16_gemm" not in ins["rest"]:
+            continue
+        operands = re.findall(r"%([\w.\-]+)", ins["rest"].split(")")[0])[:2]
+        dims = [_dims(shapes.get(o, "?[]")) for o in operands]
+        m_n = _dims(ins["shape"])
+        calls = count[name] / steps
+        flops = 2 * m_n[1] * math.prod(dims[0]) * calls if len(m_n) == 2 and dims else 0
+        trans = [f"{t}={v}" for t, v in re.findall(r"(trans_[ab]) = (\d)", ins["rest"])]
+        what = " x ".join(shapes.get(o, "?").split("{")[0] for o in operands)
+        rows.append((ms, flops / ms / 1e6 if ms else 0.0, calls, f"{what} {' '.join(trans)}",
+                     short_op_name(op_name_of(ins, comps))))
+    return sorted(rows, key=lambda r: -r[0])
 
 
 def slowest_others(per_step, instrs, comps, loops, top: int) -> list:

@@ -476,11 +476,12 @@ from train import host_malloc  # noqa: E402 (after the path; it imports no jax)
 
 TORCH_VARIANTS = ("torch-eager", "torch-compile", "torch-bf16", "torch-bf16-compile")
 JAX_VARIANTS = ("twofiles-fp32", "twofiles-bf16", "twofiles-fp32-flash", "twofiles-bf16-flash",
-                "twofiles-fp32-chunks", "twofiles-bf16-chunks", "twofiles-bf16-amx")
+                "twofiles-fp32-chunks", "twofiles-bf16-chunks", "twofiles-bf16-gemm")
 # "-flash": the config's kernels section set to flash attention and the loss in chunks of
 # LOSS_CHUNK tokens (train.config.KernelsConfig), the options a user sets for speed;
-# "-chunks": the loss in chunks, attention in XLA; "-amx": "-flash" with the bf16 matmuls on
-# AMX tiles (kernels.matmul = "amx", infer/kernels/amx_gemm; XLA's where the CPU has no AMX).
+# "-chunks": the loss in chunks, attention in XLA; "-gemm": "-flash" with the bf16 matmuls in
+# the project's kernel (kernels.matmul = "bf16", infer/kernels/bf16_gemm: AMX tiles, else
+# AVX512_BF16; XLA's where the CPU has neither). Session 15 called it "-amx".
 LOSS_CHUNK = 1024
 ALL_VARIANTS = TORCH_VARIANTS + JAX_VARIANTS
 
@@ -563,7 +564,7 @@ def variant_kernels(name: str, default):
     suffix = name.rsplit("-", 1)[-1]
     return {"flash": KernelsConfig("flash", LOSS_CHUNK),
             "chunks": KernelsConfig("xla", LOSS_CHUNK),
-            "amx": KernelsConfig("flash", LOSS_CHUNK, "amx")}.get(suffix, default)
+            "gemm": KernelsConfig("flash", LOSS_CHUNK, "bf16")}.get(suffix, default)
 
 
 class JaxVariant:

@@ -14,7 +14,7 @@ evaluation and fast decoding is not the layer but how two things are done:
   caller's layer loop hands the block, so the operation owns the weights' layout.
 - `product(spec, a, b) -> float32`: the two-operand matmul under the default `matmul`'s and
   the unembedding's bf16 products, forward and backward (model.precision.dot); None is XLA's
-  (`precision.einsum_f32`), a CPU kernel (infer/kernels/amx_gemm) replaces it.
+  (`precision.einsum_f32`), a CPU kernel (infer/kernels/bf16_gemm) replaces it.
 - `attention(q_BTHK, k_BTGK, v_BTGK, kv, ctx, cfg) -> (out_BTHK, new_kv)`: q, k, v already
   rotated; `kv` is this layer's cache (None without one) in the operation's own layout, and
   the operation writes the new k and v into it. `ctx` is what the caller built for it (for the

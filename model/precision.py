@@ -17,7 +17,7 @@ float32 ones (for a product that rounds its own operands, below, the unrounded o
 
 `product(spec, a, b) -> float32` is the two-operand matmul the narrow dtype's three matmuls
 (forward, dx, dW) run on: `einsum_f32` (XLA's) by default, or a kernel's with the same
-meaning (infer/kernels/amx_gemm.product on CPUs with AMX tiles). A product whose
+meaning (infer/kernels/bf16_gemm.product on CPUs with AMX or AVX512_BF16). A product whose
 `rounds_to` attribute names the compute dtype rounds float32 operands itself (while packing
 them, with the same round-to-nearest-even as XLA's convert): it is handed them unrounded,
 which saves XLA a convert pass over every activation and cotangent (`operand`).

@@ -194,15 +194,18 @@ class KernelsConfig:
 
     attention: str = "xla"  # xla: dense mask | flash: infer/kernels/flash_attention (blocks)
     loss_chunk: int = 0  # tokens per chunk of the fused output projection + loss; 0: whole logits
-    # xla | amx: bf16 matmuls on AMX tiles (infer/kernels/amx_gemm) where the CPU has them
+    # xla | bf16: the bf16 step's matmuls in infer/kernels/bf16_gemm (AMX tiles, else
+    # AVX512_BF16's dot instructions) where the CPU has either; XLA's elsewhere
     matmul: str = "xla"
 
     def __post_init__(self):
         _check_fields(self, "kernels.")
         if self.attention not in ("xla", "flash"):
             raise ConfigError(f"kernels.attention must be xla or flash, got {self.attention!r}")
-        if self.matmul not in ("xla", "amx"):
-            raise ConfigError(f"kernels.matmul must be xla or amx, got {self.matmul!r}")
+        if self.matmul == "amx":  # its name before the kernel ran without AMX too (run configs)
+            object.__setattr__(self, "matmul", "bf16")
+        if self.matmul not in ("xla", "bf16"):
+            raise ConfigError(f"kernels.matmul must be xla or bf16, got {self.matmul!r}")
         if self.loss_chunk < 0:
             raise ConfigError(f"kernels.loss_chunk must be >= 0 (0: no chunks), got "
                               f"{self.loss_chunk}")

@@ -17,7 +17,7 @@ import optax
 
 import model
 from model import precision
-from infer.kernels import amx_gemm, flash_attention, xent
+from infer.kernels import bf16_gemm, flash_attention, xent
 
 
 def _hidden_and_unembed(params, inputs_BT, mcfg, positions_BT, segment_ids_BT, ops):
@@ -33,8 +33,8 @@ def _kernel_options(kernels):
     if kernels is None:
         return model.ops.DEFAULT, 0
     ops = flash_attention.model_ops() if kernels.attention == "flash" else model.ops.DEFAULT
-    if kernels.matmul == "amx":
-        ops = amx_gemm.model_ops(ops)
+    if kernels.matmul == "bf16":
+        ops = bf16_gemm.model_ops(ops)
     return ops, kernels.loss_chunk
 
 

@@ -1,4 +1,4 @@
-// What the project's AMX kernels share (flash_attention_bf16.cc, amx_gemm.cc): whether this
+// What the project's AMX kernels share (flash_attention_bf16.cc, bf16_gemm.cc): whether this
 // process may use the tiles, the one tile configuration both use, and the 16 x 16 32-bit
 // register transpose their packing is built on. Included by those kernels (infer/kernels/
 // cpu_kernels.py hashes it with them).

@@ -2,7 +2,7 @@
 // flash_attention.cc (same semantics, same FFI arguments but bf16 q, k, v and dout; float32
 // out, lse and gradients), called by infer/kernels/flash_attention.py when the model's compute
 // dtype is bf16 and the CPU has AVX512_BF16. The tile products run on one of two engines,
-// picked per CPU when a job starts (Bf16Path):
+// picked per CPU when a job starts (bf16_engine.h):
 //
 //   - Intel AMX tiles (tdpbf16ps) where the CPU has AMX-BF16 and Linux grants the tile data;
 //   - AVX512_BF16's vdpbf16ps in register blocks (DotProduct) elsewhere, e.g. AMD Zen 4 / 5.
@@ -68,7 +68,6 @@
 //
 // 2.1x the float32 kernel forward + backward: the bench step's six layers 49 against 104 ms.
 
-#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -78,12 +77,12 @@
 #include <cstring>
 #include <limits>
 #include <memory>
-#include <string>
 #include <utility>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
 #include "amx.h"
+#include "bf16_engine.h"
 #include "avx512_math.h"
 #include "tasks.h"
 
@@ -123,24 +122,8 @@ struct BackwardJob {
   twofiles::Tasks tasks;  // B * G
 };
 
-// ---- which engine (baseline code: runs on every x86 CPU) ------------------------------------
-
-enum class Engine { kNone = 0, kDot = 1, kAmx = 2 };
-
-// kAmx: AMX-TILE and AMX-BF16 in CPUID leaf 7 and the kernel's permission to use the tile data
-// (Linux 5.16+, asked once per process); kDot: AVX-512 F, BW and BF16 without usable AMX (or
-// TWOFILES_CPU_ISA=avx512); kNone otherwise or with TWOFILES_CPU_ISA=avx2.
-Engine Bf16Engine() {
-  static const Engine engine = [] {
-    const std::string isa = std::getenv("TWOFILES_CPU_ISA") ?: "";
-    unsigned a, b, c, d;
-    if (isa == "avx2" || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return Engine::kNone;
-    const bool avx512 = (b >> 16 & 1) && (b >> 30 & 1);      // AVX512F, AVX512BW
-    if (!avx512 || !__builtin_cpu_supports("avx512bf16")) return Engine::kNone;
-    return isa != "avx512" && twofiles::AmxGranted() ? Engine::kAmx : Engine::kDot;
-  }();
-  return engine;
-}
+using twofiles::Bf16Engine;
+using twofiles::Engine;
 
 // ---- the AVX-512 code (AMX instructions only on the kAmx engine) ------------------------------
 

@@ -59,8 +59,9 @@ void Spread(xla::ffi::ThreadPool& pool, const std::shared_ptr<Job>& job, int64_t
 
 // The calling thread's scratch of n values of T, 64-byte aligned, grown to the largest call and
 // kept: no allocation or page faults in the steady state. XLA may run two kernel calls at once,
-// each on its own calling thread, each with its own scratch.
-template <typename T>
+// each on its own calling thread, each with its own scratch. A kernel that needs two buffers
+// at once takes them from two slots.
+template <typename T, int kSlot = 0>
 T* ThreadScratch(size_t n) {
   thread_local std::unique_ptr<T, decltype(&std::free)> buf(nullptr, &std::free);
   thread_local size_t size = 0;

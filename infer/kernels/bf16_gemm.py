@@ -1,17 +1,19 @@
-"""bf16 matmuls on Intel AMX tiles (kernels/amx_gemm.cc), as einsums of two operands.
+"""bf16 matmuls on the CPU's bf16 units (kernels/bf16_gemm.cc), as einsums of two operands.
 
     y = product("btd,dnk->btnk", x_BTD, w_DNK)   # bf16 (or float32, rounded to bf16) in,
                                                   # float32 out
 
 `product` is `model.precision`'s product of two operands, plugged in by `model_ops()` (train
-config `kernels.matmul = "amx"`): every matmul of the bf16 training step, forward and both
+config `kernels.matmul = "bf16"`): every matmul of the bf16 training step, forward and both
 gradients, and the chunked loss's. A spec becomes one [M, K] x [K, N] matmul when each operand's
 contracted indices come first or last, all together and in the same order in both, and the
 output is the left operand's free indices then the right's (or the other way round: the
 operands are swapped); the kernel reads either operand transposed, so the gradients' specs
 ("btnk,dnk->btd", "btd,btnk->dnk") need no copies. Elsewhere it is `jnp.einsum`: other
-specs, dtypes other than bf16, M, N or K not multiples of 32, CPUs without AMX, and every
-non-CPU backend (`jax.lax.platform_dependent`).
+specs, dtypes other than bf16, M, N or K not multiples of 32, CPUs with neither AMX nor
+AVX512_BF16, and every non-CPU backend (`jax.lax.platform_dependent`). The products run on
+Intel's AMX tiles where Linux grants them, else on AVX512_BF16's vdpbf16ps (AMD Zen 4 / 5;
+also with TWOFILES_CPU_ISA=avx512): `engine()` says which.
 
 The kernel runs on one host device: the arrays it is handed are whole (no sharding rule).
 """
@@ -29,15 +31,22 @@ from infer.kernels import cpu_kernels
 from model import ops as model_ops_module
 from model.precision import einsum_f32
 
-KERNEL = ("amx_gemm.cc", "twofiles_amx_gemm", "TwofilesAmxGemm")
+KERNEL = ("bf16_gemm.cc", "twofiles_bf16_gemm", "TwofilesBf16Gemm")
+ENGINES = {1: "avx512_bf16", 2: "amx"}  # TwofilesBf16GemmEngine()'s answers
 
 
 @functools.cache
-def available() -> bool:
-    """Whether the kernel is built and this process may use AMX tiles (CPU flag and Linux's
-    permission)."""
+def engine() -> str | None:
+    """What the kernel's products run on in this process: "amx" (AMX-BF16 tiles, granted by
+    Linux), "avx512_bf16" (vdpbf16ps; also forced by TWOFILES_CPU_ISA=avx512), or None where
+    it cannot run (neither, TWOFILES_CPU_ISA=avx2, not built): XLA's dots then."""
     lib = cpu_kernels.library(*KERNEL)
-    return lib is not None and bool(lib.TwofilesAmxGemmReady())
+    return None if lib is None else ENGINES.get(lib.TwofilesBf16GemmEngine())
+
+
+def available() -> bool:
+    """Whether the kernel runs in this process (on either engine)."""
+    return engine() is not None
 
 
 def as_matmul(spec: str, a_shape, b_shape):
@@ -76,8 +85,8 @@ def _gemm(a2, b2, trans_a: bool, trans_b: bool, M: int, N: int):
 
 def product(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
     """`jnp.einsum(spec, a, b)` of a and b rounded to bf16 (float32 operands are rounded by the
-    kernel as it packs them, nearest even as XLA's convert), with a float32 result; on AMX
-    tiles where it applies (see the module docstring)."""
+    kernel as it packs them, nearest even as XLA's convert), with a float32 result; on the
+    kernel where it applies (see the module docstring)."""
     def xla(*_):
         return einsum_f32(spec, a.astype(jnp.bfloat16), b.astype(jnp.bfloat16))
 
@@ -102,5 +111,5 @@ product.rounds_to = "bfloat16"  # model.precision hands it float32 operands unro
 
 
 def model_ops(base=None):
-    """`base` (model.Ops; default the model's own) with its products on AMX tiles."""
+    """`base` (model.Ops; default the model's own) with its products on the kernel."""
     return dataclasses.replace(base or model_ops_module.DEFAULT, product=product)

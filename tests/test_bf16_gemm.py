@@ -1,10 +1,15 @@
-"""infer/kernels/amx_gemm: which einsums are one matmul, and that its product equals numpy's on
+"""infer/kernels/bf16_gemm: which einsums are one matmul, and that its product equals numpy's on
 the same bf16 operands for every layout the training step uses (forward, dx with B transposed,
 dW with A transposed, operands swapped), through model.precision's gradient and the chunked
-loss too. On a CPU with AMX the kernel computes them (asserted); elsewhere XLA's einsum does,
-and the same references hold."""
+loss too. The kernel computes them on AMX tiles where the CPU has them, on vdpbf16ps where it
+has AVX512_BF16 (asserted; the other engines run in a subprocess under TWOFILES_CPU_ISA);
+elsewhere XLA's einsum does, and the same references hold."""
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -13,17 +18,19 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from infer.kernels import amx_gemm
+from infer.kernels import bf16_gemm
 from model import precision
 
 
-def _cpu_has_amx() -> bool:
+def _cpu_engine() -> str | None:
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return " amx_bf16" in text and " amx_tile" in text
+    if " amx_bf16" in text and " amx_tile" in text:
+        return "amx"
+    return "avx512_bf16" if " avx512_bf16" in text and " avx512bw" in text else None
 
 
-def test_the_kernel_runs_exactly_where_the_cpu_has_amx():
-    assert amx_gemm.available() == _cpu_has_amx()
+def test_the_kernel_runs_on_the_engine_the_cpu_has():
+    assert bf16_gemm.engine() == _cpu_engine()
 
 
 @pytest.mark.parametrize("spec,a,b,plan", [
@@ -35,7 +42,7 @@ def test_the_kernel_runs_exactly_where_the_cpu_has_amx():
     ("dv,nd->nv", (96, 256), (64, 96), (True, False, False, 64, 96, 256)),
 ])
 def test_a_spec_maps_to_one_matmul(spec, a, b, plan):
-    assert amx_gemm.as_matmul(spec, a, b) == plan
+    assert bf16_gemm.as_matmul(spec, a, b) == plan
 
 
 @pytest.mark.parametrize("spec,a,b", [
@@ -45,12 +52,12 @@ def test_a_spec_maps_to_one_matmul(spec, a, b, plan):
     ("ab,bc->cba", (4, 8), (8, 6)),                         # an output index of no operand
 ])
 def test_other_specs_are_not_one_matmul(spec, a, b):
-    assert amx_gemm.as_matmul(spec, a, b) is None
+    assert bf16_gemm.as_matmul(spec, a, b) is None
 
 
 def test_the_swapped_output_order_is_the_transposed_product():
     # C^T = B^T A^T: "ab,bc->ca" is "cb,ba->ca" with both operands read transposed
-    assert amx_gemm.as_matmul("ab,bc->ca", (4, 8), (8, 6)) == (True, True, True, 6, 8, 4)
+    assert bf16_gemm.as_matmul("ab,bc->ca", (4, 8), (8, 6)) == (True, True, True, 6, 8, 4)
 
 
 def _bf16(shape, seed):
@@ -69,7 +76,7 @@ def _bf16(shape, seed):
 def test_product_equals_numpy_on_the_bf16_operands(spec, a_shape, b_shape):
     a, a64 = _bf16(a_shape, 0)
     b, b64 = _bf16(b_shape, 1)
-    got = jax.jit(lambda a, b: amx_gemm.product(spec, a, b))(a, b)
+    got = jax.jit(lambda a, b: bf16_gemm.product(spec, a, b))(a, b)
     assert got.dtype == jnp.float32
     want = np.einsum(spec, a64, b64)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-4 * np.abs(want).max())
@@ -78,7 +85,7 @@ def test_product_equals_numpy_on_the_bf16_operands(spec, a_shape, b_shape):
 def test_float32_operands_are_rounded_to_bf16_as_xla_rounds_them():
     x = np.random.default_rng(5).normal(size=(64, 96)).astype(np.float32)
     w = np.random.default_rng(6).normal(size=(96, 128)).astype(np.float32)
-    got = jax.jit(lambda a, b: amx_gemm.product("md,dn->mn", a, b))(x, w)
+    got = jax.jit(lambda a, b: bf16_gemm.product("md,dn->mn", a, b))(x, w)
     want = jnp.einsum("md,dn->mn", jnp.asarray(x, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16),
                       preferred_element_type=jnp.float32)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5,
@@ -95,8 +102,8 @@ def test_precision_dot_on_the_kernel_gives_the_bf16_gradients():
     x, w, g = (t.astype(jnp.float32) for t in (x, w, g))  # exactly bf16 values, in float32
 
     def loss(x, w):
-        return jnp.sum(precision.dot(spec, x, w, "bfloat16", amx_gemm.product) * g)
-    y = jax.jit(lambda x, w: precision.dot(spec, x, w, "bfloat16", amx_gemm.product))(x, w)
+        return jnp.sum(precision.dot(spec, x, w, "bfloat16", bf16_gemm.product) * g)
+    y = jax.jit(lambda x, w: precision.dot(spec, x, w, "bfloat16", bf16_gemm.product))(x, w)
     dx, dw = jax.jit(jax.grad(loss, (0, 1)))(x, w)
     for got, want in ((y, np.einsum(spec, x64, w64)), (dx, np.einsum("bte,de->btd", g64, w64)),
                       (dw, np.einsum("btd,bte->de", x64, g64))):
@@ -105,7 +112,7 @@ def test_precision_dot_on_the_kernel_gives_the_bf16_gradients():
 
 
 def test_the_bf16_step_on_the_kernel_matches_xla():
-    """The training loss and its gradients with kernels.matmul = amx equal XLA's bf16 products
+    """The training loss and its gradients with kernels.matmul = bf16 equal XLA's bf16 products
     (same roundings, only the summation order differs)."""
     import model
     from train import losses
@@ -120,13 +127,13 @@ def test_the_bf16_step_on_the_kernel_matches_xla():
     def grads(matmul):
         loss_fn = losses.next_token_loss(cfg, KernelsConfig("xla", 64, matmul))
         return jax.jit(jax.value_and_grad(lambda p: loss_fn(p, batch, None)[0]))(params)
-    (loss_x, g_x), (loss_a, g_a) = grads("xla"), grads("amx")
+    (loss_x, g_x), (loss_a, g_a) = grads("xla"), grads("bf16")
     np.testing.assert_allclose(loss_a, loss_x, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_x)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * float(jnp.abs(b).max()))
     # float32 compute stays XLA's exact path whatever kernels.matmul says
     cfg = dataclasses.replace(cfg, compute_dtype="float32")
-    (loss_x, g_x), (loss_a, g_a) = grads("xla"), grads("amx")
+    (loss_x, g_x), (loss_a, g_a) = grads("xla"), grads("bf16")
     assert float(loss_a) == float(loss_x)
     for a, b in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_x)):
         np.testing.assert_array_equal(a, b)
@@ -135,5 +142,45 @@ def test_the_bf16_step_on_the_kernel_matches_xla():
 def test_an_unknown_matmul_kernel_is_refused_by_name():
     from train.config import ConfigError, KernelsConfig
 
-    with pytest.raises(ConfigError, match="kernels.matmul must be xla or amx"):
+    with pytest.raises(ConfigError, match="kernels.matmul must be xla or bf16"):
         KernelsConfig(matmul="onednn")
+
+
+def test_the_kernels_old_name_still_loads():
+    from train.config import KernelsConfig
+
+    assert KernelsConfig(matmul="amx").matmul == "bf16"  # run configs written before the rename
+
+
+
+_OTHER_ENGINE = """
+import json, sys
+import jax, numpy as np
+from infer.kernels import bf16_gemm
+errors = []
+for spec, sa, sb in json.loads(sys.argv[1]):
+    rng = np.random.default_rng(0)
+    a, b = (rng.normal(size=s).astype(np.float32) for s in (sa, sb))
+    got = np.asarray(jax.jit(lambda a, b: bf16_gemm.product(spec, a, b))(a, b))
+    r = lambda x: np.asarray(jax.numpy.asarray(x, "bfloat16").astype("float32"), np.float64)
+    want = np.einsum(spec, r(a), r(b))
+    errors.append(float(np.abs(got - want).max() / np.abs(want).max()))
+print(json.dumps({"engine": bf16_gemm.engine(), "errors": errors}))
+"""
+
+
+@pytest.mark.parametrize("isa,engine", [("avx512", "avx512_bf16"), ("avx2", None)])
+def test_the_other_engines_give_the_same_products(isa, engine):
+    """TWOFILES_CPU_ISA=avx512 runs the vdpbf16ps engine (AMD's Zen 4 / 5 path) on an AMX CPU
+    too; avx2 sends every product to XLA. Both give numpy's products of the rounded operands,
+    in every layout and both register blocks (N a multiple of 64 and not)."""
+    if engine and _cpu_engine() is None:
+        pytest.skip("this CPU has no AVX512_BF16: the vdpbf16ps engine cannot run here")
+    cases = [("md,dn->mn", (64, 1088), (1088, 192)), ("md,nd->mn", (96, 160), (160, 160)),
+             ("dm,dn->mn", (576, 64), (576, 96)), ("dv,nd->nv", (160, 1056), (64, 160))]
+    env = dict(os.environ, TWOFILES_CPU_ISA=isa)
+    out = subprocess.run([sys.executable, "-c", _OTHER_ENGINE, json.dumps(cases)], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["engine"] == engine
+    assert max(got["errors"]) < 1e-5, got["errors"]
