@@ -481,7 +481,8 @@ JAX_VARIANTS = ("twofiles-fp32", "twofiles-bf16", "twofiles-fp32-flash", "twofil
 # LOSS_CHUNK tokens (train.config.KernelsConfig), the options a user sets for speed;
 # "-chunks": the loss in chunks, attention in XLA; "-gemm": "-flash" with the bf16 matmuls in
 # the project's kernel (kernels.matmul = "bf16", infer/kernels/bf16_gemm: AMX tiles, else
-# AVX512_BF16; XLA's where the CPU has neither). Session 15 called it "-amx".
+# AVX512_BF16; XLA's where the CPU has neither) and the activation's backward in one pass
+# (kernels.swiglu = "fused"). Session 15 called it "-amx" (matmuls only).
 LOSS_CHUNK = 1024
 ALL_VARIANTS = TORCH_VARIANTS + JAX_VARIANTS
 
@@ -564,7 +565,7 @@ def variant_kernels(name: str, default):
     suffix = name.rsplit("-", 1)[-1]
     return {"flash": KernelsConfig("flash", LOSS_CHUNK),
             "chunks": KernelsConfig("xla", LOSS_CHUNK),
-            "gemm": KernelsConfig("flash", LOSS_CHUNK, "bf16")}.get(suffix, default)
+            "gemm": KernelsConfig("flash", LOSS_CHUNK, "bf16", "fused")}.get(suffix, default)
 
 
 class JaxVariant:

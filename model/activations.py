@@ -17,16 +17,19 @@ import jax.numpy as jnp
 
 @jax.custom_vjp
 def swiglu(gate_up: jax.Array) -> jax.Array:
-    """silu(gate) * up for `gate_up` = [..., 2F] (gate first, then up): [..., F] float32."""
+    """silu(gate) * up for `gate_up` = [..., 2F] (gate first, then up): [..., F], computed in
+    float32 and returned in gate_up's dtype (bf16 under bf16 compute: the down projection
+    rounds it to that anyway)."""
     gate, up = jnp.split(gate_up.astype(jnp.float32), 2, axis=-1)
-    return gate * jax.nn.sigmoid(gate) * up
+    return (gate * jax.nn.sigmoid(gate) * up).astype(gate_up.dtype)
 
 
 def _swiglu_fwd(gate_up):
     return swiglu(gate_up), gate_up
 
 
-def _swiglu_bwd(gate_up, g):
+def swiglu_grad(gate_up, g):
+    """(d gate_up,) of `swiglu` at `gate_up` for the cotangent `g` of its output."""
     # The barrier keeps XLA from sharing this sigmoid with the forward's (common
     # subexpressions): shared, it is a [..., F] float32 buffer written and read back, and the
     # forward's product no longer fuses with it.
@@ -39,4 +42,4 @@ def _swiglu_bwd(gate_up, g):
     return (jnp.concatenate([d_gate, d_up], axis=-1).astype(gate_up.dtype),)
 
 
-swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
+swiglu.defvjp(_swiglu_fwd, swiglu_grad)

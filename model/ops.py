@@ -21,6 +21,8 @@ evaluation and fast decoding is not the layer but how two things are done:
   default, an `AttentionContext`); the block only passes it through. The default is attention
   in XLA over a dense mask; a fused or flash kernel, or a cache of slots with a position per
   row, replaces it.
+- `swiglu(gate_up_BT2F) -> [B, T, F]`: the MLP's gated activation, silu(gate) * up; the default
+  is `model.activations.swiglu`, a CPU kernel's backward (infer/kernels/swiglu) replaces it.
 
 `None` everywhere is `model.forward`'s own behaviour, unchanged.
 """
@@ -40,6 +42,7 @@ class Ops:
     matmul: Callable | None = None
     attention: Callable | None = None
     product: Callable | None = None
+    swiglu: Callable | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,14 +19,15 @@ from model.config import ModelConfig
 from model.ops import DEFAULT as DEFAULT_OPS, AttentionContext, Ops
 
 
-def _dot(spec: str, x: jax.Array, w: jax.Array, cfg: ModelConfig, product=None) -> jax.Array:
-    """A matmul with inputs in the compute dtype and a float32 result.
+def _dot(spec: str, x: jax.Array, w: jax.Array, cfg: ModelConfig, product=None,
+         out_dtype=jnp.float32) -> jax.Array:
+    """A matmul with inputs in the compute dtype, summed in float32, the result in `out_dtype`.
 
-    Accumulating in float32 (rather than rounding the output to bfloat16) keeps bfloat16 compute
-    accurate, and on CPUs with bf16 dot units it is also the fast path. The backward's matmuls
-    run in the compute dtype too (model/precision.py says why that needs its own gradient).
+    Accumulating in float32 keeps bfloat16 compute accurate, and on CPUs with bf16 dot units it
+    is also the fast path. The backward's matmuls run in the compute dtype too (model/
+    precision.py says why that needs its own gradient).
     """
-    return precision.dot(spec, x, w, cfg.compute_dtype, product)
+    return precision.dot(spec, x, w, cfg.compute_dtype, product, out_dtype)
 
 
 def rms_norm(x: jax.Array, gain: jax.Array, eps: float) -> jax.Array:
@@ -81,8 +82,11 @@ def _matmul(name: str, x, layer: dict, cfg: ModelConfig, product=None) -> jax.Ar
     if name == "wo":
         return _dot("bthk,hkd->btd", x, layer["wo"], cfg, product)
     if name == "gate_up":
+        # In the compute dtype, as torch's autocast writes it: its one consumer, the activation,
+        # reads it once, and the down projection rounds the activation's output anyway; in
+        # bf16 it halves the bytes of the step's largest activations and their gradients.
         return _dot("btd,de->bte", x, jnp.concatenate([layer["w_gate"], layer["w_up"]], axis=-1),
-                    cfg, product)
+                    cfg, product, cfg.compute_dtype)
     if name == "down":
         return _dot("btf,fd->btd", x, layer["w_down"], cfg, product)
     raise ValueError(f"unknown projection {name!r}; expected qkv, wo, gate_up or down")
@@ -112,6 +116,7 @@ def block(x_BTD, layer, kv, rope_BTk, attn_ctx, cfg: ModelConfig, ops: Ops = DEF
     whatever `ops.attention` needs besides q, k, v (see model/ops.py)."""
     matmul = ops.matmul or functools.partial(_matmul, product=ops.product)
     attention = ops.attention or _attention
+    activation = ops.swiglu or swiglu
     B, T, _ = x_BTD.shape
     H, G, K = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     h_BTD = rms_norm(x_BTD, layer["attn_norm"], cfg.norm_eps)
@@ -123,7 +128,7 @@ def block(x_BTD, layer, kv, rope_BTk, attn_ctx, cfg: ModelConfig, ops: Ops = DEF
     x_BTD = x_BTD + matmul("wo", attn_BTHK, layer, cfg)
 
     h_BTD = rms_norm(x_BTD, layer["mlp_norm"], cfg.norm_eps)
-    x_BTD = x_BTD + matmul("down", swiglu(matmul("gate_up", h_BTD, layer, cfg)), layer, cfg)
+    x_BTD = x_BTD + matmul("down", activation(matmul("gate_up", h_BTD, layer, cfg)), layer, cfg)
     return x_BTD, new_kv
 
 

@@ -82,6 +82,25 @@ def test_product_equals_numpy_on_the_bf16_operands(spec, a_shape, b_shape):
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("spec,a_shape,b_shape", [
+    ("md,dn->mn", (64, 1088), (1088, 192)),   # three K passes summed in float32, then rounded
+    ("md,nd->mn", (96, 160), (160, 160)),     # B transposed, a 32-column tail
+    ("dm,dn->mn", (256, 1024), (256, 384)),   # a weight gradient computed transposed
+])
+def test_a_bf16_result_is_the_float32_sum_rounded_once(spec, a_shape, b_shape):
+    a, a64 = _bf16(a_shape, 7)
+    b, b64 = _bf16(b_shape, 8)
+    got = jax.jit(lambda a, b: bf16_gemm.product(spec, a, b, jnp.bfloat16))(a, b)
+    assert got.dtype == jnp.bfloat16
+    exact = np.einsum(spec, a64, b64)
+    got = np.asarray(got, np.float32)
+    # one rounding of the float32 sum: within half a bf16 step of the exact value (plus the
+    # float32 sum's own error), and equal to the rounded exact value but for the rare sum that
+    # lands on the other side of a rounding boundary
+    np.testing.assert_allclose(got, exact, rtol=2.0**-8, atol=1e-5 * np.abs(exact).max())
+    assert np.mean(got != exact.astype(np.float32).astype(ml_dtypes.bfloat16)) < 1e-3
+
+
 def test_float32_operands_are_rounded_to_bf16_as_xla_rounds_them():
     x = np.random.default_rng(5).normal(size=(64, 96)).astype(np.float32)
     w = np.random.default_rng(6).normal(size=(96, 128)).astype(np.float32)
@@ -157,7 +176,7 @@ _OTHER_ENGINE = """
 import json, sys
 import jax, numpy as np
 from infer.kernels import bf16_gemm
-errors = []
+errors, bf16_errors = [], []
 for spec, sa, sb in json.loads(sys.argv[1]):
     rng = np.random.default_rng(0)
     a, b = (rng.normal(size=s).astype(np.float32) for s in (sa, sb))
@@ -165,7 +184,10 @@ for spec, sa, sb in json.loads(sys.argv[1]):
     r = lambda x: np.asarray(jax.numpy.asarray(x, "bfloat16").astype("float32"), np.float64)
     want = np.einsum(spec, r(a), r(b))
     errors.append(float(np.abs(got - want).max() / np.abs(want).max()))
-print(json.dumps({"engine": bf16_gemm.engine(), "errors": errors}))
+    got16 = jax.jit(lambda a, b: bf16_gemm.product(spec, a, b, "bfloat16"))(a, b)
+    bf16_errors.append(float(np.max(np.abs(np.asarray(got16, np.float32) - want)
+                                    / (np.abs(want) + 1e-3 * np.abs(want).max()))))
+print(json.dumps({"engine": bf16_gemm.engine(), "errors": errors, "bf16": bf16_errors}))
 """
 
 
@@ -173,7 +195,8 @@ print(json.dumps({"engine": bf16_gemm.engine(), "errors": errors}))
 def test_the_other_engines_give_the_same_products(isa, engine):
     """TWOFILES_CPU_ISA=avx512 runs the vdpbf16ps engine (AMD's Zen 4 / 5 path) on an AMX CPU
     too; avx2 sends every product to XLA. Both give numpy's products of the rounded operands,
-    in every layout and both register blocks (N a multiple of 64 and not)."""
+    in every layout and both register blocks (N a multiple of 64 and not), with float32 or
+    bf16 results."""
     if engine and _cpu_engine() is None:
         pytest.skip("this CPU has no AVX512_BF16: the vdpbf16ps engine cannot run here")
     cases = [("md,dn->mn", (64, 1088), (1088, 192)), ("md,nd->mn", (96, 160), (160, 160)),
@@ -184,3 +207,4 @@ def test_the_other_engines_give_the_same_products(isa, engine):
     got = json.loads(out.strip().splitlines()[-1])
     assert got["engine"] == engine
     assert max(got["errors"]) < 1e-5, got["errors"]
+    assert max(got["bf16"]) <= 2.0**-8, got["bf16"]  # bf16 results: one rounding

@@ -197,9 +197,14 @@ class KernelsConfig:
     # xla | bf16: the bf16 step's matmuls in infer/kernels/bf16_gemm (AMX tiles, else
     # AVX512_BF16's dot instructions) where the CPU has either; XLA's elsewhere
     matmul: str = "xla"
+    # xla | fused: the MLP activation's backward in one pass (infer/kernels/swiglu) where the
+    # CPU has AVX-512 with BF16; XLA's expression elsewhere
+    swiglu: str = "xla"
 
     def __post_init__(self):
         _check_fields(self, "kernels.")
+        if self.swiglu not in ("xla", "fused"):
+            raise ConfigError(f"kernels.swiglu must be xla or fused, got {self.swiglu!r}")
         if self.attention not in ("xla", "flash"):
             raise ConfigError(f"kernels.attention must be xla or flash, got {self.attention!r}")
         if self.matmul == "amx":  # its name before the kernel ran without AMX too (run configs)

@@ -8,6 +8,7 @@ rebuilds them from token values.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -17,7 +18,7 @@ import optax
 
 import model
 from model import precision
-from infer.kernels import bf16_gemm, flash_attention, xent
+from infer.kernels import bf16_gemm, flash_attention, swiglu, xent
 
 
 def _hidden_and_unembed(params, inputs_BT, mcfg, positions_BT, segment_ids_BT, ops):
@@ -35,6 +36,8 @@ def _kernel_options(kernels):
     ops = flash_attention.model_ops() if kernels.attention == "flash" else model.ops.DEFAULT
     if kernels.matmul == "bf16":
         ops = bf16_gemm.model_ops(ops)
+    if kernels.swiglu == "fused":
+        ops = dataclasses.replace(ops, swiglu=swiglu.swiglu)
     return ops, kernels.loss_chunk
 
 

@@ -1,13 +1,14 @@
-// C = op(A) op(B) in bf16 with float32 accumulation and result, for the bf16 training step's
-// matmuls (infer/kernels/bf16_gemm.py; train config kernels.matmul = bf16):
+// C = op(A) op(B) in bf16, summed in float32, for the bf16 training step's matmuls
+// (infer/kernels/bf16_gemm.py; train config kernels.matmul = bf16):
 //
-//   A [M][K] or, with trans_a, [K][M];  B [K][N] or, with trans_b, [N][K];  C [M][N] float32
+//   A [M][K] or, with trans_a, [K][M];  B [K][N] or, with trans_b, [N][K];  C [M][N]
 //
 // covers every matmul of the step: a projection's forward (x W), its input gradient (dy W^T:
 // trans_b) and its weight gradient (x^T dy: trans_a, the tokens contracted). M, N and K must
 // be multiples of 32 (the Python side sends other shapes to XLA). Float32 operands are rounded
-// to bf16 (nearest even, as XLA's convert) as they are read. The products run on one of two
-// engines (bf16_engine.h): Intel AMX tiles, or AVX512_BF16's vdpbf16ps (AMD Zen 4 / 5).
+// to bf16 (nearest even, as XLA's convert) as they are read; C is float32 or bf16 (the float32
+// sums rounded once, at the end: BlockSums). The products run on one of two engines
+// (bf16_engine.h): Intel AMX tiles, or AVX512_BF16's vdpbf16ps (AMD Zen 4 / 5).
 //
 // Why: on this project's 2-core Xeon (family 6 model 167, AMX-BF16) XLA:CPU's bf16 dots
 // (YNNPACK) ran the bench step's shapes at 863-1494 GFLOP/s alone and 410-950 inside the step,
@@ -69,7 +70,8 @@ constexpr int64_t kBlockMN = 512;   // the largest C block a task computes, rows
 
 struct Job {
   const void *a, *b;      // bf16 or float32 (rounded to bf16 while packing)
-  float* c;
+  void* c;                // float32 or, with c_bf16, bf16
+  bool c_bf16;
   int64_t M, N, K;
   bool ta, tb;
   bool pack_a;            // A's tiles packed (else read in place)
@@ -190,11 +192,42 @@ void PackTask(const Job& j, int64_t s) {
   }
 }
 
+// Where a task's C block [m0, m1) x [n0, n1) is summed: in C itself for a float32 result, else
+// in a float32 block of the thread's that Finish() rounds into the bf16 result (the K passes
+// add to their float32 sums; a bf16 result saves its consumer half the bytes).
+struct BlockSums {
+  BlockSums(const Job& j, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
+      : j_(j), m0_(m0), m1_(m1), n0_(n0), n1_(n1) {
+    if (j.c_bf16)
+      base_ = twofiles::ThreadScratch<float, 2>(j.mt * j.nt), ld = j.nt;
+    else
+      base_ = static_cast<float*>(j.c) + m0 * j.N + n0, ld = j.N;
+  }
+  float* At(int64_t m, int64_t n) const { return base_ + (m - m0_) * ld + (n - n0_); }
+  void Finish() const {
+    if (!j_.c_bf16) return;
+    for (int64_t m = m0_; m < m1_; ++m) {
+      const float* from = At(m, n0_);
+      bf16* to = static_cast<bf16*>(j_.c) + m * j_.N + n0_;
+      for (int64_t n = 0; n < n1_ - n0_; n += 32)
+        _mm512_storeu_si512(to + n, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(from + n + 16),
+                                                                 _mm512_loadu_ps(from + n)));
+    }
+  }
+  int64_t ld;
+
+ private:
+  const Job& j_;
+  int64_t m0_, m1_, n0_, n1_;
+  float* base_;
+};
+
 // C block (task) of rows [m0, m1) and columns [n0, n1), all multiples of 32.
 void ProductTask(const Job& j, int64_t task) {
   const int64_t bn = (j.N + j.nt - 1) / j.nt, kc = j.K / 32;
   const int64_t m0 = task / bn * j.mt, n0 = task % bn * j.nt;
   const int64_t m1 = std::min(j.M, m0 + j.mt), n1 = std::min(j.N, n0 + j.nt);
+  const BlockSums sums(j, m0, m1, n0, n1);
   // A's tiles: packed (1 KB each, 64-byte rows) or read in place (rows K apart).
   const int64_t a_step = j.pack_a ? kTile : 32, a_ld = j.pack_a ? 64 : 2 * j.K;
   const int64_t a_strip = j.pack_a ? kc * kTile : 16 * j.K;
@@ -207,18 +240,19 @@ void ProductTask(const Job& j, int64_t task) {
       for (int64_t n = n0; n < n1; n += 32) {
         const bf16* b0 = j.bp + (n / 16) * kc * kTile;
         const bf16* b1 = b0 + kc * kTile;
-        float* c0 = j.c + m * j.N + n;
-        float* c1 = c0 + 16 * j.N;
+        float* c0 = sums.At(m, n);
+        float* c1 = c0 + 16 * sums.ld;
+        const int64_t ldc = sums.ld * 4;
         if (k0 == 0) {
           _tile_zero(0);
           _tile_zero(1);
           _tile_zero(2);
           _tile_zero(3);
         } else {
-          _tile_loadd(0, c0, j.N * 4);
-          _tile_loadd(1, c0 + 16, j.N * 4);
-          _tile_loadd(2, c1, j.N * 4);
-          _tile_loadd(3, c1 + 16, j.N * 4);
+          _tile_loadd(0, c0, ldc);
+          _tile_loadd(1, c0 + 16, ldc);
+          _tile_loadd(2, c1, ldc);
+          _tile_loadd(3, c1 + 16, ldc);
         }
         for (int64_t k = k0; k < k1; ++k) {
           _tile_loadd(4, a0 + k * a_step, a_ld);
@@ -230,13 +264,14 @@ void ProductTask(const Job& j, int64_t task) {
           _tile_dpbf16ps(2, 5, 6);
           _tile_dpbf16ps(3, 5, 7);
         }
-        _tile_stored(0, c0, j.N * 4);
-        _tile_stored(1, c0 + 16, j.N * 4);
-        _tile_stored(2, c1, j.N * 4);
-        _tile_stored(3, c1 + 16, j.N * 4);
+        _tile_stored(0, c0, ldc);
+        _tile_stored(1, c0 + 16, ldc);
+        _tile_stored(2, c1, ldc);
+        _tile_stored(3, c1 + 16, ldc);
       }
     }
   }
+  sums.Finish();
 }
 
 // The same C block on vdpbf16ps (no AMX: AMD Zen 4 / 5), in register blocks of R rows x C
@@ -247,7 +282,12 @@ void ProductTask(const Job& j, int64_t task) {
 // one 16-row strip when packed: R divides 16).
 template <int R, int C>
 TF_INLINE void DotBlock(const bf16* a, int64_t a_ld, int64_t a_step, const bf16* b,
-                        int64_t b_strip, float* c, int64_t ldc, int64_t nk, bool first) {
+                        int64_t b_strip, float* c, int64_t ldc, int64_t nk, bool first,
+                        const float* c_next) {
+  // The next block's partial sums (a later K pass), on their way from L3 while these run.
+  if (c_next)
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < C; ++v) _mm_prefetch(c_next + r * ldc + 16 * v, _MM_HINT_T0);
   __m512 acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < C; ++v)
@@ -281,6 +321,7 @@ void DotTask(const Job& j, int64_t task) {
   const int64_t bn = (j.N + j.nt - 1) / j.nt, kc = j.K / 32;
   const int64_t m0 = task / bn * j.mt, n0 = task % bn * j.nt;
   const int64_t m1 = std::min(j.M, m0 + j.mt), n1 = std::min(j.N, n0 + j.nt);
+  const BlockSums sums(j, m0, m1, n0, n1);
   alignas(64) bf16 rows[R * kBlockK];
   bf16* panel = j.b_in_task ? twofiles::ThreadScratch<bf16, 1>(kBlockK * j.nt) : nullptr;
   for (int64_t k0 = 0; k0 < kc; k0 += kBlockK / 32) {
@@ -312,14 +353,20 @@ void DotTask(const Job& j, int64_t task) {
         a = rows, a_ld = kBlockK, a_step = 32;
       }
       const auto block = [&](auto strips, int64_t n) {
-        DotBlock<R, decltype(strips)::value>(a, a_ld, a_step, b + (n - n0) / 16 * b_strip,
-                                             b_strip, j.c + m * j.N + n, j.N, nk, k0 == 0);
+        constexpr int C = decltype(strips)::value;
+        const bool last_n = n + 16 * C >= n1;
+        const float* c_next = k0 == 0 ? nullptr
+                              : last_n ? (m + R < m1 ? sums.At(m + R, n0) : nullptr)
+                                       : sums.At(m, n + 16 * C);
+        DotBlock<R, C>(a, a_ld, a_step, b + (n - n0) / 16 * b_strip, b_strip, sums.At(m, n),
+                       sums.ld, nk, k0 == 0, c_next);
       };
       int64_t n = n0;
       for (; n + 64 <= n1; n += 64) block(std::integral_constant<int, 4>{}, n);
       if (n < n1) block(std::integral_constant<int, 2>{}, n);  // the last 32 columns
     }
   }
+  sums.Finish();
 }
 
 template <class TA, class TB>
@@ -345,7 +392,15 @@ void CutBlocks(Job& j, int64_t threads) {
   const auto side = [](int64_t n, int64_t parts) { return (n / 32 + parts - 1) / parts * 32; };
   int64_t bm = (j.M + kBlockMN - 1) / kBlockMN, bn = (j.N + kBlockMN - 1) / kBlockMN;
   if (j.engine == twofiles::Engine::kDot && !j.tb && bm == 1) {
-    // one row of blocks, so that each task packs its own B (DotTask; the weight gradients)
+    // One row of blocks, so that each task packs its own B (DotTask; the weight gradients):
+    // a multiple of the threads, each as wide as a multiple of 64 columns where one fits (the
+    // 4 x 64 register block; its 4 x 32 tail is load-bound), else of 32.
+    const int64_t quads = j.N / 64;
+    for (int64_t n = threads; n <= quads; n += threads)
+      if (j.N % 64 == 0 && quads % n == 0 && j.N / n <= kBlockMN) {
+        j.mt = j.M, j.nt = j.N / n;
+        return;
+      }
     bn = std::max(bn, 2 * threads);
     bn = std::min((bn + threads - 1) / threads * threads, j.N / 32);
     j.mt = j.M, j.nt = side(j.N, bn);
@@ -362,10 +417,8 @@ void CutBlocks(Job& j, int64_t threads) {
   }
 }
 
-using F32x2 = ffi::Buffer<ffi::F32, 2>;
-
 ffi::Error GemmImpl(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
-                    ffi::Result<F32x2> c, int64_t trans_a, int64_t trans_b) {
+                    ffi::Result<ffi::AnyBuffer> c, int64_t trans_a, int64_t trans_b) {
   if (twofiles::Bf16Engine() == twofiles::Engine::kNone)
     return ffi::Error(ffi::ErrorCode::kFailedPrecondition,
                       "bf16_gemm: this CPU has neither AMX nor AVX512_BF16 (or TWOFILES_CPU_ISA="
@@ -388,7 +441,12 @@ ffi::Error GemmImpl(ffi::ThreadPool pool, ffi::AnyBuffer a, ffi::AnyBuffer b,
                                        "must be multiples of 32");
   j.a = a.untyped_data();
   j.b = b.untyped_data();
-  j.c = c->typed_data();
+  j.c = c->untyped_data();
+  j.c_bf16 = c->element_type() == ffi::BF16;
+  const auto dc = c->dimensions();
+  if ((!j.c_bf16 && c->element_type() != ffi::F32) || dc.size() != 2 || dc[0] != j.M ||
+      dc[1] != j.N)
+    return ffi::Error::InvalidArgument("bf16_gemm: the result must be float32 or bf16 [M, N]");
   // A^T is always packed. A is read in place by the vdpbf16ps engine (DotTask), and by AMX
   // where it is bf16 and K * 2 bytes is not a multiple of 4 KB (the 16 rows of a tile would
   // all meet in one of L1's 64 sets).
@@ -419,6 +477,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(TwofilesBf16Gemm, GemmImpl,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
-                                  .Ret<F32x2>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("trans_a")
                                   .Attr<int64_t>("trans_b"));
