@@ -193,8 +193,9 @@ void PackTask(const Job& j, int64_t s) {
 }
 
 // Where a task's C block [m0, m1) x [n0, n1) is summed: in C itself for a float32 result, else
-// in a float32 block of the thread's that Finish() rounds into the bf16 result (the K passes
-// add to their float32 sums; a bf16 result saves its consumer half the bytes).
+// in a float32 block of the thread's (the K passes add to their float32 sums; a bf16 result
+// saves its consumer half the bytes), rounded into the bf16 result by Finish() (AMX) or by the
+// last pass's register blocks (vdpbf16ps: DotBlock).
 struct BlockSums {
   BlockSums(const Job& j, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
       : j_(j), m0_(m0), m1_(m1), n0_(n0), n1_(n1) {
@@ -280,10 +281,12 @@ void ProductTask(const Job& j, int64_t task) {
 // is the instruction's), each vector of B shared by the R rows. `a` and `b` point at chunk k0
 // of 32 K values, `nk` chunks follow; A's rows are `a_ld` apart and its chunks `a_step` (in
 // one 16-row strip when packed: R divides 16).
+// With `out` (the last K pass of a bf16 result) the sums go there rounded to bf16, rows
+// `ld_out` apart, instead of back to c: no float32 block written and read again.
 template <int R, int C>
 TF_INLINE void DotBlock(const bf16* a, int64_t a_ld, int64_t a_step, const bf16* b,
                         int64_t b_strip, float* c, int64_t ldc, int64_t nk, bool first,
-                        const float* c_next) {
+                        const float* c_next, bf16* out, int64_t ld_out) {
   // The next block's partial sums (a later K pass), on their way from L3 while these run.
   if (c_next)
     for (int r = 0; r < R; ++r)
@@ -306,6 +309,14 @@ TF_INLINE void DotBlock(const bf16* a, int64_t a_ld, int64_t a_step, const bf16*
         for (int v = 0; v < C; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], x, bv[v]);
       }
     }
+  }
+  static_assert(C % 2 == 0, "a bf16 store takes the sums of two vectors");
+  if (out) {
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < C; v += 2)
+        _mm512_storeu_si512(out + r * ld_out + 16 * v,
+                            (__m512i)_mm512_cvtne2ps_pbh(acc[r][v + 1], acc[r][v]));
+    return;
   }
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < C; ++v) _mm512_storeu_ps(c + r * ldc + 16 * v, acc[r][v]);
@@ -358,15 +369,15 @@ void DotTask(const Job& j, int64_t task) {
         const float* c_next = k0 == 0 ? nullptr
                               : last_n ? (m + R < m1 ? sums.At(m + R, n0) : nullptr)
                                        : sums.At(m, n + 16 * C);
+        bf16* out = j.c_bf16 && k0 + nk == kc ? static_cast<bf16*>(j.c) + m * j.N + n : nullptr;
         DotBlock<R, C>(a, a_ld, a_step, b + (n - n0) / 16 * b_strip, b_strip, sums.At(m, n),
-                       sums.ld, nk, k0 == 0, c_next);
+                       sums.ld, nk, k0 == 0, c_next, out, j.N);
       };
       int64_t n = n0;
       for (; n + 64 <= n1; n += 64) block(std::integral_constant<int, 4>{}, n);
       if (n < n1) block(std::integral_constant<int, 2>{}, n);  // the last 32 columns
     }
   }
-  sums.Finish();
 }
 
 template <class TA, class TB>
