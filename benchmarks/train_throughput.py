@@ -457,6 +457,70 @@ need ~120; a third of ours is packing, and each float32 C block written to cold 
 steps: bf16 results where the consumer rounds to bf16 anyway (q/k/v before rope and flash,
 gate/up before SwiGLU: torch autocast's recipe, ~400 MB a step less traffic), and packing
 overlapped with the tile products.
+
+Session 16, on the AMD EPYC Zen 5 again (family 26 model 2, 2 cores, KVM: AVX-512 with
+AVX512_BF16, AVX512_VNNI and AVX_VNNI, no AMX; every number under the lock, the host's load
+1.0-1.8 and drifting: torch's bf16 step ran 650-770 ms median from one race to the next). At
+the start, `--variants torch-bf16-compile,twofiles-bf16-flash --rounds 8`: 681 / 574 ms, 1.19x
+[1.15, 1.23]. The session gave the bf16 GEMM kernel (was amx_gemm) an engine for this CPU and
+took the step's matmuls off XLA here too:
+  - infer/kernels/bf16_gemm.cc, vdpbf16ps engine: 4 x 64 register blocks on the AMX engine's
+    pair-layout tiles of B; float32 A rounded into a 4-row buffer per K pass instead of a
+    packing pass over all of A (that pass had cost a quarter of the dx and down-projection
+    products at K = 1024-2048); C's blocks cut evenly over the threads (the MLP's dW had run as
+    5 blocks on 2 threads); a weight gradient's B packed by each task into L2 for its own
+    columns (one row of blocks), and the down projection's dW (M = 1024) computed transposed
+    to get there. Single products, float32 operands as the step hands them, XLA / kernel,
+    GFLOP/s (best of 25): x W 4096 x 384 x 2048 840-872 / 866-918; its dx (K = 2048, B
+    transposed) 718-801 / 801-843; the weight gradients, tokens contracted: MLP 327-390 /
+    723-790, down projection 232-258 / 543-776, q/k/v 286-336 / 648-799, output 233-276 /
+    517-738; a loss chunk's logits 824-879 / 838-891. In the step XLA ran its weight
+    gradients at 359-411 GFLOP/s, after a transpose and a convert of every activation and
+    cotangent they read.
+  - in the step at first the kernel lost: 580-620 ms against 565-574 for XLA's products
+    (same races). Where it lost, by the profile's per-call list (train_step_profile.py now
+    prints each GEMM call): the weight gradients at 500-730 GFLOP/s and the activations and
+    cotangents read as float32 everywhere.
+  - the gate/up projection's result in bf16 (torch autocast's recipe: float32 sums rounded
+    once; its one consumer, SwiGLU, reads it once and the down projection rounds SwiGLU's
+    output anyway), SwiGLU's output in bf16, and so the cotangents of both too. Products take
+    an out_dtype (model.precision), the kernel rounds its float32 sums on the last K pass in
+    registers. The step's largest tensors and their gradients are half the bytes.
+  - SwiGLU's backward in one pass (infer/kernels/swiglu.cc, kernels.swiglu = fused): XLA had
+    run it as three (the sigmoid written out, d_gate, then d_up and the concatenation), ~5.5
+    ms a layer at 4096 x 1024 float32; the kernel 2.2 (float32) and 1.1 (bf16) ms.
+  - tried without gain: prefetching the next K pass of a task's B, passes of 256 or 128 K for
+    the weight gradients, 8 x 48 register blocks (races of 8 rounds: 572 / 584 and 564 / 556
+    ms against the 4 x 64 blocks), q/k/v written in bf16 (625 against 584 ms; XLA's rope
+    then converted back and forth), a single fusion for SwiGLU's backward in XLA (jnp.where
+    over [.., 2, F]: XLA still wrote the sigmoid out).
+  - a stall seen in ~1 of 3 races: one step of ~1.8 s where the process's heap grew by ~828
+    MB of fresh pages (212,000 minor faults, nr_anon_pages +212,040: XLA's step-sized buffer no
+    longer fitting the hole its last one left). Twofiles' kernels took it worse than XLA's
+    fusions (sys time 2.4 s against ~0.15), so one round's outlier could spoil a paired
+    interval; `--warmup 8` (instead of 2) let it happen before the timed rounds in the races
+    below.
+Profile, one step of three (train_step_profile.py, fair shares of the ops' wall time; both at
+load ~1.7): XLA's products (`twofiles-bf16-flash`): the ops cover 680 ms, dots 458 (338 GFLOP;
+the weight gradients and dx at 359-428 GFLOP/s per op, two at a time), the rest 171, the FFI
+kernels 51. The kernels (`twofiles-bf16-gemm`): the ops cover 592 ms, FFI kernels 481 (the GEMM
+427 ms of op time at 792 GFLOP/s, flash attention 44, SwiGLU's backward 7, the loss 6), the rest
+111.
+Races of the final code (`--rounds 12 --warmup 8`), median ms, paired 95% intervals, n = 12:
+  - `--variants torch-bf16-compile,twofiles-bf16-flash,twofiles-bf16-gemm` (load 1.27 ->
+    1.67): torch 691 (min 675), twofiles bf16 flash + chunks 628, 1.09x [1.06, 1.13],
+    twofiles bf16 with the kernels 560 (min 549), **1.24x [1.22, 1.25]**.
+  - all five variants (load 0.97 -> 1.69): torch.compile float32 2033, torch bf16 1007 (min
+    778), twofiles fp32 flash 1347, bf16 flash 624, bf16 kernels 560. Torch's bf16 step ran
+    ~1000 ms in its later rounds here, against 675-741 when its worker held it alone, so this
+    race's 1.73x [1.63, 1.84] overstates; the race above is the one to quote.
+Single bf16 matmuls at the model's shapes in that race: XLA 798-868 GFLOP/s, torch 823-905: the
+step's 367 GFLOP at torch's best is 406 ms, so 1.2x (~575 ms) was not ruled out by the ceiling,
+and it is met: 1.24x [1.22, 1.25] with the kernels. make demo (its config now with
+kernels.matmul = bf16 and kernels.swiglu = fused): 4 min 12 s from a built .venv (training 243
+s, 67k tokens/s), val_bpb 1.967. 1500-step trials of the demo config in this session: session
+13's code 26.4 s, this session's with XLA's products 28.6 s, with the kernels 22.9-24.2 s (the
+host slower than session 13's, whose demo had taken 3 min 27 s).
 """
 
 from __future__ import annotations
