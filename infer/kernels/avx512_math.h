@@ -1,5 +1,5 @@
-// Vector maths the project's AVX-512 kernels share (flash_attention_bf16.cc, xent.cc). Included
-// by those kernels (infer/kernels/cpu_kernels.py hashes it with them).
+// Vector maths the project's AVX-512 kernels share (flash_attention_bf16.cc, xent.cc,
+// swiglu.cc). Included by those kernels (infer/kernels/cpu_kernels.py hashes it with them).
 
 #pragma once
 
