@@ -6,15 +6,18 @@ evaluation and fast decoding is not the layer but how two things are done:
 - `matmul(name, x, layer, cfg) -> float32`: the block's four projections, by name:
     "qkv"      x_BTD  -> [B, T, H + 2G, K] or [B, T, (H + 2G) * K]  (q, k, v heads in that order)
     "wo"       x_BTHK -> [B, T, D]
-    "gate_up"  x_BTD  -> [B, T, 2F]   (gate first, then up)
+    "gate_up"  x_BTD  -> [B, T, 2F]   (gate first, then up; may come in the compute dtype)
     "down"     x_BTF  -> [B, T, D]
   The default (`None`) multiplies `model`'s own parameters (wq, wk, wv, wo, w_gate, w_up,
-  w_down) in the compute dtype with float32 accumulation. Inference passes its fused float32
-  or int8 matrices instead (`infer/runtime/decode_model.py`): `layer` is whatever tree the
-  caller's layer loop hands the block, so the operation owns the weights' layout.
-- `product(spec, a, b) -> float32`: the two-operand matmul under the default `matmul`'s and
-  the unembedding's bf16 products, forward and backward (model.precision.dot); None is XLA's
-  (`precision.einsum_f32`), a CPU kernel (infer/kernels/bf16_gemm) replaces it.
+  w_down) in the compute dtype with float32 accumulation, gate_up's result rounded to the
+  compute dtype (its consumer, the activation, rounds for the down projection anyway).
+  Inference passes its fused float32 or int8 matrices instead (`infer/runtime/
+  decode_model.py`): `layer` is whatever tree the caller's layer loop hands the block, so the
+  operation owns the weights' layout.
+- `product(spec, a, b, out_dtype=float32)`: the two-operand matmul under the default
+  `matmul`'s and the unembedding's bf16 products, forward and backward (model.precision.dot),
+  summed in float32; None is XLA's (`precision.einsum_f32`), a CPU kernel (infer/kernels/
+  bf16_gemm) replaces it.
 - `attention(q_BTHK, k_BTGK, v_BTGK, kv, ctx, cfg) -> (out_BTHK, new_kv)`: q, k, v already
   rotated; `kv` is this layer's cache (None without one) in the operation's own layout, and
   the operation writes the new k and v into it. `ctx` is what the caller built for it (for the
