@@ -489,7 +489,8 @@ took the step's matmuls off XLA here too:
   - SwiGLU's backward in one pass (infer/kernels/swiglu.cc, kernels.swiglu = fused): XLA had
     run it as three (the sigmoid written out, d_gate, then d_up and the concatenation), ~5.5
     ms a layer at 4096 x 1024 float32; the kernel 2.2 (float32) and 1.1 (bf16) ms.
-  - tried without gain: prefetching the next K pass of a task's B, passes of 256 or 128 K for
+  - tried without gain: prefetching the next K pass of a task's B, or the next register
+    block's partial sums (single products within noise; dropped), passes of 256 or 128 K for
     the weight gradients, 8 x 48 register blocks (races of 8 rounds: 572 / 584 and 564 / 556
     ms against the 4 x 64 blocks), q/k/v written in bf16 (625 against 584 ms; XLA's rope
     then converted back and forth), a single fusion for SwiGLU's backward in XLA (jnp.where

@@ -286,11 +286,7 @@ void ProductTask(const Job& j, int64_t task) {
 template <int R, int C>
 TF_INLINE void DotBlock(const bf16* a, int64_t a_ld, int64_t a_step, const bf16* b,
                         int64_t b_strip, float* c, int64_t ldc, int64_t nk, bool first,
-                        const float* c_next, bf16* out, int64_t ld_out) {
-  // The next block's partial sums (a later K pass), on their way from L3 while these run.
-  if (c_next)
-    for (int r = 0; r < R; ++r)
-      for (int v = 0; v < C; ++v) _mm_prefetch(c_next + r * ldc + 16 * v, _MM_HINT_T0);
+                        bf16* out, int64_t ld_out) {
   __m512 acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < C; ++v)
@@ -364,14 +360,10 @@ void DotTask(const Job& j, int64_t task) {
         a = rows, a_ld = kBlockK, a_step = 32;
       }
       const auto block = [&](auto strips, int64_t n) {
-        constexpr int C = decltype(strips)::value;
-        const bool last_n = n + 16 * C >= n1;
-        const float* c_next = k0 == 0 ? nullptr
-                              : last_n ? (m + R < m1 ? sums.At(m + R, n0) : nullptr)
-                                       : sums.At(m, n + 16 * C);
         bf16* out = j.c_bf16 && k0 + nk == kc ? static_cast<bf16*>(j.c) + m * j.N + n : nullptr;
-        DotBlock<R, C>(a, a_ld, a_step, b + (n - n0) / 16 * b_strip, b_strip, sums.At(m, n),
-                       sums.ld, nk, k0 == 0, c_next, out, j.N);
+        DotBlock<R, decltype(strips)::value>(a, a_ld, a_step, b + (n - n0) / 16 * b_strip,
+                                             b_strip, sums.At(m, n), sums.ld, nk, k0 == 0,
+                                             out, j.N);
       };
       int64_t n = n0;
       for (; n + 64 <= n1; n += 64) block(std::integral_constant<int, 4>{}, n);
