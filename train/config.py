@@ -203,14 +203,14 @@ class KernelsConfig:
 
     def __post_init__(self):
         _check_fields(self, "kernels.")
-        if self.swiglu not in ("xla", "fused"):
-            raise ConfigError(f"kernels.swiglu must be xla or fused, got {self.swiglu!r}")
-        if self.attention not in ("xla", "flash"):
-            raise ConfigError(f"kernels.attention must be xla or flash, got {self.attention!r}")
         if self.matmul == "amx":  # its name before the kernel ran without AMX too (run configs)
             object.__setattr__(self, "matmul", "bf16")
-        if self.matmul not in ("xla", "bf16"):
-            raise ConfigError(f"kernels.matmul must be xla or bf16, got {self.matmul!r}")
+        for name, choices in (("attention", ("xla", "flash")), ("matmul", ("xla", "bf16")),
+                              ("swiglu", ("xla", "fused"))):
+            value = getattr(self, name)
+            if value not in choices:
+                raise ConfigError(f"kernels.{name} must be {' or '.join(choices)}, got "
+                                  f"{value!r}")
         if self.loss_chunk < 0:
             raise ConfigError(f"kernels.loss_chunk must be >= 0 (0: no chunks), got "
                               f"{self.loss_chunk}")
