@@ -8,7 +8,6 @@ rebuilds them from token values.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
@@ -29,15 +28,15 @@ def _hidden_and_unembed(params, inputs_BT, mcfg, positions_BT, segment_ids_BT, o
 
 
 def _kernel_options(kernels):
-    """(model ops, loss chunk) of a train.config.KernelsConfig or None: its attention and its
-    matmuls' product."""
+    """(model ops, loss chunk) of a train.config.KernelsConfig or None: its attention, its
+    matmuls' product and its activation."""
     if kernels is None:
         return model.ops.DEFAULT, 0
     ops = flash_attention.model_ops() if kernels.attention == "flash" else model.ops.DEFAULT
     if kernels.matmul == "bf16":
         ops = bf16_gemm.model_ops(ops)
     if kernels.swiglu == "fused":
-        ops = dataclasses.replace(ops, swiglu=swiglu.swiglu)
+        ops = swiglu.model_ops(ops)
     return ops, kernels.loss_chunk
 
 

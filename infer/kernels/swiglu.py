@@ -10,6 +10,7 @@ backends.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 
 from infer.kernels import cpu_kernels
 from model import activations
+from model import ops as model_ops_module
 
 KERNEL = ("swiglu.cc", "twofiles_swiglu_backward", "TwofilesSwigluBackward")
 
@@ -54,3 +56,9 @@ def _bwd(gate_up, g):
 
 
 swiglu.defvjp(_fwd, _bwd)
+
+
+def model_ops(base=None):
+    """`base` (model.Ops; default the model's own) with its activation's backward on the
+    kernel."""
+    return dataclasses.replace(base or model_ops_module.DEFAULT, swiglu=swiglu)
