@@ -5,7 +5,6 @@ loss too. The kernel computes them on AMX tiles where the CPU has them, on vdpbf
 has AVX512_BF16 (asserted; the other engines run in a subprocess under TWOFILES_CPU_ISA);
 elsewhere XLA's einsum does, and the same references hold."""
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -133,26 +132,17 @@ def test_precision_dot_on_the_kernel_gives_the_bf16_gradients():
 def test_the_bf16_step_on_the_kernel_matches_xla():
     """The training loss and its gradients with kernels.matmul = bf16 equal XLA's bf16 products
     (same roundings, only the summation order differs)."""
-    import model
-    from train import losses
+    from tests.kernel_steps import loss_and_grads
     from train.config import KernelsConfig
 
-    cfg = model.ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=2, n_kv_heads=1,
-                            d_ff=128, max_seq_len=64, compute_dtype="bfloat16")
-    params = model.init(cfg, jax.random.key(0))
-    tokens = jax.random.randint(jax.random.key(1), (2, 65), 0, 256)
-    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
-
-    def grads(matmul):
-        loss_fn = losses.next_token_loss(cfg, KernelsConfig("xla", 64, matmul))
-        return jax.jit(jax.value_and_grad(lambda p: loss_fn(p, batch, None)[0]))(params)
+    def grads(matmul, compute_dtype="bfloat16"):
+        return loss_and_grads(KernelsConfig("xla", 64, matmul), compute_dtype)
     (loss_x, g_x), (loss_a, g_a) = grads("xla"), grads("bf16")
     np.testing.assert_allclose(loss_a, loss_x, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_x)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * float(jnp.abs(b).max()))
     # float32 compute stays XLA's exact path whatever kernels.matmul says
-    cfg = dataclasses.replace(cfg, compute_dtype="float32")
-    (loss_x, g_x), (loss_a, g_a) = grads("xla"), grads("bf16")
+    (loss_x, g_x), (loss_a, g_a) = grads("xla", "float32"), grads("bf16", "float32")
     assert float(loss_a) == float(loss_x)
     for a, b in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_x)):
         np.testing.assert_array_equal(a, b)

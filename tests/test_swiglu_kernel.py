@@ -63,19 +63,11 @@ def test_a_width_the_kernel_does_not_take_falls_back_to_xla():
 
 
 def test_the_step_with_the_fused_activation_matches_xlas():
-    import model
-    from train import losses
+    from tests.kernel_steps import loss_and_grads
     from train.config import KernelsConfig
 
-    cfg = model.ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=2, n_kv_heads=1,
-                            d_ff=128, max_seq_len=64, compute_dtype="bfloat16")
-    params = model.init(cfg, jax.random.key(0))
-    tokens = jax.random.randint(jax.random.key(1), (2, 65), 0, 256)
-    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
-
     def grads(activation):
-        loss_fn = losses.next_token_loss(cfg, KernelsConfig(swiglu=activation))
-        return jax.jit(jax.value_and_grad(lambda p: loss_fn(p, batch, None)[0]))(params)
+        return loss_and_grads(KernelsConfig(swiglu=activation))
     (loss_x, g_x), (loss_k, g_k) = grads("xla"), grads("fused")
     np.testing.assert_allclose(loss_k, loss_x, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(g_k), jax.tree.leaves(g_x)):
