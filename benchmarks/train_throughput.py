@@ -512,7 +512,9 @@ Races of the final code (`--rounds 12 --warmup 8`), median ms, paired 95% interv
     1.67): torch 691 (min 675), twofiles bf16 flash + chunks 628, 1.09x [1.06, 1.13],
     twofiles bf16 with the kernels 560 (min 549), **1.24x [1.22, 1.25]**.
   - `--variants torch-bf16-compile,twofiles-bf16-gemm` after the last commit (load 2.03 ->
-    2.01): torch 670 (min 659), twofiles 543 (min 538), **1.23x [1.23, 1.24]**.
+    2.01): torch 670 (min 659), twofiles 543 (min 538), **1.23x [1.23, 1.24]**; again on the
+    final code, without the partial-sums prefetch (load 0.74 -> 1.37): torch 740 (min 731),
+    twofiles 570 (min 558), **1.28x [1.23, 1.34]**.
   - all five variants (load 0.97 -> 1.69): torch.compile float32 2033, torch bf16 1007 (min
     778), twofiles fp32 flash 1347, bf16 flash 624, bf16 kernels 560. Torch's bf16 step ran
     ~1000 ms in its later rounds here, against 675-741 when its worker held it alone, so this
